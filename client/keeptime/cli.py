@@ -1,0 +1,360 @@
+"""The keeptime command line: operators' and scripts' way into keeptimed.
+
+Every command prints something a human can read, or with --json one JSON
+document for machines; errors are one line on stderr and a non-zero exit.
+"""
+import argparse
+import datetime
+import grp
+import json
+import os
+import pwd
+import sys
+from typing import Optional
+
+
+from . import __version__, errors
+from .client import Client
+from .defaults import DEFAULT_SOCKET, POLICIES, SOCKET_ENV
+from .timefmt import format_duration, format_ns
+from .v1 import keeptime_pb2 as pb
+
+EXIT_OK = 0
+EXIT_ERROR = 1        # the daemon refused or failed the request
+EXIT_USAGE = 2        # bad command line or invalid argument
+EXIT_UNAVAILABLE = 3  # keeptimed could not be reached
+INT32_MAX = 2**31 - 1
+
+EXAMPLES = """\
+examples:
+  keeptime checkpoint 4242                   record the clocks of pid 4242's tree
+  keeptime plan 3f9a --policy suspend        what a restore would do now
+  keeptime restore 3f9a --policy freeze -- /usr/bin/myapp --resume
+  keeptime wait 5150                         exit status of a restored process
+  keeptime exec 5150 -- date                 run a command in pid 5150's clocks
+  keeptime list; keeptime show 3f9a; keeptime rm 3f9a; keeptime clocks 5150
+
+exit status: 0 ok, 1 the daemon refused or failed, 2 usage or invalid argument,
+3 keeptimed unreachable; `wait` exits with the waited process's status.
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors instead of usage dumps."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# -- argument types -----------------------------------------------------------
+
+def _pid(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a pid: {text!r}") from None
+    if not -INT32_MAX - 1 <= value <= INT32_MAX:
+        raise argparse.ArgumentTypeError(f"pid out of range: {text}")
+    return value
+
+
+def _key_value(text: str) -> str:
+    if "=" not in text or text.startswith("="):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return text
+
+
+def _uid(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such user: {text!r}") from None
+
+
+def _gid(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such group: {text!r}") from None
+
+
+def build_parser() -> Parser:
+    """The full command-line grammar of keeptime."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one JSON document instead of text")
+    common.add_argument("--socket", default=argparse.SUPPRESS, help="keeptimed's socket")
+
+    parser = Parser(
+        prog="keeptime",
+        description="Keep CLOCK_MONOTONIC and CLOCK_BOOTTIME continuous across checkpoint/restore.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--socket", default=None,
+                        help=f"keeptimed's socket (env {SOCKET_ENV}; default {DEFAULT_SOCKET})")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    parser.add_argument("--version", action="version", version=f"keeptime {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    def command(name: str, help_text: str) -> Parser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    p = command("checkpoint", "record the clocks of the process tree rooted at PID; prints the record id")
+    p.add_argument("pid", type=_pid)
+    p.add_argument("--label", action="append", type=_key_value, default=[], metavar="K=V",
+                   help="attach a label to the record (repeatable)")
+
+    p = command("plan", "show the targets and offsets a restore would use now, without spawning")
+    p.add_argument("record", metavar="ID")
+    p.add_argument("--policy", choices=POLICIES, default=None, help="freeze, suspend or elapsed (default: the daemon's, suspend)")
+
+    def add_command_options(p: Parser) -> None:
+        p.add_argument("--env", action="append", type=_key_value, default=[], metavar="K=V",
+                       help="environment entry (repeatable); nothing is inherited by default")
+        p.add_argument("--env-from-caller", action="store_true", help="pass this shell's environment")
+        p.add_argument("--cwd", help="working directory (default /)")
+        p.add_argument("--uid", type=_uid, help="user (name or number) to run as")
+        p.add_argument("--gid", type=_gid, help="group (name or number) to run as")
+        p.add_argument("--stdin", metavar="FILE", help="default /dev/null")
+        p.add_argument("--stdout", metavar="FILE", help="truncated, then appended to; default /dev/null")
+        p.add_argument("--stderr", metavar="FILE", help="truncated, then appended to; default /dev/null")
+        p.add_argument("argv", nargs="*", default=[], metavar="CMD ARGS",
+                       help="the command to run; put it after -- when it has options of its own")
+
+    p = command("restore", "start CMD in a new time namespace continuing the record's clocks; prints the pid")
+    p.add_argument("record", metavar="ID")
+    p.add_argument("--policy", choices=POLICIES, default=None, help="freeze, suspend or elapsed (default: the daemon's, suspend)")
+    add_command_options(p)
+
+    p = command("exec", "start CMD inside the time namespace of the live process PID; prints the pid")
+    p.add_argument("pid", type=_pid)
+    add_command_options(p)
+
+    p = command("wait", "wait for a process started by restore or exec; prints and exits with its status")
+    p.add_argument("pid", type=_pid)
+    p.add_argument("--timeout", type=float, default=argparse.SUPPRESS, dest="wait_timeout",
+                   help="give up after this many seconds (default: wait forever)")
+
+    p = command("show", "print a record")
+    p.add_argument("record", metavar="ID")
+    command("list", "list records, oldest first")
+    p = command("rm", "delete a record")
+    p.add_argument("record", metavar="ID")
+    p = command("clocks", "print the clocks a live process sees and its time namespace offsets")
+    p.add_argument("pid", type=_pid)
+    return parser
+
+
+# -- output -------------------------------------------------------------------
+
+def message_to_dict(message) -> dict:
+    """A protobuf message as plain JSON types: int64 stay numbers, enums are names."""
+    out = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            out[field.name] = dict(value)
+        elif field.is_repeated:
+            out[field.name] = [_field_value(field, v) for v in value]
+        elif field.message_type is not None and not message.HasField(field.name):
+            out[field.name] = None
+        else:
+            out[field.name] = _field_value(field, value)
+    return out
+
+
+def _field_value(field, value):
+    if field.message_type is not None:
+        return message_to_dict(value)
+    if field.enum_type is not None:
+        return field.enum_type.values_by_number[value].name if value in field.enum_type.values_by_number else value
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _print_json(value) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def _when(realtime_ns: int) -> str:
+    return datetime.datetime.fromtimestamp(realtime_ns / 1e9, tz=datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _clock_line(label: str, clocks) -> str:
+    return f"  {label:<10} MONOTONIC {format_ns(clocks.monotonic_ns):>24}   BOOTTIME {format_ns(clocks.boottime_ns):>24}"
+
+
+def _policy_name(value: int) -> str:
+    return pb.Policy.Name(value).removeprefix("POLICY_").lower()
+
+
+def _print_plan(plan: pb.Plan) -> None:
+    print(f"record    {plan.record_id}")
+    print(f"policy    {_policy_name(plan.policy)}")
+    print(_clock_line("recorded", plan.recorded))
+    print(_clock_line("target", plan.targets))
+    print(_clock_line("offsets", plan.offsets))
+    print(f"downtime  {format_duration(plan.downtime_ns)} "
+          f"({'same boot' if plan.same_boot else 'other boot'}, {'same host' if plan.same_host else 'other host'})")
+    print(f"why       {plan.explanation}")
+
+
+def _print_record(record: pb.Record) -> None:
+    print(f"record      {record.id}")
+    print(f"root pid    {record.root_pid}")
+    print(f"taken       {_when(record.realtime_ns)} on {record.hostname or '?'} (boot {record.boot_id or '?'})")
+    print(f"source      {record.source}")
+    print(_clock_line("clocks", record.clocks))
+    print(_clock_line("host", record.host_clocks))
+    for key, value in sorted(record.labels.items()):
+        print(f"label       {key}={value}")
+    for ns in record.namespaces:
+        root = "  (root's)" if ns.inode == record.root_timens_inode else ""
+        print(f"namespace   {ns.inode}{root}: {len(ns.pids)} process(es), offsets "
+              f"monotonic {format_ns(ns.offsets.monotonic_ns)}, boottime {format_ns(ns.offsets.boottime_ns)}")
+    print(f"processes   {len(record.processes)}")
+    for proc in record.processes[:50]:
+        print(f"  {proc.pid:>8} {proc.ppid:>8} {proc.comm}")
+    if len(record.processes) > 50:
+        print(f"  ... and {len(record.processes) - 50} more (use --json)")
+
+
+def _print_list(records) -> None:
+    if not records:
+        print("no records")
+        return
+    print(f"{'ID':<32}  {'ROOT':>7}  {'PROCS':>5}  {'TAKEN (UTC)':<29}  {'HOST':<16}  MONOTONIC")
+    for r in records:
+        if r.error:
+            print(f"{r.id:<32}  DAMAGED: {r.error}")
+            continue
+        print(f"{r.id:<32}  {r.root_pid:>7}  {r.process_count:>5}  {_when(r.realtime_ns):<29}  "
+              f"{r.hostname[:16]:<16}  {format_ns(r.clocks.monotonic_ns)}")
+
+
+def _print_clocks(c: pb.ClocksResponse) -> None:
+    where = "the host's" if c.host_namespace else "its own"
+    print(f"pid        {c.pid}")
+    print(f"namespace  {c.timens_inode} ({where})")
+    print(_clock_line("sees", c.clocks))
+    print(_clock_line("offsets", c.offsets))
+    print(_clock_line("host", c.host_clocks))
+
+
+# -- commands -----------------------------------------------------------------
+
+def _command_kwargs(args) -> dict:
+    argv = list(args.argv)
+    if not argv:
+        raise UsageError(f"keeptime {args.command}: give the command to run after --")
+    env = [f"{k}={v}" for k, v in os.environ.items()] if args.env_from_caller else []
+    env += args.env
+    absolute = lambda path: os.path.abspath(path) if path else None  # noqa: E731 (relative to the caller)
+    return dict(argv=argv, env=env, cwd=absolute(args.cwd), uid=args.uid, gid=args.gid,
+                stdin=absolute(args.stdin), stdout=absolute(args.stdout), stderr=absolute(args.stderr))
+
+
+def run(args, client: Client) -> int:
+    """Execute one parsed command; returns the exit status."""
+    as_json = args.json
+    if args.command == "checkpoint":
+        labels = dict(label.split("=", 1) for label in args.label)
+        record = client.checkpoint_record(args.pid, labels)
+        _print_json(message_to_dict(record)) if as_json else print(record.id)
+    elif args.command == "plan":
+        plan = client.plan(args.record, args.policy)
+        _print_json(message_to_dict(plan)) if as_json else _print_plan(plan)
+    elif args.command == "restore":
+        result = client.restore(args.record, policy=args.policy, **_command_kwargs(args))
+        if as_json:
+            _print_json({
+                "pid": result.pid, "mechanism": result.mechanism, "timens_inode": result.timens_inode,
+                "monotonic_offset_ns": result.monotonic_offset_ns, "boottime_offset_ns": result.boottime_offset_ns,
+                "plan": message_to_dict(result.plan),
+            })
+        else:
+            print(result.pid)
+            print(f"keeptime: restored {result.plan.record_id} as pid {result.pid} under "
+                  f"{_policy_name(result.plan.policy)} via {result.mechanism}; offsets monotonic "
+                  f"{format_ns(result.monotonic_offset_ns)}, boottime {format_ns(result.boottime_offset_ns)}",
+                  file=sys.stderr)
+    elif args.command == "exec":
+        result = client.exec(args.pid, **_command_kwargs(args))
+        if as_json:
+            _print_json({
+                "pid": result.pid, "mechanism": result.mechanism, "timens_inode": result.timens_inode,
+                "monotonic_offset_ns": result.monotonic_offset_ns, "boottime_offset_ns": result.boottime_offset_ns,
+            })
+        else:
+            print(result.pid)
+    elif args.command == "wait":
+        status = client.wait_status(args.pid, getattr(args, "wait_timeout", None))
+        if as_json:
+            _print_json({"pid": status.pid, "exit_code": status.exit_code, "signal": status.signal,
+                         "status": status.status})
+        else:
+            print(status.status)
+        return status.status if 0 <= status.status <= 255 else EXIT_ERROR
+    elif args.command == "show":
+        record = client.get(args.record)
+        _print_json(message_to_dict(record)) if as_json else _print_record(record)
+    elif args.command == "list":
+        records = client.list()
+        _print_json([message_to_dict(r) for r in records]) if as_json else _print_list(records)
+    elif args.command == "rm":
+        record_id = client.delete(args.record)
+        _print_json({"deleted": record_id}) if as_json else print(record_id)
+    elif args.command == "clocks":
+        clocks = client.clocks(args.pid)
+        _print_json(message_to_dict(clocks)) if as_json else _print_clocks(clocks)
+    return EXIT_OK
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the keeptime command."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # Everything after the first "--" is the command to run, untouched by
+        # option parsing (argparse would otherwise read its options as ours).
+        command: list[str] = []
+        if "--" in argv:
+            split = argv.index("--")
+            argv, command = argv[:split], argv[split + 1:]
+        args = parser.parse_args(argv)
+        if command:
+            if args.command not in ("restore", "exec"):
+                raise UsageError(f"keeptime {args.command}: unexpected arguments after --")
+            args.argv = list(args.argv) + command
+        with Client(socket=args.socket, timeout=args.timeout) as client:
+            return run(args, client)
+    except UsageError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except errors.KeeptimeError as exc:
+        print(f"keeptime: {exc}", file=sys.stderr)
+        if isinstance(exc, errors.Unavailable):
+            return EXIT_UNAVAILABLE
+        if isinstance(exc, errors.InvalidArgument):
+            return EXIT_USAGE
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""keeptime.Client: a typed Python client for keeptimed.
+
+    from keeptime import Client
+    with Client() as kt:
+        record_id = kt.checkpoint(1234)
+        restored = kt.restore(record_id, ["my-server", "--resume"], policy="suspend")
+        status = kt.wait(restored.pid)
+
+Every failed call raises a keeptime.errors.KeeptimeError subclass.
+"""
+import os
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional, Sequence
+
+import grpc
+
+from . import errors
+from .defaults import DEFAULT_SOCKET, POLICIES, SOCKET_ENV
+from .v1 import keeptime_pb2 as pb
+from .v1 import keeptime_pb2_grpc as pb_grpc
+
+DEFAULT_TIMEOUT = 30.0
+POLICY_ENUMS = {"freeze": pb.POLICY_FREEZE, "suspend": pb.POLICY_SUSPEND, "elapsed": pb.POLICY_ELAPSED}
+MECHANISM_NAMES = {
+    pb.MECHANISM_CLONE3_TIMENS_OFFSET: "clone3-timens-offset",
+    pb.MECHANISM_UNSHARE_PROC_OFFSETS: "unshare-proc-offsets",
+    pb.MECHANISM_SETNS: "setns",
+}
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    pid: int
+    monotonic_offset_ns: int
+    boottime_offset_ns: int
+    mechanism: str          # "unshare-proc-offsets" or "clone3-timens-offset"
+    timens_inode: int
+    plan: pb.Plan
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    pid: int
+    monotonic_offset_ns: int
+    boottime_offset_ns: int
+    mechanism: str          # "setns"
+    timens_inode: int
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    pid: int
+    exit_code: int          # meaningful when signal == 0
+    signal: int
+    status: int             # shell convention: exit_code or 128 + signal
+
+
+def _policy(policy: Optional[str]) -> int:
+    if policy is None:
+        return pb.POLICY_UNSPECIFIED
+    if policy not in POLICY_ENUMS:
+        raise errors.InvalidArgument(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    return POLICY_ENUMS[policy]
+
+
+def _command(argv: Sequence[str], env: Optional[Mapping[str, str] | Iterable[str]], cwd: Optional[str],
+             uid: Optional[int], gid: Optional[int], stdin: Optional[str], stdout: Optional[str],
+             stderr: Optional[str]) -> pb.Command:
+    if isinstance(argv, (str, bytes)):
+        raise errors.InvalidArgument("argv must be a list of strings, not a single string")
+    if isinstance(env, Mapping):
+        env_list = [f"{key}={value}" for key, value in env.items()]
+    else:
+        env_list = list(env or [])
+    command = pb.Command(
+        argv=list(argv), env=env_list, cwd=cwd or "",
+        stdin_path=stdin or "", stdout_path=stdout or "", stderr_path=stderr or "",
+    )
+    if uid is not None:
+        command.uid = uid
+    if gid is not None:
+        command.gid = gid
+    return command
+
+
+class Client:
+    """A connection to keeptimed over its unix socket."""
+
+    def __init__(self, socket: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT):
+        self.socket = socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(f"unix:{os.path.abspath(self.socket)}")
+        self._stub = pb_grpc.KeeptimeStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: str, request, timeout: Optional[float] = -1.0):
+        try:
+            return getattr(self._stub, method)(request, timeout=self.timeout if timeout == -1.0 else timeout)
+        except grpc.RpcError as exc:
+            raise errors.from_rpc_error(exc, self.socket) from None
+
+    # -- records ------------------------------------------------------------
+
+    def checkpoint(self, pid: int, labels: Optional[Mapping[str, str]] = None) -> str:
+        """Record the clocks of the process tree rooted at pid; returns the record id."""
+        return self.checkpoint_record(pid, labels).id
+
+    def checkpoint_record(self, pid: int, labels: Optional[Mapping[str, str]] = None) -> pb.Record:
+        """Like checkpoint(), returning the whole record."""
+        return self._call("Checkpoint", pb.CheckpointRequest(pid=pid, labels=dict(labels or {}))).record
+
+    def get(self, record_id: str) -> pb.Record:
+        return self._call("GetRecord", pb.GetRecordRequest(record_id=record_id))
+
+    def list(self) -> list[pb.RecordSummary]:
+        return list(self._call("ListRecords", pb.ListRecordsRequest()).records)
+
+    def delete(self, record_id: str) -> str:
+        """Delete a record; returns its full id."""
+        return self._call("DeleteRecord", pb.DeleteRecordRequest(record_id=record_id)).record_id
+
+    def export_record(self, record_id: str) -> bytes:
+        """The record as record-file bytes, for ImportRecord on another host."""
+        return self._call("ExportRecord", pb.ExportRecordRequest(record_id=record_id)).data
+
+    def import_record(self, data: bytes) -> pb.Record:
+        return self._call("ImportRecord", pb.ImportRecordRequest(data=data)).record
+
+    # -- restore ------------------------------------------------------------
+
+    def plan(self, record_id: str, policy: Optional[str] = None) -> pb.Plan:
+        """What a restore would do now, without spawning anything."""
+        return self._call("Plan", pb.PlanRequest(record_id=record_id, policy=_policy(policy))).plan
+
+    def restore(self, record_id: str, argv: Sequence[str], policy: Optional[str] = None,
+                env=None, cwd: Optional[str] = None, uid: Optional[int] = None,
+                gid: Optional[int] = None, stdin: Optional[str] = None,
+                stdout: Optional[str] = None, stderr: Optional[str] = None) -> RestoreResult:
+        """Start argv in a new time namespace continuing the record's clocks.
+
+        env is a mapping or "K=V" strings (nothing is inherited); stdin/stdout/
+        stderr are paths (default /dev/null); cwd defaults to "/".
+        """
+        response = self._call("Restore", pb.RestoreRequest(
+            record_id=record_id, policy=_policy(policy),
+            command=_command(argv, env, cwd, uid, gid, stdin, stdout, stderr),
+        ))
+        return RestoreResult(
+            pid=response.pid,
+            monotonic_offset_ns=response.offsets.monotonic_ns,
+            boottime_offset_ns=response.offsets.boottime_ns,
+            mechanism=MECHANISM_NAMES.get(response.mechanism, "unknown"),
+            timens_inode=response.timens_inode,
+            plan=response.plan,
+        )
+
+    def exec(self, pid: int, argv: Sequence[str], env=None, cwd: Optional[str] = None,
+             uid: Optional[int] = None, gid: Optional[int] = None, stdin: Optional[str] = None,
+             stdout: Optional[str] = None, stderr: Optional[str] = None) -> ExecResult:
+        """Start argv inside the time namespace of the live process pid."""
+        response = self._call("Exec", pb.ExecRequest(
+            pid=pid, command=_command(argv, env, cwd, uid, gid, stdin, stdout, stderr),
+        ))
+        return ExecResult(
+            pid=response.pid,
+            monotonic_offset_ns=response.offsets.monotonic_ns,
+            boottime_offset_ns=response.offsets.boottime_ns,
+            mechanism=MECHANISM_NAMES.get(response.mechanism, "unknown"),
+            timens_inode=response.timens_inode,
+        )
+
+    def wait_status(self, pid: int, timeout: Optional[float] = None) -> ExitStatus:
+        """Block until pid (started by restore or exec) exits; timeout None waits forever."""
+        response = self._call("Wait", pb.WaitRequest(pid=pid), timeout=timeout)
+        return ExitStatus(response.pid, response.exit_code, response.signal, response.status)
+
+    def wait(self, pid: int, timeout: Optional[float] = None) -> int:
+        """The exit status of pid in shell convention (exit code, or 128 + signal)."""
+        return self.wait_status(pid, timeout).status
+
+    # -- live processes -----------------------------------------------------
+
+    def clocks(self, pid: int) -> pb.ClocksResponse:
+        """The clocks pid sees now, its time namespace and offsets."""
+        return self._call("Clocks", pb.ClocksRequest(pid=pid))

@@ -1,0 +1,8 @@
+"""Embedded defaults shared by the daemon and its callers."""
+
+SOCKET_ENV = "KEEPTIME_SOCKET"
+DB_ENV = "KEEPTIME_DB"
+DEFAULT_SOCKET = "/run/keeptime/keeptime.sock"
+DEFAULT_DB = "/var/lib/keeptime/keeptime.db"
+POLICIES = ("freeze", "suspend", "elapsed")
+DEFAULT_POLICY = "suspend"

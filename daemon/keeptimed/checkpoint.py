@@ -1,0 +1,179 @@
+"""Checkpoint: record the clocks a live process tree sees.
+
+The tree is walked first and the clocks are read last, in one burst, so the
+recorded values are as late as anything in the tree could have read.
+"""
+import uuid
+from collections import deque
+from typing import Optional
+
+import psutil
+
+from keeptime.v1 import keeptime_pb2 as pb
+
+from . import procfs, timens
+from .errors import InvalidArgument, NotFound
+from .hostclock import HostClock
+from .policies import Clocks
+
+MAX_TREE_SIZE = 100_000
+
+
+def new_record_id() -> str:
+    """A fresh record id: 32 lowercase hex digits."""
+    return uuid.uuid4().hex
+
+
+def _tree(root: int) -> list[tuple[int, int]]:
+    """(pid, parent) pairs of the tree rooted at root, root first (parent 0)."""
+    try:
+        procfs.children(root)
+    except FileNotFoundError:
+        return _tree_by_scan(root)
+    pairs = [(root, 0)]
+    queue = deque([root])
+    while queue:
+        parent = queue.popleft()
+        try:
+            kids = procfs.children(parent)
+        except ProcessLookupError:
+            continue  # exited meanwhile: its subtree was reparented elsewhere
+        for kid in kids:
+            pairs.append((kid, parent))
+            queue.append(kid)
+        if len(pairs) > MAX_TREE_SIZE:
+            raise InvalidArgument(f"process tree of pid {root} has more than {MAX_TREE_SIZE} processes")
+    return pairs
+
+
+def _tree_by_scan(root: int) -> list[tuple[int, int]]:
+    """Fallback for kernels without /proc/PID/task/TID/children: scan all of /proc."""
+    try:
+        kids = psutil.Process(root).children(recursive=True)
+    except psutil.NoSuchProcess:
+        raise ProcessLookupError(root) from None
+    pairs = [(root, 0)]
+    for kid in kids:
+        try:
+            pairs.append((kid.pid, kid.ppid()))
+        except psutil.NoSuchProcess:
+            continue
+    return pairs[: MAX_TREE_SIZE + 1]
+
+
+def _validate_pid(pid: int) -> procfs.ProcStat:
+    if pid <= 0:
+        raise InvalidArgument(f"pid must be a positive integer, got {pid}")
+    try:
+        stat = procfs.read_stat(pid)
+    except ProcessLookupError:
+        raise NotFound(f"no process with pid {pid}") from None
+    if stat.is_kernel_thread:
+        raise InvalidArgument(f"pid {pid} is a kernel thread ({stat.comm}); it has no clocks to keep")
+    if stat.state in ("Z", "X"):
+        raise NotFound(f"pid {pid} has exited (zombie)")
+    return stat
+
+
+def checkpoint(pid: int, host: HostClock, labels: Optional[dict[str, str]] = None) -> pb.Record:
+    """Record the clocks of the process tree rooted at pid."""
+    root_stat = _validate_pid(pid)
+    try:
+        pairs = _tree(pid)
+    except ProcessLookupError:
+        raise NotFound(f"pid {pid} exited during the checkpoint") from None
+
+    processes: list[pb.ProcessInfo] = []
+    members: dict[int, list[int]] = {}  # namespace inode -> pids
+    for member, parent in pairs:
+        try:
+            stat = procfs.read_stat(member)
+            if parent and stat.ppid != parent:
+                continue  # exited and its pid was reused
+            if stat.state in ("Z", "X"):
+                continue  # exited: nothing left to restore
+            inode = procfs.timens_inode(member)
+            uid = procfs.owner_uid(member)
+        except ProcessLookupError:
+            if member == pid:
+                raise NotFound(f"pid {pid} exited during the checkpoint") from None
+            continue
+        processes.append(
+            pb.ProcessInfo(
+                pid=member, ppid=stat.ppid, start_time_ticks=stat.start_time_ticks,
+                timens_inode=inode, comm=stat.comm, uid=uid,
+            )
+        )
+        members.setdefault(inode, []).append(member)
+
+    offsets = {inode: _namespace_offsets(inode, pids) for inode, pids in members.items()}
+    root_inode = processes[0].timens_inode
+    if root_inode not in offsets or offsets[root_inode] is None:
+        raise NotFound(f"pid {pid} exited during the checkpoint")
+    try:
+        if procfs.read_stat(pid).start_time_ticks != root_stat.start_time_ticks:
+            raise ProcessLookupError(pid)
+    except ProcessLookupError:
+        raise NotFound(f"pid {pid} exited during the checkpoint") from None
+
+    now = host.now()  # last: nothing in the tree read later than this
+    record = pb.Record(
+        id=new_record_id(),
+        root_pid=pid,
+        realtime_ns=now.realtime_ns,
+        host_clocks=_clock_values(now.clocks),
+        boot_id=now.boot_id,
+        hostname=now.hostname,
+        root_timens_inode=root_inode,
+        processes=processes,
+        labels=labels or {},
+        source="checkpoint",
+    )
+    record.clocks.CopyFrom(_clock_values(now.clocks + offsets[root_inode]))
+    for inode, pids in members.items():
+        if offsets[inode] is None:
+            continue
+        record.namespaces.append(
+            pb.TimeNamespace(
+                inode=inode,
+                offsets=pb.Offsets(monotonic_ns=offsets[inode].monotonic_ns, boottime_ns=offsets[inode].boottime_ns),
+                clocks=_clock_values(now.clocks + offsets[inode]),
+                pids=pids,
+            )
+        )
+    return record
+
+
+def _namespace_offsets(inode: int, pids: list[int]) -> Optional[Clocks]:
+    """Offsets of namespace inode, read through any of its still-living members."""
+    for member in pids:
+        try:
+            ns = timens.namespace_of(member)
+        except (ProcessLookupError, FileNotFoundError):
+            continue
+        if ns.inode == inode:
+            return ns.offsets
+    return None
+
+
+def _clock_values(clocks: Clocks) -> pb.ClockValues:
+    return pb.ClockValues(monotonic_ns=clocks.monotonic_ns, boottime_ns=clocks.boottime_ns)
+
+
+def clocks_of(pid: int, host: HostClock) -> pb.ClocksResponse:
+    """The clocks a live process sees now and its namespace's offsets."""
+    _validate_pid(pid)
+    try:
+        ns = timens.namespace_of(pid)
+    except (ProcessLookupError, FileNotFoundError):
+        raise NotFound(f"no process with pid {pid}") from None
+    now = host.now()
+    return pb.ClocksResponse(
+        pid=pid,
+        timens_inode=ns.inode,
+        host_namespace=ns.inode == procfs.INITIAL_TIMENS_INODE,
+        offsets=pb.Offsets(monotonic_ns=ns.offsets.monotonic_ns, boottime_ns=ns.offsets.boottime_ns),
+        clocks=_clock_values(now.clocks + ns.offsets),
+        host_clocks=_clock_values(now.clocks),
+        realtime_ns=now.realtime_ns,
+    )

@@ -1,0 +1,118 @@
+"""The processes keeptimed started: reaped through pidfds, statuses kept.
+
+Restored roots are keeptimed's own children (the native helper creates them
+with CLONE_PARENT), so keeptimed must reap them or they stay zombies. One
+thread waits on all their pidfds with epoll and reaps each by its pidfd
+(never waitpid(-1), which would steal the native helpers' exits).
+"""
+import os
+import select
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .errors import NotFound
+
+KEEP_STATUSES = 10_000
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    pid: int
+    exit_code: int   # meaningful when signal == 0
+    signal: int
+
+    @property
+    def shell_status(self) -> int:
+        """$? as a shell reports it: the exit code, or 128 + the signal."""
+        return 128 + self.signal if self.signal else self.exit_code
+
+
+class Children:
+    """Tracks started processes until they exit and remembers how they ended."""
+
+    def __init__(self, keep_statuses: int = KEEP_STATUSES):
+        self._epoll = select.epoll()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._epoll.register(self._wake_r, select.EPOLLIN)
+        self._running: dict[int, int] = {}  # pidfd -> pid
+        self._exited: "OrderedDict[int, ExitStatus]" = OrderedDict()
+        self._keep = keep_statuses
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="keeptimed-reaper", daemon=True)
+        self._thread.start()
+
+    def adopt(self, pid: int) -> None:
+        """Start tracking pid, a child of this process that has not been reaped."""
+        pidfd = os.pidfd_open(pid)
+        with self._cond:
+            self._running[pidfd] = pid
+            self._exited.pop(pid, None)  # a reused pid: forget the older process
+        self._epoll.register(pidfd, select.EPOLLIN)
+
+    def running(self) -> list[int]:
+        with self._cond:
+            return sorted(self._running.values())
+
+    def wait(self, pid: int, timeout: Optional[float] = None,
+             still_wanted: Callable[[], bool] = lambda: True) -> Optional[ExitStatus]:
+        """The exit status of pid, blocking until it exits. None on timeout or
+        when still_wanted() turns false (a cancelled call)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if pid in self._exited:
+                    return self._exited[pid]
+                if pid not in self._running.values():
+                    raise NotFound(
+                        f"pid {pid} was not started by this keeptimed, or it exited too long ago"
+                    )
+                remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                if remaining <= 0 or self._closed or not still_wanted():
+                    return None
+                self._cond.wait(remaining)
+
+    def close(self) -> None:
+        """Stop reaping; processes still running keep running."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        os.write(self._wake_w, b"x")
+        self._thread.join()
+        for pidfd in list(self._running):
+            os.close(pidfd)
+        self._epoll.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _loop(self) -> None:
+        while not self._closed:
+            for fd, _ in self._epoll.poll():
+                if fd != self._wake_r:
+                    self._reap(fd)
+
+    def _reap(self, pidfd: int) -> None:
+        try:
+            info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            info = None  # reaped by someone else: its status is lost, its end is not
+        else:
+            if info is None:
+                return  # not exited after all
+        self._epoll.unregister(pidfd)
+        with self._cond:
+            pid = self._running.pop(pidfd)
+            if info is None:
+                status = ExitStatus(pid, exit_code=-1, signal=0)
+            elif info.si_code == os.CLD_EXITED:
+                status = ExitStatus(pid, exit_code=info.si_status, signal=0)
+            else:
+                status = ExitStatus(pid, exit_code=-1, signal=info.si_status)
+            self._exited[pid] = status
+            while len(self._exited) > self._keep:
+                self._exited.popitem(last=False)
+            self._cond.notify_all()
+        os.close(pidfd)

@@ -1,0 +1,175 @@
+"""Python face of the native module (native/keeptime_native.c).
+
+Turns Python values into the C request, and C failures into NativeError, an
+OSError carrying the errno and the step that failed. No policy lives here.
+"""
+import errno as errno_mod
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ._native import ffi, lib
+from .policies import Clocks
+
+MECHANISMS = {
+    lib.KT_MECH_CLONE3_OFFSETS: "clone3_timens_offset",
+    lib.KT_MECH_UNSHARE_PROC: "unshare_proc_offsets",
+    lib.KT_MECH_SETNS: "setns",
+}
+
+STEPS = {
+    lib.KT_STEP_PIPE: "pipe2",
+    lib.KT_STEP_FORK: "clone3 (helper)",
+    lib.KT_STEP_UNSHARE: "unshare(CLONE_NEWTIME)",
+    lib.KT_STEP_OPEN_OFFSETS: "open /proc/self/timens_offsets",
+    lib.KT_STEP_WRITE_OFFSETS: "write /proc/self/timens_offsets",
+    lib.KT_STEP_CLONE3: "clone3",
+    lib.KT_STEP_SETNS: "setns(CLONE_NEWTIME)",
+    lib.KT_STEP_VERIFY: "verify clocks",
+    lib.KT_STEP_SETGROUPS: "setgroups",
+    lib.KT_STEP_SETGID: "setresgid",
+    lib.KT_STEP_SETUID: "setresuid",
+    lib.KT_STEP_NO_NEW_PRIVS: "prctl(PR_SET_NO_NEW_PRIVS)",
+    lib.KT_STEP_CHDIR: "chdir",
+    lib.KT_STEP_STDIN: "open stdin",
+    lib.KT_STEP_STDOUT: "open stdout",
+    lib.KT_STEP_STDERR: "open stderr",
+    lib.KT_STEP_EXEC: "execve",
+    lib.KT_STEP_HELPER: "helper",
+    lib.KT_STEP_REPORT: "read report",
+    lib.KT_STEP_READ_OFFSETS: "read timens_offsets",
+}
+
+
+class NativeError(OSError):
+    """A failed native operation: ``errno`` and ``step`` (a name from STEPS)."""
+
+    def __init__(self, err: int, step: str):
+        super().__init__(err, f"{step}: {os.strerror(err)} ({errno_mod.errorcode.get(err, err)})")
+        self.step = step
+
+
+@dataclass
+class ExecSpec:
+    """A fully resolved program start: what the child does after its namespace step."""
+
+    exec_paths: list[str]               # candidates tried in order
+    argv: list[str]
+    env: list[str]                      # "KEY=VALUE"
+    cwd: Optional[str] = None
+    uid: Optional[int] = None           # set together with gid and groups
+    gid: Optional[int] = None
+    groups: list[int] = field(default_factory=list)
+    no_new_privs: bool = False
+    umask: Optional[int] = None
+    stdin_path: Optional[str] = None
+    stdout_path: Optional[str] = None
+    stderr_path: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Spawned:
+    pid: int
+    mechanism: str
+    offsets: Clocks                     # as written (zero for setns)
+
+
+# Whether clone3 accepts the seed's timens_offset fields: None until tried.
+# Detected once per process, then cached; released kernels say E2BIG.
+_offset_abi_supported: Optional[bool] = None
+
+
+def offset_abi_supported() -> Optional[bool]:
+    """What the last spawn learned about the clone3 offset ABI (None: untried)."""
+    return _offset_abi_supported
+
+
+def _cstrings(values: list[str], keep: list) -> "ffi.CData":
+    items = [ffi.new("char[]", os.fsencode(v)) for v in values]
+    keep.extend(items)
+    array = ffi.new("char *[]", items + [ffi.NULL])
+    keep.append(array)
+    return array
+
+
+def _cstring_or_null(value: Optional[str], keep: list):
+    if value is None:
+        return ffi.NULL
+    s = ffi.new("char[]", os.fsencode(value))
+    keep.append(s)
+    return s
+
+
+def _fill_exec(req, spec: ExecSpec, keep: list) -> None:
+    req.exec_paths = _cstrings(spec.exec_paths, keep)
+    req.argv = _cstrings(spec.argv, keep)
+    req.envp = _cstrings(spec.env, keep)
+    req.cwd = _cstring_or_null(spec.cwd, keep)
+    if spec.uid is not None:
+        req.set_ids = 1
+        req.uid = spec.uid
+        req.gid = spec.gid if spec.gid is not None else spec.uid
+        groups = ffi.new("uint32_t[]", spec.groups or [req.gid])
+        keep.append(groups)
+        req.groups = groups
+        req.n_groups = len(spec.groups or [req.gid])
+    req.no_new_privs = int(spec.no_new_privs)
+    req.umask = -1 if spec.umask is None else spec.umask
+    req.stdin_path = _cstring_or_null(spec.stdin_path, keep)
+    req.stdout_path = _cstring_or_null(spec.stdout_path, keep)
+    req.stderr_path = _cstring_or_null(spec.stderr_path, keep)
+
+
+def _run(req) -> Spawned:
+    global _offset_abi_supported
+    res = ffi.new("struct kt_spawn_result *")
+    rc = lib.kt_spawn(req, res)
+    if res.offset_abi_lacking:
+        _offset_abi_supported = False
+    elif rc == 0 and res.mechanism == lib.KT_MECH_CLONE3_OFFSETS:
+        _offset_abi_supported = True
+    if rc != 0:
+        raise NativeError(res.error, STEPS.get(res.failed_step, f"step {res.failed_step}"))
+    return Spawned(
+        pid=res.pid,
+        mechanism=MECHANISMS[res.mechanism],
+        offsets=Clocks(res.monotonic_offset_ns, res.boottime_offset_ns),
+    )
+
+
+def spawn_in_new_timens(spec: ExecSpec, targets: Clocks, own_offsets: Clocks) -> Spawned:
+    """Start spec in a new time namespace whose clocks read targets at the
+    moment the offsets are written. own_offsets are the caller's namespace
+    offsets, so its clock reads can be turned into host clock values."""
+    keep: list = []
+    req = ffi.new("struct kt_spawn_request *")
+    req.mode = lib.KT_MODE_NEW_TIMENS
+    req.join_pidfd = -1
+    req.target_monotonic_ns = targets.monotonic_ns
+    req.target_boottime_ns = targets.boottime_ns
+    req.own_monotonic_offset_ns = own_offsets.monotonic_ns
+    req.own_boottime_offset_ns = own_offsets.boottime_ns
+    req.try_offset_abi = int(_offset_abi_supported is not False)
+    _fill_exec(req, spec, keep)
+    return _run(req)
+
+
+def spawn_in_timens_of(spec: ExecSpec, pidfd: int) -> Spawned:
+    """Start spec inside the time namespace of pidfd's process."""
+    keep: list = []
+    req = ffi.new("struct kt_spawn_request *")
+    req.mode = lib.KT_MODE_JOIN_TIMENS
+    req.join_pidfd = pidfd
+    _fill_exec(req, spec, keep)
+    return _run(req)
+
+
+def read_timens_offsets(pidfd: int) -> str:
+    """/proc/self/timens_offsets as seen from inside pidfd's time namespace."""
+    buf = ffi.new("char[]", 256)
+    step = ffi.new("int *")
+    err = ffi.new("int *")
+    n = lib.kt_read_timens_offsets(pidfd, buf, 256, step, err)
+    if n < 0:
+        raise NativeError(err[0], STEPS.get(step[0], f"step {step[0]}"))
+    return ffi.unpack(buf, n).decode("ascii")

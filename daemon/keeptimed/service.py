@@ -1,0 +1,252 @@
+"""The keeptime.v1.Keeptime gRPC service: requests in, domain calls, statuses out.
+
+Handlers stay thin: validation and work live in the domain modules, which
+raise KeeptimeError subclasses; the wrapper here turns those into gRPC
+status codes with their one-line message and logs one line per call.
+"""
+import functools
+import logging
+import os
+import time
+
+import grpc
+
+from keeptime.v1 import keeptime_pb2 as pb
+from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
+
+from . import checkpoint, commands, native, procfs, recordfile, timens
+from .children import Children
+from .errors import InvalidArgument, KeeptimeError, NotFound
+from .hostclock import HostClock
+from .policies import Checkpointed, Clocks, RestorePlan, plan_restore
+from .store import RecordStore
+
+log = logging.getLogger("keeptimed.rpc")
+
+POLICY_NAMES = {pb.POLICY_FREEZE: "freeze", pb.POLICY_SUSPEND: "suspend", pb.POLICY_ELAPSED: "elapsed"}
+POLICY_ENUMS = {name: value for value, name in POLICY_NAMES.items()}
+MECHANISM_ENUMS = {
+    "clone3_timens_offset": pb.MECHANISM_CLONE3_TIMENS_OFFSET,
+    "unshare_proc_offsets": pb.MECHANISM_UNSHARE_PROC_OFFSETS,
+    "setns": pb.MECHANISM_SETNS,
+}
+DOWNTIME_SOURCES = {
+    "same_boot": pb.DOWNTIME_SOURCE_SAME_BOOT,
+    "realtime": pb.DOWNTIME_SOURCE_REALTIME,
+    "realtime_clamped": pb.DOWNTIME_SOURCE_REALTIME_CLAMPED,
+}
+
+
+def rpc(method):
+    """Map domain errors to statuses, hide internal ones, log the call."""
+
+    @functools.wraps(method)
+    def handler(self, request, context):
+        started = time.monotonic()
+        status = "OK"
+        try:
+            return method(self, request, context)
+        except KeeptimeError as exc:
+            status = exc.status
+            context.abort(grpc.StatusCode[exc.status], exc.message)
+        except Exception:
+            status = "INTERNAL"
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error in keeptimed during {method.__name__}; see its log")
+        finally:
+            log.info(
+                "rpc=%s status=%s duration_ms=%.3f peer=%s",
+                method.__name__, status, (time.monotonic() - started) * 1e3, context.peer(),
+            )
+
+    return handler
+
+
+def _clock_values(clocks: Clocks) -> pb.ClockValues:
+    return pb.ClockValues(monotonic_ns=clocks.monotonic_ns, boottime_ns=clocks.boottime_ns)
+
+
+def _offsets(clocks: Clocks) -> pb.Offsets:
+    return pb.Offsets(monotonic_ns=clocks.monotonic_ns, boottime_ns=clocks.boottime_ns)
+
+
+def _positive_pid(pid: int) -> int:
+    if pid <= 0:
+        raise InvalidArgument(f"pid must be a positive integer, got {pid}")
+    return pid
+
+
+class KeeptimeService(pb_grpc.KeeptimeServicer):
+    """The daemon's API; one instance serves every connection."""
+
+    def __init__(self, store: RecordStore, host: HostClock, children: Children, default_policy: str = "suspend"):
+        self.store = store
+        self.host = host
+        self.children = children
+        self.default_policy = default_policy
+
+    # -- helpers -----------------------------------------------------------
+
+    def _policy(self, value: int) -> str:
+        if value == pb.POLICY_UNSPECIFIED:
+            return self.default_policy
+        if value not in POLICY_NAMES:
+            raise InvalidArgument(f"unknown policy {value}; expected one of freeze, suspend, elapsed")
+        return POLICY_NAMES[value]
+
+    def _plan(self, record: pb.Record, policy_value: int) -> RestorePlan:
+        checkpointed = Checkpointed(
+            clocks=Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns),
+            realtime_ns=record.realtime_ns,
+            host_boottime_ns=record.host_clocks.boottime_ns,
+            boot_id=record.boot_id,
+            hostname=record.hostname,
+        )
+        return plan_restore(self._policy(policy_value), checkpointed, self.host.now())
+
+    @staticmethod
+    def _plan_message(record_id: str, plan: RestorePlan) -> pb.Plan:
+        return pb.Plan(
+            record_id=record_id,
+            policy=POLICY_ENUMS[plan.policy],
+            recorded=_clock_values(plan.recorded),
+            targets=_clock_values(plan.targets),
+            offsets=_offsets(plan.offsets),
+            host_clocks=_clock_values(plan.host.clocks),
+            realtime_ns=plan.host.realtime_ns,
+            downtime_ns=plan.downtime_ns,
+            downtime_source=DOWNTIME_SOURCES[plan.downtime_source],
+            same_boot=plan.same_boot,
+            same_host=plan.same_host,
+            explanation=plan.explanation,
+        )
+
+    def _timens_inode(self, pid: int) -> int:
+        try:
+            return procfs.timens_inode(pid)
+        except ProcessLookupError:
+            return 0  # already exited: its namespace is gone with it
+
+    # -- RPCs ----------------------------------------------------------------
+
+    @rpc
+    def Checkpoint(self, request, context):
+        record = checkpoint.checkpoint(_positive_pid(request.pid), self.host, dict(request.labels))
+        self.store.add(record)
+        log.info("checkpoint pid=%d record=%s processes=%d", request.pid, record.id, len(record.processes))
+        return pb.CheckpointResponse(record=record)
+
+    @rpc
+    def Plan(self, request, context):
+        record = self.store.get(request.record_id)
+        return pb.PlanResponse(plan=self._plan_message(record.id, self._plan(record, request.policy)))
+
+    @rpc
+    def Restore(self, request, context):
+        record = self.store.get(request.record_id)
+        plan = self._plan(record, request.policy)
+        spec = commands.exec_spec(request.command)
+        try:
+            spawned = native.spawn_in_new_timens(spec, plan.targets, self.host.own_offsets)
+        except native.NativeError as exc:
+            raise commands.spawn_error(exc, spec) from None
+        self.children.adopt(spawned.pid)
+        log.info(
+            "restore record=%s policy=%s pid=%d mechanism=%s offsets=%d,%d",
+            record.id, plan.policy, spawned.pid, spawned.mechanism,
+            spawned.offsets.monotonic_ns, spawned.offsets.boottime_ns,
+        )
+        return pb.RestoreResponse(
+            pid=spawned.pid,
+            offsets=_offsets(spawned.offsets),
+            mechanism=MECHANISM_ENUMS[spawned.mechanism],
+            timens_inode=self._timens_inode(spawned.pid),
+            plan=self._plan_message(record.id, plan),
+        )
+
+    @rpc
+    def Wait(self, request, context):
+        pid = _positive_pid(request.pid)
+        status = self.children.wait(pid, timeout=context.time_remaining(), still_wanted=context.is_active)
+        if status is None:
+            if not context.is_active():
+                context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled")
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"pid {pid} is still running")
+        return pb.WaitResponse(
+            pid=pid, exit_code=status.exit_code, signal=status.signal, status=status.shell_status
+        )
+
+    @rpc
+    def GetRecord(self, request, context):
+        return self.store.get(request.record_id)
+
+    @rpc
+    def ListRecords(self, request, context):
+        response = pb.ListRecordsResponse()
+        for record_id, record in self.store.list():
+            if isinstance(record, KeeptimeError):
+                response.records.add(id=record_id, error=record.message)
+                continue
+            response.records.add(
+                id=record.id,
+                root_pid=record.root_pid,
+                clocks=record.clocks,
+                realtime_ns=record.realtime_ns,
+                boot_id=record.boot_id,
+                hostname=record.hostname,
+                process_count=len(record.processes),
+                namespace_count=len(record.namespaces),
+                labels=record.labels,
+                source=record.source,
+            )
+        return response
+
+    @rpc
+    def DeleteRecord(self, request, context):
+        return pb.DeleteRecordResponse(record_id=self.store.delete(request.record_id))
+
+    @rpc
+    def Clocks(self, request, context):
+        return checkpoint.clocks_of(_positive_pid(request.pid), self.host)
+
+    @rpc
+    def Exec(self, request, context):
+        pid = _positive_pid(request.pid)
+        spec = commands.exec_spec(request.command)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            raise NotFound(f"no process with pid {pid}") from None
+        try:
+            if procfs.read_stat(pid).is_kernel_thread:
+                raise InvalidArgument(f"pid {pid} is a kernel thread")
+            namespace = timens.namespace_of(pid)
+            spawned = native.spawn_in_timens_of(spec, pidfd)
+        except ProcessLookupError:
+            raise NotFound(f"no process with pid {pid}") from None
+        except native.NativeError as exc:
+            raise commands.spawn_error(exc, spec) from None
+        finally:
+            os.close(pidfd)
+        self.children.adopt(spawned.pid)
+        log.info("exec target=%d pid=%d timens=%d", pid, spawned.pid, namespace.inode)
+        return pb.ExecResponse(
+            pid=spawned.pid,
+            timens_inode=namespace.inode,
+            offsets=_offsets(namespace.offsets),
+            mechanism=MECHANISM_ENUMS[spawned.mechanism],
+        )
+
+    @rpc
+    def ExportRecord(self, request, context):
+        record_id, data = self.store.export(request.record_id)
+        return pb.ExportRecordResponse(record_id=record_id, data=data)
+
+    @rpc
+    def ImportRecord(self, request, context):
+        if not request.data:
+            raise InvalidArgument("no record data given")
+        record = recordfile.decode(request.data)
+        self.store.add(record)
+        log.info("import record=%s", record.id)
+        return pb.ImportRecordResponse(record=record)

@@ -1,0 +1,140 @@
+"""The record store: SQLite in WAL mode, every commit fsync'd.
+
+Records are kept as record-file bytes (see recordfile), so what is stored is
+exactly what is exported, and a damaged row is detected by its checksum.
+"""
+import os
+import re
+import sqlite3
+import threading
+
+from keeptime.v1 import keeptime_pb2 as pb
+
+from . import recordfile
+from .errors import AlreadyExists, DataLoss, InvalidArgument, NotFound, ResourceExhausted
+
+SCHEMA_VERSION = 1
+ID_OR_PREFIX = re.compile(r"[0-9a-f]{4,32}")
+
+
+class RecordStore:
+    """Thread-safe access to the records of one SQLite file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        old_umask = os.umask(0o077)  # the database and its WAL files: owner only
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+        finally:
+            os.umask(old_umask)
+        self._lock = threading.Lock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema {version}, newer than this keeptimed ({SCHEMA_VERSION})")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS records ("
+            " id TEXT PRIMARY KEY,"
+            " created_realtime_ns INTEGER NOT NULL,"
+            " data BLOB NOT NULL)"
+        )
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, args: tuple) -> sqlite3.Cursor:
+        try:
+            with self._lock:
+                return self._db.execute(sql, args)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise ResourceExhausted(f"record store {self.path} is full: {exc}") from None
+            raise
+
+    def add(self, record: pb.Record) -> None:
+        """Store a new record; AlreadyExists when its id is taken by other content."""
+        data = recordfile.encode(record)
+        try:
+            self._write(
+                "INSERT INTO records (id, created_realtime_ns, data) VALUES (?, ?, ?)",
+                (record.id, record.realtime_ns, data),
+            )
+        except sqlite3.IntegrityError:
+            if self._raw(record.id) == data:
+                return  # the same record again (e.g. a retried import): nothing to do
+            raise AlreadyExists(f"a different record with id {record.id} already exists") from None
+
+    def resolve(self, id_or_prefix: str) -> str:
+        """The full id of the one record whose id is or starts with id_or_prefix."""
+        if not ID_OR_PREFIX.fullmatch(id_or_prefix or ""):
+            raise InvalidArgument(
+                f"{id_or_prefix!r} is not a record id (4 to 32 lowercase hex digits)"
+            )
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM records WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+                (id_or_prefix, id_or_prefix + "g"),
+            ).fetchall()
+        if not rows:
+            raise NotFound(f"no record {id_or_prefix}")
+        if len(rows) > 1 and rows[0][0] != id_or_prefix:
+            raise InvalidArgument(f"record id prefix {id_or_prefix} is ambiguous")
+        return rows[0][0]
+
+    def _raw(self, record_id: str) -> bytes:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM records WHERE id = ?", (record_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no record {record_id}")
+        return bytes(row[0])
+
+    def get(self, id_or_prefix: str) -> pb.Record:
+        record_id = self.resolve(id_or_prefix)
+        return self._decode(record_id, self._raw(record_id))
+
+    def export(self, id_or_prefix: str) -> tuple[str, bytes]:
+        """(id, record-file bytes), verified before they leave."""
+        record_id = self.resolve(id_or_prefix)
+        data = self._raw(record_id)
+        self._decode(record_id, data)
+        return record_id, data
+
+    def list(self) -> list[tuple[str, "pb.Record | DataLoss"]]:
+        """Every record, oldest first; a damaged one comes as its DataLoss error."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, data FROM records ORDER BY created_realtime_ns, id"
+            ).fetchall()
+        out: list = []
+        for record_id, data in rows:
+            try:
+                out.append((record_id, self._decode(record_id, bytes(data))))
+            except DataLoss as exc:
+                out.append((record_id, exc))
+        return out
+
+    def delete(self, id_or_prefix: str) -> str:
+        record_id = self.resolve(id_or_prefix)
+        self._write("DELETE FROM records WHERE id = ?", (record_id,))
+        return record_id
+
+    @staticmethod
+    def _decode(record_id: str, data: bytes) -> pb.Record:
+        try:
+            record = recordfile.decode(data)
+        except DataLoss as exc:
+            raise DataLoss(f"record {record_id}: {exc.message}") from None
+        if record.id != record_id:
+            raise DataLoss(f"record {record_id}: stored under the wrong id ({record.id})")
+        return record

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install keeptime system-wide and start keeptimed on its embedded defaults:
+#   socket /run/keeptime/keeptime.sock (0600), records /var/lib/keeptime/keeptime.db
+# Usage: sudo deploy/install.sh        (KEEPTIME_PREFIX overrides /opt/keeptime)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+prefix=${KEEPTIME_PREFIX:-/opt/keeptime}
+socket=/run/keeptime/keeptime.sock
+[ "$(id -u)" = 0 ] || { echo "install.sh: run as root (keeptimed needs CAP_SYS_ADMIN and CAP_SYS_TIME)" >&2; exit 1; }
+
+bash "$here/deploy/system-deps.sh"
+
+echo "keeptime: installing into $prefix"
+python3 -m venv "$prefix"
+"$prefix/bin/pip" install --quiet --disable-pip-version-check "$here"
+ln -sf "$prefix/bin/keeptime" /usr/local/bin/keeptime
+ln -sf "$prefix/bin/keeptimed" /usr/local/bin/keeptimed
+
+if [ -d /run/systemd/system ]; then
+    install -m 0644 "$here/deploy/systemd/keeptimed.service" /etc/systemd/system/keeptimed.service
+    systemctl daemon-reload
+    systemctl enable keeptimed.service
+    systemctl restart keeptimed.service
+else
+    # No systemd (a container, a CI runner): run it in the background.
+    mkdir -p /var/log/keeptime
+    if [ -f /run/keeptime/keeptimed.pid ] && kill -0 "$(cat /run/keeptime/keeptimed.pid)" 2>/dev/null; then
+        kill "$(cat /run/keeptime/keeptimed.pid)"
+        while kill -0 "$(cat /run/keeptime/keeptimed.pid)" 2>/dev/null; do sleep 0.1; done
+    fi
+    mkdir -p /run/keeptime
+    setsid /usr/local/bin/keeptimed </dev/null >>/var/log/keeptime/keeptimed.log 2>&1 &
+    echo $! > /run/keeptime/keeptimed.pid
+fi
+
+for _ in $(seq 100); do
+    if /usr/local/bin/keeptime --timeout 2 list >/dev/null 2>&1; then
+        echo "keeptime: keeptimed is serving on $socket"
+        exit 0
+    fi
+    sleep 0.2
+done
+echo "keeptime: keeptimed did not come up; see journalctl -u keeptimed or /var/log/keeptime/keeptimed.log" >&2
+exit 1

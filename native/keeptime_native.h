@@ -1,0 +1,85 @@
+/*
+ * The C surface that keeptimed calls through cffi. Declarations only: this
+ * file is read verbatim by cffi's cdef, so it holds no include guards, no
+ * includes and no macros other than integer constants.
+ *
+ * Everything here is mechanism. Which clock values to aim at, which
+ * executable candidates to try and which ids to run as are decided in Python.
+ */
+
+/* kt_spawn modes */
+#define KT_MODE_NEW_TIMENS 1   /* new time namespace whose clocks start at the targets */
+#define KT_MODE_JOIN_TIMENS 2  /* join the time namespace of join_pidfd's process */
+
+/* how the process was placed in its time namespace */
+#define KT_MECH_NONE 0
+#define KT_MECH_CLONE3_OFFSETS 1   /* clone3(CLONE_NEWTIME) with the seed's timens_offset array */
+#define KT_MECH_UNSHARE_PROC 2     /* unshare(CLONE_NEWTIME) + /proc/self/timens_offsets */
+#define KT_MECH_SETNS 3            /* setns(pidfd, CLONE_NEWTIME) */
+
+/* the step that failed, reported with its errno */
+#define KT_STEP_NONE 0
+#define KT_STEP_PIPE 1
+#define KT_STEP_FORK 2
+#define KT_STEP_UNSHARE 3
+#define KT_STEP_OPEN_OFFSETS 4
+#define KT_STEP_WRITE_OFFSETS 5
+#define KT_STEP_CLONE3 6
+#define KT_STEP_SETNS 7
+#define KT_STEP_VERIFY 8
+#define KT_STEP_SETGROUPS 9
+#define KT_STEP_SETGID 10
+#define KT_STEP_SETUID 11
+#define KT_STEP_NO_NEW_PRIVS 12
+#define KT_STEP_CHDIR 13
+#define KT_STEP_STDIN 14
+#define KT_STEP_STDOUT 15
+#define KT_STEP_STDERR 16
+#define KT_STEP_EXEC 17
+#define KT_STEP_HELPER 18   /* the helper died without a report */
+#define KT_STEP_REPORT 19   /* reading the report pipe failed */
+#define KT_STEP_READ_OFFSETS 20
+
+struct kt_spawn_request {
+    int mode;
+    int join_pidfd;                 /* KT_MODE_JOIN_TIMENS only */
+    int64_t target_monotonic_ns;    /* KT_MODE_NEW_TIMENS: clock values the */
+    int64_t target_boottime_ns;     /*   new namespace shows at offset-write time */
+    int64_t own_monotonic_offset_ns; /* offsets of the caller's own time namespace, */
+    int64_t own_boottime_offset_ns;  /*   to turn its clock reads into host clock */
+    int try_offset_abi;             /* try clone3 with the seed's timens_offset first */
+    char **exec_paths;              /* NULL-terminated candidates, tried in order */
+    char **argv;                    /* NULL-terminated */
+    char **envp;                    /* NULL-terminated */
+    const char *cwd;                /* NULL: inherit */
+    int set_ids;                    /* 1: apply groups, gid and uid below */
+    uint32_t uid;
+    uint32_t gid;
+    uint32_t *groups;
+    int n_groups;
+    int no_new_privs;
+    int umask;                      /* -1: inherit */
+    const char *stdin_path;         /* NULL: inherit */
+    const char *stdout_path;
+    const char *stderr_path;
+};
+
+struct kt_spawn_result {
+    int pid;                        /* the new process, a child of the caller */
+    int mechanism;
+    int failed_step;                /* KT_STEP_NONE on success */
+    int error;                      /* errno of failed_step */
+    int offset_abi_lacking;         /* clone3 refused the seed's fields (E2BIG/EINVAL) */
+    int64_t monotonic_offset_ns;    /* offsets actually written */
+    int64_t boottime_offset_ns;
+};
+
+/* Start a process as described by req. Returns 0 and fills res->pid, or -1
+ * with res->failed_step and res->error. The process is never left behind on
+ * failure: it is reaped before returning. */
+int kt_spawn(const struct kt_spawn_request *req, struct kt_spawn_result *res);
+
+/* Read /proc/self/timens_offsets from inside the time namespace of pidfd's
+ * process (via a short-lived child that joins it). Returns the number of
+ * bytes placed in buf, or -1 with *failed_step and *error set. */
+int kt_read_timens_offsets(int pidfd, char *buf, int len, int *failed_step, int *error);

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run keeptime's test suite: a virtualenv (.venv, or $KEEPTIME_TEST_VENV) with
+# the project installed editable plus its test extras, then pytest.
+# Tests marked `root` need root and time namespaces and are skipped elsewhere.
+# Usage: sudo tests/run.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${KEEPTIME_TEST_VENV:-.venv}
+bash deploy/system-deps.sh
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -e '.[test]'
+exec "$venv/bin/python" -m pytest "$@"

@@ -1,0 +1,60 @@
+"""The CLI's grammar and output, without a daemon."""
+import json
+
+import pytest
+
+from keeptime import cli
+from keeptime.v1 import keeptime_pb2 as pb
+
+
+def parse(*argv):
+    return cli.build_parser().parse_args(list(argv))
+
+
+def test_everything_after_double_dash_is_the_command(capsys, monkeypatch):
+    seen = {}
+
+    def fake_run(args, client):
+        seen.update(vars(args))
+        return 0
+
+    monkeypatch.setattr(cli, "run", fake_run)
+    assert cli.main(["--socket", "/nonexistent", "restore", "abcd", "--policy", "freeze",
+                     "--env", "A=1", "--", "prog", "--policy", "x", "--"]) == 0
+    assert seen["argv"] == ["prog", "--policy", "x", "--"]
+    assert seen["policy"] == "freeze" and seen["env"] == ["A=1"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plan", "abcd", "--policy", "thaw"], "invalid choice: 'thaw'"),
+    (["checkpoint", "notapid"], "not a pid"),
+    (["checkpoint", "99999999999"], "pid out of range"),
+    (["restore", "abcd", "--env", "NOEQUALS", "--", "true"], "expected KEY=VALUE"),
+    (["restore", "abcd"], "give the command to run"),
+    (["list", "--", "x"], "unexpected arguments after --"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_usage_errors_are_one_line_and_exit_2(capsys, argv, message):
+    assert cli.main(["--socket", "/nonexistent", *argv]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_unreachable_daemon_exits_3_with_one_line(capsys, tmp_path):
+    assert cli.main(["--socket", str(tmp_path / "none.sock"), "list"]) == cli.EXIT_UNAVAILABLE
+    err = capsys.readouterr().err
+    assert "cannot reach keeptimed" in err and err.count("\n") == 1
+
+
+def test_json_keeps_int64_as_numbers_and_enums_as_names():
+    plan = pb.Plan(record_id="ab", policy=pb.POLICY_SUSPEND, downtime_ns=2**40)
+    plan.offsets.monotonic_ns = -(2**62)
+    out = json.loads(json.dumps(cli.message_to_dict(plan)))
+    assert out["downtime_ns"] == 2**40 and out["offsets"]["monotonic_ns"] == -(2**62)
+    assert out["policy"] == "POLICY_SUSPEND" and out["recorded"] is None
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "keeptime restore 3f9a --policy freeze --" in capsys.readouterr().out

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Generate the Python API code from proto/ (the single source of truth).
+
+    python tools/gen_proto.py          # rewrite client/keeptime/v1/*_pb2*.py(i)
+    python tools/gen_proto.py --check  # exit 1 when the committed code is stale
+
+Needs grpcio-tools at the version pinned in pyproject.toml's test extra, so
+the output is byte-for-byte reproducible.
+"""
+import argparse
+import filecmp
+import os
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROTO_ROOT = os.path.join(ROOT, "proto")
+# proto file -> folder its package is generated under (the import root)
+TARGETS = {"keeptime/v1/keeptime.proto": os.path.join(ROOT, "client")}
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+
+
+def generate(proto: str, out_root: str) -> None:
+    """Run protoc on one proto file, writing under out_root."""
+    from grpc_tools import protoc  # imported late: only a development dependency
+
+    args = [
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"--python_out={out_root}",
+        f"--pyi_out={out_root}",
+        f"--grpc_python_out={out_root}",
+        proto,
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit(f"protoc failed for {proto}")
+
+
+def generated_files(proto: str) -> list[str]:
+    """Paths, relative to the import root, that protoc writes for proto."""
+    stem = proto[: -len(".proto")]
+    return [stem + suffix for suffix in GENERATED_SUFFIXES]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only compare, do not write")
+    args = parser.parse_args()
+    stale = []
+    for proto, out_root in TARGETS.items():
+        if not args.check:
+            generate(proto, out_root)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            generate(proto, tmp)
+            for rel in generated_files(proto):
+                committed = os.path.join(out_root, rel)
+                fresh = os.path.join(tmp, rel)
+                if not os.path.exists(committed) or not filecmp.cmp(committed, fresh, shallow=False):
+                    stale.append(os.path.relpath(committed, ROOT))
+    if stale:
+        print("stale generated code (run python tools/gen_proto.py):", *stale, sep="\n  ")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
