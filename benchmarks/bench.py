@@ -29,6 +29,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from helpers.daemon import RunningDaemon  # noqa: E402  (tests/helpers, shared with the test suite)
+from helpers.procstat import rss_kb  # noqa: E402
 from keeptime import Client  # noqa: E402
 
 NS_PER_S = 1_000_000_000
@@ -94,14 +95,6 @@ def work_directory() -> str:
     shm = "/dev/shm"
     base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
     return tempfile.mkdtemp(prefix="keeptime-bench-", dir=base)
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def read_probe(path: str) -> int:

@@ -7,21 +7,27 @@ import time
 
 import grpc
 
+from .procstat import zombie_children
+
 
 class RunningDaemon:
     """A keeptimed subprocess serving on a private socket and database."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, db=None, command_prefix=()):
+        """workdir holds the socket, log and (unless db is given) the store;
+        command_prefix runs the daemon through a wrapper that execs it, such
+        as ``nsenter -t PID -m --``, so ``proc`` is still keeptimed itself."""
         self.workdir = workdir
         self.socket = os.path.join(workdir, "keeptime.sock")
-        self.db = os.path.join(workdir, "keeptime.db")
+        self.db = db or os.path.join(workdir, "keeptime.db")
         self.log_path = os.path.join(workdir, "keeptimed.log")
+        self.command_prefix = list(command_prefix)
         self.proc = None
 
     def start(self, *extra: str) -> "RunningDaemon":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "keeptimed", "--socket", self.socket, "--db", self.db, *extra],
+            [*self.command_prefix, sys.executable, "-m", "keeptimed", "--socket", self.socket, "--db", self.db, *extra],
             stdout=self._log, stderr=subprocess.STDOUT,
         )
         self.wait_serving()
@@ -79,15 +85,4 @@ class RunningDaemon:
 
     def zombies(self) -> list[int]:
         """Children of the daemon that exited and were not reaped."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] == "Z" and int(fields[1]) == self.proc.pid:
-                found.append(int(entry))
-        return found
+        return zombie_children(self.proc.pid)
