@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import threading
 from concurrent import futures
@@ -141,6 +142,16 @@ def tcp_credentials(s: Settings) -> Optional[grpc.ServerCredentials]:
     return None
 
 
+def open_store(path: str) -> RecordStore:
+    """The record store, or a StartupError saying why it cannot be opened
+    (a full or read-only disk must not end in a traceback)."""
+    try:
+        return RecordStore(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise StartupError(f"cannot open the record store {path}: {exc} "
+                           "(is its disk full or read-only? free space or choose --db)") from None
+
+
 class Daemon:
     """A running keeptimed. start(), then stop() (or run() until a signal)."""
 
@@ -157,7 +168,7 @@ class Daemon:
             log.warning("running without %s: restore and exec will fail with PERMISSION_DENIED", ", ".join(missing))
         credentials = tcp_credentials(s) if s.tcp_address else None
         socket_gid = _group_id(s.socket_group)
-        self.store = RecordStore(s.db_path)
+        self.store = open_store(s.db_path)
         self.host = HostClock()
         self.children = Children()
         self.server = grpc.server(

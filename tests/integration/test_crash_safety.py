@@ -4,10 +4,13 @@
 An acknowledged record must survive intact; nothing half-written may ever be
 visible; the store must open cleanly and pass SQLite's integrity check.
 """
+import errno
+import json
 import os
+import shutil
 import signal
-import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ import pytest
 
 from helpers.daemon import RunningDaemon
 from keeptime import errors
-from keeptimed import recordfile
+from keeptime.v1 import keeptime_pb2 as pb
 
 pytestmark = pytest.mark.root
 
@@ -90,18 +93,30 @@ class CheckpointStream:
         raise AssertionError(f"the stream did not reach {acknowledged} acknowledged records")
 
 
-def stored_rows(db: str) -> dict:
-    """Every row of the store, decoded straight from SQLite: id -> pb.Record.
-    Raises if any row does not decode (a half-written or damaged record)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        rows = conn.execute("SELECT id, data FROM records").fetchall()
-    decoded = {}
-    for record_id, data in rows:
-        record = recordfile.decode(bytes(data))
-        assert record.id == record_id
-        decoded[record_id] = record
-    return decoded
+# Reads the store the way a fresh process would, in whatever mount namespace
+# it runs in (a store on a private tmpfs is only reachable from inside).
+READ_STORE = """
+import json, sqlite3, sys
+from keeptimed import recordfile
+with sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True) as conn:
+    check = conn.execute("PRAGMA integrity_check").fetchall()
+    rows = conn.execute("SELECT id, data FROM records").fetchall()
+print(json.dumps({"integrity": check, "records": {i: recordfile.decode(bytes(d)).SerializeToString().hex() for i, d in rows}}))
+"""
+
+
+def stored_rows(db: str, command_prefix=()) -> dict:
+    """Every row of the store, decoded straight from SQLite by a separate
+    process: id -> pb.Record. Fails on a failed integrity check or a row that
+    does not decode (half-written or damaged)."""
+    result = subprocess.run([*command_prefix, sys.executable, "-c", READ_STORE, db],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["integrity"] == [["ok"]]
+    records = {record_id: pb.Record.FromString(bytes.fromhex(data)) for record_id, data in found["records"].items()}
+    assert all(record.id == record_id for record_id, record in records.items())
+    return records
 
 
 def assert_store_intact(daemon: RunningDaemon, acknowledged: dict) -> dict:
@@ -112,7 +127,7 @@ def assert_store_intact(daemon: RunningDaemon, acknowledged: dict) -> dict:
         assert [entry.id for entry in listed if entry.error] == []
         for record_id, record in acknowledged.items():
             assert client.get(record_id) == record
-    stored = stored_rows(daemon.db)
+    stored = stored_rows(daemon.db, daemon.command_prefix)
     assert {entry.id for entry in listed} == set(stored)
     return stored
 
@@ -175,3 +190,141 @@ def test_a_restarted_store_accepts_new_records(fresh_daemon, sleeper):
         second = client.checkpoint_record(sleeper)
         assert [entry.id for entry in client.list()] == [first.id, second.id]
         assert client.get(second.id) == second
+
+
+# -- a full disk ------------------------------------------------------------------
+
+DISK_BYTES = 1024 * 1024
+BIG_LABEL = "x" * (48 * 1024)   # makes each record span a dozen SQLite pages
+
+
+class SmallDisk:
+    """A tmpfs of DISK_BYTES mounted at `path` inside a private mount
+    namespace that only `holder` (and processes run through `prefix`) see, so
+    nothing leaks into the host's mounts. `view` reaches it from outside."""
+
+    def __init__(self, path: str):
+        self.path = path
+        os.mkdir(path, 0o700)
+        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
+                                       stderr=subprocess.PIPE)
+        self.prefix = ["nsenter", "-t", str(self.holder.pid), "-m", "--"]
+        self.view = f"/proc/{self.holder.pid}/root{path}"
+        mount = self._mount()
+        if mount.returncode != 0:
+            self.close()
+            pytest.skip(f"cannot mount a tmpfs in a private mount namespace: {mount.stderr.strip()}")
+
+    def _mount(self) -> subprocess.CompletedProcess:
+        deadline = time.monotonic() + 10
+        while True:  # until unshare has made the namespace (its ns/mnt differs from ours)
+            if self.holder.poll() is not None:
+                return subprocess.CompletedProcess([], 1, "", self.holder.stderr.read().decode())
+            if os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
+                break
+            if time.monotonic() > deadline:
+                return subprocess.CompletedProcess([], 1, "", "unshare --mount made no namespace")
+            time.sleep(0.01)
+        return subprocess.run(
+            [*self.prefix, "mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES},mode=0700", "tmpfs", self.path],
+            capture_output=True, text=True, timeout=30,
+        )
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.view)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self, name: str) -> str:
+        """Write a file until the disk is full; returns its path (seen from outside)."""
+        path = os.path.join(self.view, name)
+        with open(path, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        return path
+
+    def close(self) -> None:
+        self.holder.kill()
+        self.holder.wait()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        pytest.skip("needs util-linux unshare and nsenter for a private tmpfs")
+    disk = SmallDisk(str(tmp_path / "store"))
+    yield disk
+    disk.close()
+
+
+@pytest.fixture
+def daemon_on_small_disk(tmp_path, small_disk):
+    running = RunningDaemon(tmp_path, db=os.path.join(small_disk.path, "keeptime.db"),
+                            command_prefix=small_disk.prefix)
+    yield running
+    running.stop(signal.SIGKILL)
+
+
+def fill_with_checkpoints(client, pid: int) -> tuple[dict, list]:
+    """Checkpoint big records until the store refuses a few in a row.
+    Returns (acknowledged id -> record, the errors)."""
+    acknowledged, refused = {}, []
+    for i in range(4 * DISK_BYTES // len(BIG_LABEL)):
+        try:
+            record = client.checkpoint_record(pid, labels={"blob": BIG_LABEL, "i": str(i)})
+        except errors.KeeptimeError as exc:
+            refused.append(exc)
+            if len(refused) == 5:
+                break
+        else:
+            acknowledged[record.id] = record
+    return acknowledged, refused
+
+
+def test_a_full_disk_gives_resource_exhausted_and_loses_nothing(daemon_on_small_disk, small_disk, sleeper):
+    daemon = daemon_on_small_disk.start()
+    ballast = os.path.join(small_disk.view, "ballast")
+    with open(ballast, "wb") as f:
+        f.write(b"\0" * (128 * 1024))
+    with daemon.client() as client:
+        early = {r.id: r for r in (client.checkpoint_record(sleeper, labels={"n": str(n)}) for n in range(3))}
+        acknowledged, refused = fill_with_checkpoints(client, sleeper)
+        assert acknowledged and len(refused) == 5, "the disk never filled up"
+        assert small_disk.free_bytes() < len(BIG_LABEL)   # a real ENOSPC, not a quota of ours
+        for exc in refused:
+            assert exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+            assert "is full" in exc.message and daemon.db in exc.message
+
+        # Still healthy on a full disk: reads and restores need no space.
+        assert daemon.health() == "SERVING"
+        acknowledged.update(early)
+        for record_id, record in acknowledged.items():
+            assert client.get(record_id) == record
+        assert {entry.id for entry in client.list()} == set(acknowledged)
+        restored = client.restore(next(iter(early)), ["/bin/true"])
+        assert client.wait(restored.pid, timeout=30) == 0
+
+        # Space freed by the operator: writes work again, no restart needed.
+        os.unlink(ballast)
+        again = client.checkpoint_record(sleeper)
+        acknowledged[again.id] = again
+    assert daemon.stop() == 0, daemon.log()
+
+    daemon.start()
+    assert set(assert_store_intact(daemon, acknowledged)) == set(acknowledged)
+    assert daemon.stop() == 0
+
+
+def test_keeptimed_on_a_full_disk_refuses_to_start_with_one_clear_line(tmp_path, small_disk):
+    small_disk.fill("ballast")
+    db = os.path.join(small_disk.path, "keeptime.db")
+    refused = subprocess.run(
+        [*small_disk.prefix, sys.executable, "-m", "keeptimed", "--socket", str(tmp_path / "k.sock"), "--db", db],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    assert f"keeptimed: cannot open the record store {db}" in refused.stderr
+    assert "disk full" in refused.stderr
