@@ -142,6 +142,22 @@ def tcp_credentials(s: Settings) -> Optional[grpc.ServerCredentials]:
     return None
 
 
+def started_thread_pool(workers: int) -> futures.ThreadPoolExecutor:
+    """The RPC thread pool with all its threads already running.
+
+    A pool left to grow on demand never shrinks, and it starts a thread
+    whenever a call arrives just before a finished one marks its thread idle,
+    so under load it creeps up to `workers` threads: started up front, the
+    daemon's thread count is fixed from the start and cannot grow.
+    """
+    pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keeptimed-rpc")
+    all_running = threading.Barrier(workers + 1)
+    for _ in range(workers):
+        pool.submit(all_running.wait)   # no thread is idle until all exist
+    all_running.wait()
+    return pool
+
+
 def open_store(path: str) -> RecordStore:
     """The record store, or a StartupError saying why it cannot be opened
     (a full or read-only disk must not end in a traceback)."""
@@ -172,7 +188,7 @@ class Daemon:
         self.host = HostClock()
         self.children = Children()
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="keeptimed-rpc"),
+            started_thread_pool(s.workers),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
