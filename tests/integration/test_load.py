@@ -1,0 +1,107 @@
+"""keeptimed under load and with clients that stall.
+
+The load test runs benchmarks/load.py at the issue's size: 1000 restores and
+10,000 checkpoints from 16 client processes, then checks zero errors, zero
+zombies, no growth of the daemon's fds or threads, and RSS within 10%.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from helpers.procstat import open_fds
+from keeptime import Client
+
+pytestmark = pytest.mark.root
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def test_1000_restores_and_10000_checkpoints_from_16_clients_leak_nothing(tmp_path):
+    out = tmp_path / "load.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "load.py"),
+         "--restores", "1000", "--checkpoints", "10000", "--clients", "16", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["passed"] and all(check["ok"] for check in report["checks"])
+    assert (report["restore"]["n"], report["checkpoint"]["n"]) == (1000, 10_000)
+    checks = {check["check"]: check for check in report["checks"]}
+    assert checks["errors"]["after"] == 0 and checks["zombie children"]["after"] == 0
+    # The run's, the warm-up's and the one restores start from.
+    assert checks["acknowledged records stored"]["after"] == 10_000 + 16 * 10 + 1
+    assert report["daemon_exit_status"] == 0
+    assert "| open fds |" in result.stdout and "PASSED" in result.stdout
+
+
+def stalled_connections(path: str, count: int) -> list[socket.socket]:
+    """Connections to the public socket that stop at different points of the
+    HTTP/2 start: nothing sent, half the preface, the preface and half a frame."""
+    partial = (b"", HTTP2_PREFACE[:10], HTTP2_PREFACE + b"\x00\x00")
+    connections = []
+    for i in range(count):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(path)
+        conn.sendall(partial[i % len(partial)])
+        connections.append(conn)
+    return connections
+
+
+def wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_stalled_connections_block_no_one_and_leak_no_fds(fresh_daemon):
+    pid = fresh_daemon.proc.pid
+    target = subprocess.Popen(["sleep", "600"])
+    try:
+        with fresh_daemon.client() as client:   # start what a first call starts, then measure
+            record_id = client.checkpoint(target.pid)
+            assert client.wait(client.restore(record_id, ["/bin/true"]).pid, timeout=30) == 0
+        time.sleep(0.5)
+        idle_fds = open_fds(pid)
+
+        stalled = stalled_connections(fresh_daemon.socket, 60)
+        try:
+            # The relay holds each one open (its end and the upstream end).
+            assert wait_for(lambda: open_fds(pid) >= idle_fds + 2 * len(stalled), 10), open_fds(pid)
+            outcomes = []
+
+            def busy_client():
+                with Client(socket=fresh_daemon.socket, timeout=10) as c:
+                    for _ in range(20):
+                        started = time.monotonic()
+                        c.checkpoint(target.pid)
+                        c.list()
+                        c.clocks(target.pid)
+                        outcomes.append(time.monotonic() - started)
+
+            threads = [threading.Thread(target=busy_client) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+            # Every round of three calls finished, each within its 10 s deadline.
+            assert len(outcomes) == 4 * 20, "calls failed or hung behind the stalled connections"
+        finally:
+            for conn in stalled:
+                conn.close()
+        assert wait_for(lambda: open_fds(pid) <= idle_fds, 10), f"{open_fds(pid)} fds open, {idle_fds} before"
+        assert fresh_daemon.health() == "SERVING"
+    finally:
+        target.kill()
+        target.wait()
