@@ -213,9 +213,11 @@ class Client:
             remaining = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
             try:
                 response = self._call("Wait", pb.WaitRequest(pid=pid), timeout=max(remaining, 0.001))
-            except errors.DeadlineExceeded:
+            except (errors.DeadlineExceeded, errors.ResourceExhausted) as exc:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
+                if isinstance(exc, errors.ResourceExhausted):   # the daemon caps blocked Waits
+                    time.sleep(0.2)
                 continue
             return ExitStatus(response.pid, response.exit_code, response.signal, response.status)
 
