@@ -11,18 +11,22 @@ refuses any peer the relay did not register.
 
 One thread multiplexes every connection with non-blocking sockets and a
 bounded buffer per direction, so a slow or stuck client only ever stalls its
-own connection.
+own connection. A connection ends when the gRPC server ends its side (as it
+does to a client that has not finished the HTTP/2 handshake in time), and
+the relay never holds more connections than its file descriptors allow.
 """
 import errno
 import itertools
 import logging
 import os
+import resource
 import selectors
 import shutil
 import socket
 import struct
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -31,6 +35,17 @@ log = logging.getLogger("keeptimed.relay")
 CHUNK = 64 * 1024
 MAX_BUFFERED = 1024 * 1024        # per direction; reading pauses beyond it
 MAX_CONNECTIONS = 1024
+FDS_PER_CONNECTION = 3            # its two ends here and the gRPC server's end
+FD_RESERVE = 256                  # kept for the store, the helper, pidfds of restored processes
+ACCEPT_PAUSE = 0.5                # seconds accepting stops for when out of descriptors
+
+
+def connection_limit() -> int:
+    """How many connections the relay may hold within RLIMIT_NOFILE."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, (soft - FD_RESERVE) // FDS_PER_CONNECTION))
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,10 @@ class _Pair:
         self.down = _Direction(upstream, client)
 
     def done(self) -> bool:
-        return all(d.eof and not d.buffer for d in (self.up, self.down))
+        # Once the gRPC server has ended its side and all of it reached the
+        # client, nothing the client sends can go anywhere: the connection is
+        # over even if the client never closes its end.
+        return self.down.eof and not self.down.buffer
 
 
 class CallerRelay:
@@ -94,6 +112,8 @@ class CallerRelay:
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
         self._listener: Optional[socket.socket] = None
+        self._max_connections = connection_limit()
+        self._resume_accepting_at: Optional[float] = None
 
     # -- what the service asks -------------------------------------------------
 
@@ -155,7 +175,13 @@ class CallerRelay:
 
     def _loop(self) -> None:
         while not self._stopping:
-            for key, events in self._selector.select():
+            timeout = None
+            if self._resume_accepting_at is not None:
+                timeout = self._resume_accepting_at - time.monotonic()
+                if timeout <= 0:
+                    self._resume_accepting()
+                    timeout = None
+            for key, events in self._selector.select(timeout):
                 if key.fileobj is self._listener:
                     self._accept()
                 elif key.fileobj == self._wake_r:
@@ -171,7 +197,21 @@ class CallerRelay:
         if b"a" in signals and self._listener is not None:
             self._close_listener()
 
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of descriptors: the pending connection stays in the backlog and
+        the listener stays readable, so stop watching it for a moment rather
+        than spin (and log) until a descriptor frees up."""
+        log.warning("relay: cannot accept (%s); pausing new connections for %.1f s", exc.strerror, ACCEPT_PAUSE)
+        self._selector.unregister(self._listener)
+        self._resume_accepting_at = time.monotonic() + ACCEPT_PAUSE
+
+    def _resume_accepting(self) -> None:
+        self._resume_accepting_at = None
+        if self._listener is not None:
+            self._selector.register(self._listener, selectors.EVENT_READ, None)
+
     def _close_listener(self) -> None:
+        self._resume_accepting_at = None
         try:
             self._selector.unregister(self._listener)
         except (KeyError, ValueError):
@@ -190,10 +230,13 @@ class CallerRelay:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:   # EMFILE and friends: keep serving the others
-                log.error("relay: accept failed: %s", exc)
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._pause_accepting(exc)
+                else:
+                    log.error("relay: accept failed: %s", exc)
                 return
-            if len(self._pairs) // 2 >= MAX_CONNECTIONS:
-                log.warning("relay: refusing a connection, %d already open", MAX_CONNECTIONS)
+            if len(self._pairs) // 2 >= self._max_connections:
+                log.warning("relay: refusing a connection, %d already open", self._max_connections)
                 client.close()
                 continue
             try:

@@ -33,6 +33,10 @@ log = logging.getLogger("keeptimed")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Keeptime"].full_name
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# A client that has not sent the HTTP/2 preface and its SETTINGS by then is
+# cut off (real clients send both at once), so stalled connections cannot
+# pile up; gRPC's default is two minutes.
+HANDSHAKE_TIMEOUT_MS = 10_000
 CAP_SYS_ADMIN = 21
 CAP_SYS_TIME = 25
 
@@ -192,6 +196,7 @@ class Daemon:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
             ],
         )
         _prepare_socket_path(s.socket_path)

@@ -14,8 +14,11 @@ import time
 
 import pytest
 
+from helpers.daemon import RunningDaemon
 from helpers.procstat import open_fds
-from keeptime import Client
+from keeptime import Client, errors
+from keeptimed import relay
+from keeptimed.server import HANDSHAKE_TIMEOUT_MS
 
 pytestmark = pytest.mark.root
 
@@ -105,3 +108,69 @@ def test_stalled_connections_block_no_one_and_leak_no_fds(fresh_daemon):
     finally:
         target.kill()
         target.wait()
+
+
+def test_stalled_handshakes_are_cut_off_and_release_their_descriptors(fresh_daemon):
+    pid = fresh_daemon.proc.pid
+    idle_fds = open_fds(pid)
+    stalled = stalled_connections(fresh_daemon.socket, 30)
+    try:
+        assert wait_for(lambda: open_fds(pid) >= idle_fds + 2 * len(stalled), 10)
+        # gRPC ends each one at its handshake deadline; the relay then closes
+        # the client's end too, though the client never closes its own.
+        for conn in stalled:
+            conn.settimeout(HANDSHAKE_TIMEOUT_MS / 1000 + 30)
+            while conn.recv(4096):   # the server's SETTINGS, perhaps a GOAWAY, then the end
+                pass
+        assert wait_for(lambda: open_fds(pid) <= idle_fds, 10), f"{open_fds(pid)} fds open, {idle_fds} before"
+    finally:
+        for conn in stalled:
+            conn.close()
+    with fresh_daemon.client() as client:
+        client.list()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        utime, stime = f.read().rsplit(")", 1)[1].split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+def test_more_stalled_connections_than_descriptors_allow_exhaust_nothing(tmp_path):
+    """With 512 descriptors, 200 stalled connections would take 600: the relay
+    holds only what its budget allows, refuses the rest without spinning, and
+    once the stalled ones are cut off everyone else is served again."""
+    daemon = RunningDaemon(tmp_path, command_prefix=["prlimit", "--nofile=512:512", "--"]).start()
+    pid = daemon.proc.pid
+    stalled = []
+    try:
+        with daemon.client() as client:
+            target = client.checkpoint(os.getpid())
+        idle_fds = open_fds(pid)
+        assert wait_for(lambda: open_fds(pid) <= idle_fds - 2, 5)   # that client's connection is gone
+        stalled = stalled_connections(daemon.socket, 200)
+        time.sleep(1)
+        busy_from = cpu_seconds(pid)
+        time.sleep(2)
+        assert cpu_seconds(pid) - busy_from < 1.0, "keeptimed spins while its connections are full"
+        assert open_fds(pid) < 512 - relay.FD_RESERVE // 2
+        assert "refusing a connection" in daemon.log()
+
+        refused = 0
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT_MS / 1000 + 30
+        while True:   # refused while the stalled ones hold every slot, then served
+            try:
+                with Client(socket=daemon.socket, timeout=10) as client:
+                    restored = client.restore(target, ["/bin/true"])
+                    assert client.wait(restored.pid, timeout=30) == 0
+                break
+            except errors.Unavailable:
+                refused += 1
+                assert time.monotonic() < deadline, "still refused after the stalled connections were cut off"
+                time.sleep(0.5)
+        assert refused, "the stalled connections never filled the relay"
+        assert "Too many open files" not in daemon.log()
+    finally:
+        for conn in stalled:
+            conn.close()
+        assert daemon.stop() == 0
