@@ -1,4 +1,4 @@
-"""What /proc says about a process: its fds, threads, memory and zombie children."""
+"""What /proc says about a process: its fds, threads, memory, CPU time and zombie children."""
 import os
 
 
@@ -23,6 +23,13 @@ def thread_count(pid: int) -> int:
 def open_fds(pid: int) -> int:
     """Number of file descriptors pid holds open."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time pid has used so far (user + system), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        utime, stime = f.read().rsplit(")", 1)[1].split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
 
 
 def zombie_children(pid: int) -> list[int]:

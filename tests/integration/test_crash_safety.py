@@ -132,15 +132,6 @@ def assert_store_intact(daemon: RunningDaemon, acknowledged: dict) -> dict:
     return stored
 
 
-@pytest.fixture
-def sleeper():
-    """A process to checkpoint that does not change while the stream runs."""
-    proc = subprocess.Popen(["sleep", "600"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
 def test_sigkill_mid_stream_loses_no_acknowledged_record(fresh_daemon, sleeper):
     with CheckpointStream(fresh_daemon, sleeper, stop_after_failure=True) as stream:
         stream.wait_until(acknowledged=60, in_flight=THREADS // 2)

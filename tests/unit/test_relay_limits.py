@@ -4,11 +4,12 @@ on a listener that stays readable, and accepts again once descriptors free up.
 The relay runs in a child process whose descriptor limit the test can
 exhaust without touching its own.
 """
-import os
 import socket
 import subprocess
 import sys
 import time
+
+from helpers.procstat import cpu_seconds
 
 RELAY_OUT_OF_FDS = """
 import logging, os, resource, sys
@@ -31,12 +32,6 @@ print("freed", flush=True)
 sys.stdin.readline()
 relay.stop()
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        utime, stime = f.read().rsplit(")", 1)[1].split()[11:13]
-    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
 
 
 def test_out_of_descriptors_the_relay_pauses_instead_of_spinning(tmp_path):
