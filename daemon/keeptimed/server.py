@@ -8,7 +8,6 @@ import socket
 import stat
 import threading
 from concurrent import futures
-from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,6 +18,7 @@ from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
 from . import procfs
 from .children import Children
+from .config import Config
 from .hostclock import HostClock
 from .service import KeeptimeService
 from .store import RecordStore
@@ -29,15 +29,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Keeptime"].full_name
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 CAP_SYS_ADMIN = 21
 CAP_SYS_TIME = 25
-
-
-@dataclass
-class Settings:
-    socket_path: str
-    db_path: str
-    workers: int = 32
-    grace_seconds: float = 10.0
-    default_policy: str = "suspend"
 
 
 class StartupError(Exception):
@@ -82,57 +73,57 @@ def _prepare_socket_path(path: str) -> None:
 class Daemon:
     """A running keeptimed. start(), then stop() (or run() until a signal)."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, config: Config):
+        self.config = config
         self._stopping = threading.Event()
 
     def start(self) -> None:
-        s = self.settings
+        c = self.config
         if not procfs.has_time_namespaces():
             raise StartupError("this kernel has no time namespaces (needs Linux >= 5.6 with CONFIG_TIME_NS)")
         missing = _missing_capabilities()
         if missing:
             log.warning("running without %s: restore and exec will fail with PERMISSION_DENIED", ", ".join(missing))
-        self.store = RecordStore(s.db_path)
+        self.store = RecordStore(c.db)
         self.host = HostClock()
         self.children = Children()
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="keeptimed-rpc"),
+            futures.ThreadPoolExecutor(max_workers=c.workers, thread_name_prefix="keeptimed-rpc"),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
         pb_grpc.add_KeeptimeServicer_to_server(
-            KeeptimeService(self.store, self.host, self.children, s.default_policy), self.server
+            KeeptimeService(self.store, self.host, self.children, c.default_policy), self.server
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        _prepare_socket_path(s.socket_path)
+        _prepare_socket_path(c.socket)
         # The socket must never exist with a wider mode, not even briefly.
         old_umask = os.umask(0o177)
         try:
-            if self.server.add_insecure_port(f"unix:{s.socket_path}") == 0:
-                raise StartupError(f"cannot listen on {s.socket_path}")
+            if self.server.add_insecure_port(f"unix:{c.socket}") == 0:
+                raise StartupError(f"cannot listen on {c.socket}")
             self.server.start()
         finally:
             os.umask(old_umask)
-        os.chmod(s.socket_path, 0o600)
+        os.chmod(c.socket, 0o600)
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("keeptimed serving on %s, records in %s", s.socket_path, s.db_path)
+        log.info("keeptimed serving on %s, records in %s", c.socket, c.db)
 
     def stop(self) -> None:
         """Refuse new work, let in-flight calls finish (up to the grace period), release everything."""
         self.health.enter_graceful_shutdown()
-        self.server.stop(self.settings.grace_seconds).wait()
+        self.server.stop(self.config.grace).wait()
         self.children.close()
         self.store.close()
         try:
-            os.unlink(self.settings.socket_path)
+            os.unlink(self.config.socket)
         except FileNotFoundError:
             pass
         log.info("keeptimed stopped")
@@ -143,6 +134,6 @@ class Daemon:
             signal.signal(sig, lambda signum, frame: self._stopping.set())
         self.start()
         self._stopping.wait()
-        log.info("shutting down: draining in-flight calls for up to %.0f s", self.settings.grace_seconds)
+        log.info("shutting down: draining in-flight calls for up to %.0f s", self.config.grace)
         self.stop()
         return 0
