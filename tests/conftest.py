@@ -54,13 +54,15 @@ class RunningDaemon:
         self.log_path = str(workdir / "keeptimed.log")
         self.proc = None
 
-    def start(self, *extra: str) -> "RunningDaemon":
+    def start(self, *extra: str, env: dict = None, wait: bool = True) -> "RunningDaemon":
+        """Start keeptimed with extra flags (and extra environment); wait until it serves."""
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "keeptimed", "--socket", self.socket, "--db", self.db, *extra],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
-        self.wait_serving()
+        if wait:
+            self.wait_serving()
         return self
 
     def wait_serving(self, timeout: float = 20.0) -> None:

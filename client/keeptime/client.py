@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import errors
 from .defaults import DEFAULT_SOCKET, POLICIES, SOCKET_ENV
@@ -91,6 +92,7 @@ class Client:
         self.timeout = timeout
         self._channel = grpc.insecure_channel(f"unix:{os.path.abspath(self.socket)}")
         self._stub = pb_grpc.KeeptimeStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -101,9 +103,9 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, method: str, request, timeout: Optional[float] = -1.0):
+    def _call(self, method: str, request, timeout: Optional[float] = -1.0, stub=None):
         try:
-            return getattr(self._stub, method)(request, timeout=self.timeout if timeout == -1.0 else timeout)
+            return getattr(stub or self._stub, method)(request, timeout=self.timeout if timeout == -1.0 else timeout)
         except grpc.RpcError as exc:
             raise errors.from_rpc_error(exc, self.socket) from None
 
@@ -191,3 +193,15 @@ class Client:
     def clocks(self, pid: int) -> pb.ClocksResponse:
         """The clocks pid sees now, its time namespace and offsets."""
         return self._call("Clocks", pb.ClocksRequest(pid=pid))
+
+    # -- the daemon itself ----------------------------------------------------
+
+    def info(self) -> pb.GetInfoResponse:
+        """Version, kernel support, privileges and configuration of keeptimed."""
+        return self._call("GetInfo", pb.GetInfoRequest())
+
+    def health(self, service: str = "") -> str:
+        """grpc.health.v1 status of keeptimed ("" is the whole server): "SERVING",
+        "NOT_SERVING" (e.g. shutting down), ..."""
+        reply = self._call("Check", health_pb2.HealthCheckRequest(service=service), stub=self._health)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -53,6 +53,10 @@ class Children:
             self._exited.pop(pid, None)  # a reused pid: forget the older process
         self._epoll.register(pidfd, select.EPOLLIN)
 
+    def alive(self) -> bool:
+        """Whether the reaper still runs (it only stops at close())."""
+        return self._thread.is_alive()
+
     def running(self) -> list[int]:
         with self._cond:
             return sorted(self._running.values())

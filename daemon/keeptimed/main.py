@@ -11,6 +11,7 @@ import sys
 from keeptime.defaults import CONFIG_ENV, DEFAULT_CONFIG
 
 from . import __version__, config, logs
+from .sdnotify import Notifier
 from .server import Daemon, StartupError
 
 EXIT_STARTUP = 1
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     _ensure_standard_fds()
     logs.setup(cfg.log_level, cfg.log_format)
     try:
-        return Daemon(cfg).run()
+        return Daemon(cfg, Notifier.from_environment()).run()
     except StartupError as exc:
         print(f"keeptimed: {exc}", file=sys.stderr)
         return EXIT_STARTUP

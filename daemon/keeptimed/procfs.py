@@ -128,3 +128,12 @@ def boot_id() -> str:
 
 def has_time_namespaces() -> bool:
     return os.path.exists(f"{PROC}/self/ns/time")
+
+
+def max_time_namespaces() -> int:
+    """/proc/sys/user/max_time_namespaces (0: none may be created), -1 when unknown."""
+    try:
+        with open(f"{PROC}/sys/user/max_time_namespaces", encoding="ascii") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return -1

@@ -1,12 +1,15 @@
 """Assemble and run keeptimed: store, host clock, reaper, gRPC server on a
-unix socket, health and reflection; stop gracefully on SIGTERM/SIGINT."""
+unix socket, health and reflection, metrics endpoint, systemd notifications;
+stop gracefully on SIGTERM/SIGINT."""
 import errno
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -16,35 +19,24 @@ from grpc_reflection.v1alpha import reflection
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import procfs
+from . import __version__, caps, procfs
 from .children import Children
 from .config import Config
 from .hostclock import HostClock
-from .service import KeeptimeService
+from .metrics import KeeptimeMetrics
+from .metrics_http import MetricsServer
+from .sdnotify import Notifier
+from .service import About, KeeptimeService
 from .store import RecordStore
 
 log = logging.getLogger("keeptimed")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Keeptime"].full_name
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-CAP_SYS_ADMIN = 21
-CAP_SYS_TIME = 25
 
 
 class StartupError(Exception):
     """keeptimed cannot start; the message says why and what to do."""
-
-
-def _missing_capabilities() -> list[str]:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                effective = int(line.split()[1], 16)
-                break
-        else:
-            return []
-    return [name for bit, name in ((CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_SYS_TIME, "CAP_SYS_TIME"))
-            if not effective & (1 << bit)]
 
 
 def _prepare_socket_path(path: str) -> None:
@@ -73,20 +65,40 @@ def _prepare_socket_path(path: str) -> None:
 class Daemon:
     """A running keeptimed. start(), then stop() (or run() until a signal)."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, notifier: Notifier = None):
         self.config = config
+        self.notifier = notifier or Notifier(None)
+        self.metrics_server = None
         self._stopping = threading.Event()
 
     def start(self) -> None:
         c = self.config
         if not procfs.has_time_namespaces():
             raise StartupError("this kernel has no time namespaces (needs Linux >= 5.6 with CONFIG_TIME_NS)")
-        missing = _missing_capabilities()
-        if missing:
-            log.warning("running without %s: restore and exec will fail with PERMISSION_DENIED", ", ".join(missing))
-        self.store = RecordStore(c.db)
+        for need in caps.missing():
+            log.warning("running without %s, needed for %s", need.name, need.needed_for)
+        try:
+            self.store = RecordStore(c.db)
+        except (OSError, sqlite3.Error, RuntimeError) as exc:
+            raise StartupError(f"cannot open the record store {c.db}: {exc}") from None
+        _prepare_socket_path(c.socket)
         self.host = HostClock()
         self.children = Children()
+        self.metrics = KeeptimeMetrics(__version__)
+        self.metrics.add_gauge("keeptime_records_stored", "Records in the store.", self.store.count)
+        self.metrics.add_gauge("keeptime_children_running",
+                               "Processes this keeptimed started (restore, exec) that still run.",
+                               lambda: len(self.children.running()))
+        if c.metrics_address:
+            try:
+                self.metrics_server = MetricsServer(c.metrics_address, self.metrics.render)
+            except OSError as exc:
+                raise StartupError(f"cannot serve metrics on {c.metrics_address}: {exc.strerror}") from None
+        about = About(
+            config_path=c.path, config_file_loaded=c.file_loaded, socket_path=c.socket, db_path=c.db,
+            metrics_address=self.metrics_server.address if self.metrics_server else "",
+            started_realtime_ns=time.time_ns(),
+        )
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=c.workers, thread_name_prefix="keeptimed-rpc"),
             options=[
@@ -95,14 +107,14 @@ class Daemon:
             ],
         )
         pb_grpc.add_KeeptimeServicer_to_server(
-            KeeptimeService(self.store, self.host, self.children, c.default_policy), self.server
+            KeeptimeService(self.store, self.host, self.children, self.metrics, c.default_policy, about),
+            self.server,
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        _prepare_socket_path(c.socket)
         # The socket must never exist with a wider mode, not even briefly.
         old_umask = os.umask(0o177)
         try:
@@ -114,12 +126,44 @@ class Daemon:
         os.chmod(c.socket, 0o600)
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("keeptimed serving on %s, records in %s", c.socket, c.db)
+        if self.metrics_server:
+            self.metrics_server.start()
+        fields = {"socket": c.socket, "db": c.db, "config": c.path if c.file_loaded else None,
+                  "metrics": about.metrics_address or None, "version": __version__}
+        log.info("keeptimed serving on %s, records in %s", c.socket, c.db,
+                 extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+        # Only now: the socket accepts calls and health says SERVING.
+        self.notifier.ready(f"serving on {c.socket}")
+        if self.notifier.watchdog_interval:
+            threading.Thread(target=self._watchdog, name="keeptimed-watchdog", daemon=True).start()
+
+    def healthy(self) -> bool:
+        """Whether the parts a request needs still work: the reaper runs and
+        the record store answers (a wedged store lock would hang every call)."""
+        if not self.children.alive():
+            return False
+        try:
+            self.store.count()
+        except Exception:  # any failure of the store means unhealthy
+            return False
+        return True
+
+    def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        while not self._stopping.wait(interval):
+            if self.healthy():
+                self.notifier.watchdog()
+            else:
+                log.error("unhealthy: withholding the systemd watchdog ping so systemd restarts keeptimed")
 
     def stop(self) -> None:
         """Refuse new work, let in-flight calls finish (up to the grace period), release everything."""
+        self._stopping.set()
+        self.notifier.stopping(f"draining in-flight calls for up to {self.config.grace:g} s")
         self.health.enter_graceful_shutdown()
         self.server.stop(self.config.grace).wait()
+        if self.metrics_server:
+            self.metrics_server.stop()
         self.children.close()
         self.store.close()
         try:
@@ -127,6 +171,7 @@ class Daemon:
         except FileNotFoundError:
             pass
         log.info("keeptimed stopped")
+        self.notifier.close()
 
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; returns the process exit status."""

@@ -124,6 +124,12 @@ class RecordStore:
                 out.append((record_id, exc))
         return out
 
+    def count(self) -> int:
+        """How many records are stored (damaged ones included)."""
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM records").fetchone()
+        return n
+
     def delete(self, id_or_prefix: str) -> str:
         record_id = self.resolve(id_or_prefix)
         self._write("DELETE FROM records WHERE id = ?", (record_id,))

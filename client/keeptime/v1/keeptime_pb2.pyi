@@ -27,6 +27,13 @@ class DowntimeSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DOWNTIME_SOURCE_SAME_BOOT: _ClassVar[DowntimeSource]
     DOWNTIME_SOURCE_REALTIME: _ClassVar[DowntimeSource]
     DOWNTIME_SOURCE_REALTIME_CLAMPED: _ClassVar[DowntimeSource]
+
+class OffsetAbi(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OFFSET_ABI_UNSPECIFIED: _ClassVar[OffsetAbi]
+    OFFSET_ABI_UNTRIED: _ClassVar[OffsetAbi]
+    OFFSET_ABI_SUPPORTED: _ClassVar[OffsetAbi]
+    OFFSET_ABI_UNSUPPORTED: _ClassVar[OffsetAbi]
 POLICY_UNSPECIFIED: Policy
 POLICY_FREEZE: Policy
 POLICY_SUSPEND: Policy
@@ -39,6 +46,10 @@ DOWNTIME_SOURCE_UNSPECIFIED: DowntimeSource
 DOWNTIME_SOURCE_SAME_BOOT: DowntimeSource
 DOWNTIME_SOURCE_REALTIME: DowntimeSource
 DOWNTIME_SOURCE_REALTIME_CLAMPED: DowntimeSource
+OFFSET_ABI_UNSPECIFIED: OffsetAbi
+OFFSET_ABI_UNTRIED: OffsetAbi
+OFFSET_ABI_SUPPORTED: OffsetAbi
+OFFSET_ABI_UNSUPPORTED: OffsetAbi
 
 class ClockValues(_message.Message):
     __slots__ = ("monotonic_ns", "boottime_ns")
@@ -384,3 +395,63 @@ class ImportRecordResponse(_message.Message):
     RECORD_FIELD_NUMBER: _ClassVar[int]
     record: Record
     def __init__(self, record: _Optional[_Union[Record, _Mapping]] = ...) -> None: ...
+
+class GetInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MissingCapability(_message.Message):
+    __slots__ = ("name", "needed_for", "blocking")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NEEDED_FOR_FIELD_NUMBER: _ClassVar[int]
+    BLOCKING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    needed_for: str
+    blocking: bool
+    def __init__(self, name: _Optional[str] = ..., needed_for: _Optional[str] = ..., blocking: _Optional[bool] = ...) -> None: ...
+
+class GetInfoResponse(_message.Message):
+    __slots__ = ("version", "pid", "started_realtime_ns", "kernel_release", "time_namespaces", "max_time_namespaces", "offset_abi", "capabilities", "missing_capabilities", "record_count", "children_running", "config_path", "config_file_loaded", "socket_path", "db_path", "metrics_address", "default_policy", "timens_inode", "host_time_namespace", "hostname", "boot_id")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_REALTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_RELEASE_FIELD_NUMBER: _ClassVar[int]
+    TIME_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TIME_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_ABI_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_PATH_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FILE_LOADED_FIELD_NUMBER: _ClassVar[int]
+    SOCKET_PATH_FIELD_NUMBER: _ClassVar[int]
+    DB_PATH_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TIMENS_INODE_FIELD_NUMBER: _ClassVar[int]
+    HOST_TIME_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    pid: int
+    started_realtime_ns: int
+    kernel_release: str
+    time_namespaces: bool
+    max_time_namespaces: int
+    offset_abi: OffsetAbi
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    missing_capabilities: _containers.RepeatedCompositeFieldContainer[MissingCapability]
+    record_count: int
+    children_running: int
+    config_path: str
+    config_file_loaded: bool
+    socket_path: str
+    db_path: str
+    metrics_address: str
+    default_policy: Policy
+    timens_inode: int
+    host_time_namespace: bool
+    hostname: str
+    boot_id: str
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., started_realtime_ns: _Optional[int] = ..., kernel_release: _Optional[str] = ..., time_namespaces: _Optional[bool] = ..., max_time_namespaces: _Optional[int] = ..., offset_abi: _Optional[_Union[OffsetAbi, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., missing_capabilities: _Optional[_Iterable[_Union[MissingCapability, _Mapping]]] = ..., record_count: _Optional[int] = ..., children_running: _Optional[int] = ..., config_path: _Optional[str] = ..., config_file_loaded: _Optional[bool] = ..., socket_path: _Optional[str] = ..., db_path: _Optional[str] = ..., metrics_address: _Optional[str] = ..., default_policy: _Optional[_Union[Policy, str]] = ..., timens_inode: _Optional[int] = ..., host_time_namespace: _Optional[bool] = ..., hostname: _Optional[str] = ..., boot_id: _Optional[str] = ...) -> None: ...

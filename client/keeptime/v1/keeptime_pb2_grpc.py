@@ -89,6 +89,11 @@ class KeeptimeStub:
                 request_serializer=keeptime_dot_v1_dot_keeptime__pb2.ImportRecordRequest.SerializeToString,
                 response_deserializer=keeptime_dot_v1_dot_keeptime__pb2.ImportRecordResponse.FromString,
                 _registered_method=True)
+        self.GetInfo = channel.unary_unary(
+                '/keeptime.v1.Keeptime/GetInfo',
+                request_serializer=keeptime_dot_v1_dot_keeptime__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=keeptime_dot_v1_dot_keeptime__pb2.GetInfoResponse.FromString,
+                _registered_method=True)
 
 
 class KeeptimeServicer:
@@ -168,6 +173,14 @@ class KeeptimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInfo(self, request, context):
+        """What this keeptimed is and can do: version, kernel support, privileges,
+        configuration (for `keeptime info` and `keeptime doctor`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeeptimeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +238,11 @@ def add_KeeptimeServicer_to_server(servicer, server):
                     servicer.ImportRecord,
                     request_deserializer=keeptime_dot_v1_dot_keeptime__pb2.ImportRecordRequest.FromString,
                     response_serializer=keeptime_dot_v1_dot_keeptime__pb2.ImportRecordResponse.SerializeToString,
+            ),
+            'GetInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInfo,
+                    request_deserializer=keeptime_dot_v1_dot_keeptime__pb2.GetInfoRequest.FromString,
+                    response_serializer=keeptime_dot_v1_dot_keeptime__pb2.GetInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -524,6 +542,33 @@ class Keeptime:
             '/keeptime.v1.Keeptime/ImportRecord',
             keeptime_dot_v1_dot_keeptime__pb2.ImportRecordRequest.SerializeToString,
             keeptime_dot_v1_dot_keeptime__pb2.ImportRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keeptime.v1.Keeptime/GetInfo',
+            keeptime_dot_v1_dot_keeptime__pb2.GetInfoRequest.SerializeToString,
+            keeptime_dot_v1_dot_keeptime__pb2.GetInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,
