@@ -16,6 +16,12 @@ python3 -m venv "$prefix"
 ln -sf "$prefix/bin/keeptime" /usr/local/bin/keeptime
 ln -sf "$prefix/bin/keeptimed" /usr/local/bin/keeptimed
 
+# An example configuration, every key commented out (the defaults apply);
+# an existing one is never overwritten.
+if [ ! -e /etc/keeptime/keeptimed.toml ]; then
+    install -D -m 0644 "$here/deploy/keeptimed.toml" /etc/keeptime/keeptimed.toml
+fi
+
 if [ -d /run/systemd/system ]; then
     install -m 0644 "$here/deploy/systemd/keeptimed.service" /etc/systemd/system/keeptimed.service
     systemctl daemon-reload

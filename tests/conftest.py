@@ -52,13 +52,18 @@ class RunningDaemon:
         self.socket = str(workdir / "keeptime.sock")
         self.db = str(workdir / "keeptime.db")
         self.log_path = str(workdir / "keeptimed.log")
+        # An empty configuration file of its own: whatever /etc/keeptime holds
+        # on this machine does not leak into the tests.
+        self.config = str(workdir / "keeptimed.toml")
+        open(self.config, "a").close()
         self.proc = None
 
     def start(self, *extra: str, env: dict = None, wait: bool = True) -> "RunningDaemon":
         """Start keeptimed with extra flags (and extra environment); wait until it serves."""
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "keeptimed", "--socket", self.socket, "--db", self.db, *extra],
+            [sys.executable, "-m", "keeptimed", "--config", self.config, "--socket", self.socket, "--db", self.db,
+             *extra],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
         if wait:

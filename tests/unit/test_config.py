@@ -45,7 +45,9 @@ def test_precedence_is_flags_then_environment_then_file_then_defaults(tmp_path):
 
 
 def test_the_historic_socket_and_db_environment_still_work(tmp_path):
-    _, cfg = main.load_config([], {"KEEPTIME_SOCKET": str(tmp_path / "s.sock"), "KEEPTIME_DB": "rel.db"})
+    env = {"KEEPTIME_SOCKET": str(tmp_path / "s.sock"), "KEEPTIME_DB": "rel.db",
+           "KEEPTIME_CONFIG": write(tmp_path, "")}
+    _, cfg = main.load_config([], env)
     assert cfg.socket == str(tmp_path / "s.sock")
     assert cfg.db == os.path.abspath("rel.db")
 
