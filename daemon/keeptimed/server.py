@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import __version__, caps, procfs
+from . import __version__, caps, native, procfs
 from .children import Children
 from .config import Config
 from .hostclock import HostClock
@@ -165,6 +165,7 @@ class Daemon:
         if self.metrics_server:
             self.metrics_server.stop()
         self.children.close()
+        native.shutdown()
         self.store.close()
         try:
             os.unlink(self.config.socket)

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import RunningDaemon
+from helpers.daemon import RunningDaemon
 from helpers.probes import read_probe
 from keeptime import errors
 
