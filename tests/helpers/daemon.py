@@ -22,12 +22,14 @@ class RunningDaemon:
         open(self.config, "a").close()
         self.proc = None
 
-    def start(self, *extra: str, env: dict = None, wait: bool = True) -> "RunningDaemon":
-        """Start keeptimed with extra flags (and extra environment); wait until it serves."""
+    def start(self, *extra: str, env: dict = None, wait: bool = True, wrapper: tuple = ()) -> "RunningDaemon":
+        """Start keeptimed with extra flags (and extra environment), run
+        through wrapper (a command prefix such as setpriv) if given; wait
+        until it serves."""
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "keeptimed", "--config", self.config, "--socket", self.socket, "--db", self.db,
-             *extra],
+            [*wrapper, sys.executable, "-m", "keeptimed", "--config", self.config, "--socket", self.socket,
+             "--db", self.db, *extra],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
         if wait:
