@@ -31,8 +31,12 @@ from .store import RecordStore
 
 log = logging.getLogger("keeptimed")
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Keeptime"].full_name
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+HEALTH_INTERVAL = 5.0        # seconds between self-checks (shorter when systemd's watchdog asks)
+STORE_CHECK_TIMEOUT = 2.0    # seconds the record store gets to answer a self-check
 
 
 class StartupError(Exception):
@@ -124,8 +128,7 @@ class Daemon:
         finally:
             os.umask(old_umask)
         os.chmod(c.socket, 0o600)
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._set_health(SERVING)
         if self.metrics_server:
             self.metrics_server.start()
         fields = {"socket": c.socket, "db": c.db, "config": c.path if c.file_loaded else None,
@@ -134,27 +137,36 @@ class Daemon:
                  extra={"fields": {k: v for k, v in fields.items() if v is not None}})
         # Only now: the socket accepts calls and health says SERVING.
         self.notifier.ready(f"serving on {c.socket}")
-        if self.notifier.watchdog_interval:
-            threading.Thread(target=self._watchdog, name="keeptimed-watchdog", daemon=True).start()
+        threading.Thread(target=self._monitor, name="keeptimed-health", daemon=True).start()
+
+    def _set_health(self, status: int) -> None:
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
 
     def healthy(self) -> bool:
         """Whether the parts a request needs still work: the reaper runs and
         the record store answers (a wedged store lock would hang every call)."""
-        if not self.children.alive():
-            return False
-        try:
-            self.store.count()
-        except Exception:  # any failure of the store means unhealthy
-            return False
-        return True
+        return self.children.alive() and self.store.responsive(STORE_CHECK_TIMEOUT)
 
-    def _watchdog(self) -> None:
-        interval = self.notifier.watchdog_interval
+    def _monitor(self) -> None:
+        """Check healthy() periodically: grpc.health.v1 (what Kubernetes
+        probes ask) says NOT_SERVING while it fails, and the systemd watchdog
+        ping is withheld, so either supervisor restarts keeptimed."""
+        interval = min(self.notifier.watchdog_interval or HEALTH_INTERVAL, HEALTH_INTERVAL)
+        serving = True
         while not self._stopping.wait(interval):
-            if self.healthy():
+            healthy = self.healthy()
+            if healthy:
                 self.notifier.watchdog()
+            if healthy == serving or self._stopping.is_set():
+                continue
+            serving = healthy
+            self._set_health(SERVING if healthy else NOT_SERVING)
+            if healthy:
+                log.warning("healthy again: reporting SERVING")
             else:
-                log.error("unhealthy: withholding the systemd watchdog ping so systemd restarts keeptimed")
+                log.error("unhealthy (reaper stopped or record store not answering): reporting NOT_SERVING and "
+                          "withholding the systemd watchdog ping, so a supervisor restarts keeptimed")
 
     def stop(self) -> None:
         """Refuse new work, let in-flight calls finish (up to the grace period), release everything."""

@@ -124,6 +124,20 @@ class RecordStore:
                 out.append((record_id, exc))
         return out
 
+    def responsive(self, timeout: float) -> bool:
+        """Whether the store answers a trivial query: False when a call has
+        held it for timeout seconds, or SQLite fails (or stays locked by
+        another process beyond busy_timeout)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:
+            self._db.execute("SELECT COUNT(*) FROM records").fetchone()
+            return True
+        except sqlite3.Error:
+            return False
+        finally:
+            self._lock.release()
+
     def count(self) -> int:
         """How many records are stored (damaged ones included)."""
         with self._lock:

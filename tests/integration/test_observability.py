@@ -6,6 +6,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -206,4 +208,41 @@ def test_systemd_notify_to_an_abstract_socket_and_no_watchdog_for_another_pid(fr
         assert fresh_daemon.stop() == 0
         assert listener.next()["STOPPING"] == "1"
     finally:
+        listener.close()
+
+
+def test_health_and_watchdog_follow_the_daemons_own_checks(tmp_path):
+    """A wedged record store (a call holding it) turns grpc health to
+    NOT_SERVING, which the Kubernetes probes see, and stops the watchdog
+    pings systemd expects; both come back when it answers again. The daemon
+    runs in this process so the test can wedge its store."""
+    from keeptimed import config
+    from keeptimed.sdnotify import Notifier
+    from keeptimed.server import Daemon
+
+    listener = NotifyListener(str(tmp_path / "notify.sock"))
+    flags = {"socket": str(tmp_path / "k.sock"), "db": str(tmp_path / "k.db")}
+    daemon = Daemon(config.load(flags, {}, str(tmp_path / "none.toml"), explicit=False),
+                    Notifier(listener.address, watchdog_usec=200_000))
+    daemon.start()
+    try:
+        assert listener.next()["READY"] == "1" and listener.next(2.0) == {"WATCHDOG": "1"}
+        probe = [sys.executable, "-m", "keeptime.cli", "--socket", flags["socket"], "--timeout", "5", "health"]
+        with daemon.store._lock:  # what a call stuck inside the store looks like
+            deadline = time.monotonic() + 15
+            while subprocess.run(probe, capture_output=True).returncode == 0:
+                assert time.monotonic() < deadline, "still SERVING with a wedged store"
+            unhealthy = subprocess.run(probe, capture_output=True, text=True)
+            assert (unhealthy.returncode, unhealthy.stdout) == (1, "NOT_SERVING\n")
+            while True:  # drain pings sent before the store was found wedged
+                try:
+                    listener.next(1.0)
+                except socket.timeout:
+                    break
+        deadline = time.monotonic() + 15
+        while subprocess.run(probe, capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "did not recover"
+        assert listener.next(2.0) == {"WATCHDOG": "1"}
+    finally:
+        daemon.stop()
         listener.close()
