@@ -424,7 +424,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             args.argv = list(args.argv) + command
         if args.command in ("completion", "doctor"):
             return run_local(args)
-        with Client(socket=args.socket, timeout=args.timeout) as client:
+        with Client(socket=args.socket, timeout=args.timeout, program="keeptime") as client:
             return run(args, client)
     except UsageError as exc:
         print(f"{exc}", file=sys.stderr)

@@ -9,14 +9,15 @@
 Every failed call raises a keeptime.errors.KeeptimeError subclass.
 """
 import os
+import sys
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from . import errors
-from .defaults import DEFAULT_SOCKET, POLICIES, SOCKET_ENV
+from . import __version__, errors
+from .defaults import CALLER_METADATA, DEFAULT_SOCKET, POLICIES, SOCKET_ENV
 from .v1 import keeptime_pb2 as pb
 from .v1 import keeptime_pb2_grpc as pb_grpc
 
@@ -84,13 +85,35 @@ def _command(argv: Sequence[str], env: Optional[Mapping[str, str] | Iterable[str
     return command
 
 
-class Client:
-    """A connection to keeptimed over its unix socket."""
+def caller_metadata(program: str) -> tuple:
+    """Who is calling, for keeptimed's log: gRPC gives a unix-socket server no
+    peer credentials, so the client says it (pid, uid, program; nothing else)."""
+    return ((CALLER_METADATA, f"pid={os.getpid()} uid={os.getuid()} program={program}"),)
 
-    def __init__(self, socket: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT):
+
+def _program_name() -> str:
+    """This program's name: the script's, or the package's for `python -m package`."""
+    path = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    if os.path.basename(path) == "__main__.py":
+        path = os.path.dirname(path)
+    return os.path.basename(path) or "python"
+
+
+class Client:
+    """A connection to keeptimed over its unix socket.
+
+    program names the caller in keeptimed's log (default: this script's name).
+    """
+
+    def __init__(self, socket: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
+                 program: Optional[str] = None):
         self.socket = socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(f"unix:{os.path.abspath(self.socket)}")
+        self.program = program or _program_name()
+        self._channel = grpc.insecure_channel(
+            f"unix:{os.path.abspath(self.socket)}",
+            options=[("grpc.primary_user_agent", f"keeptime-python/{__version__}")],
+        )
         self._stub = pb_grpc.KeeptimeStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -105,7 +128,9 @@ class Client:
 
     def _call(self, method: str, request, timeout: Optional[float] = -1.0, stub=None):
         try:
-            return getattr(stub or self._stub, method)(request, timeout=self.timeout if timeout == -1.0 else timeout)
+            return getattr(stub or self._stub, method)(
+                request, timeout=self.timeout if timeout == -1.0 else timeout, metadata=caller_metadata(self.program)
+            )
         except grpc.RpcError as exc:
             raise errors.from_rpc_error(exc, self.socket) from None
 

@@ -8,12 +8,14 @@ import contextvars
 import functools
 import logging
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
 
 import grpc
 
+from keeptime.defaults import CALLER_METADATA
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
@@ -55,11 +57,25 @@ def note(**fields) -> None:
         current.update(fields)
 
 
+_CALLER_PART = re.compile(r"(pid|uid|program)=([\w.+@:-]{1,64})$")
+
+
 def caller_of(context) -> dict:
-    """Who is calling, for the log: the gRPC peer address. On the unix socket
-    that is just "unix:"; caller_pid and caller_uid join it once the daemon
-    reads the connection's SO_PEERCRED."""
-    return {"peer": context.peer()}
+    """Who is calling, for the log: the gRPC peer address (just "unix:" on the
+    socket: gRPC hands a server no peer credentials), the caller's pid, uid
+    and program as its keeptime client states them, else the product in its
+    user agent (e.g. grpcurl's)."""
+    metadata = dict(context.invocation_metadata() or ())
+    stated = dict(m.groups() for m in map(_CALLER_PART.match, metadata.get(CALLER_METADATA, "").split()) if m)
+    fields = {"peer": context.peer()}
+    if "program" in stated:
+        fields["caller"] = stated["program"]
+    elif metadata.get("user-agent"):
+        fields["caller"] = metadata["user-agent"].split()[0][:64]
+    for key in ("pid", "uid"):
+        if stated.get(key, "").isdigit():
+            fields[f"caller_{key}"] = int(stated[key])
+    return fields
 
 
 def request_fields(request) -> dict:
