@@ -6,6 +6,8 @@ The checks run from the caller's side: the kernel and CRIU of this host, the
 socket as this user can reach it, then what keeptimed itself reports
 (GetInfo), and whether its configuration file would load at the next start.
 """
+import ctypes
+import errno
 import os
 import shutil
 import socket
@@ -112,14 +114,52 @@ def check_privileges(info: pb.GetInfoResponse) -> Check:
     return Check("privileges", OK, "keeptimed has every capability it needs")
 
 
-def check_offset_abi(info: pb.GetInfoResponse) -> Check:
+# clone3's number is the same on every architecture but alpha (new syscalls share one table).
+SYS_CLONE3 = 435
+CLONE_NEWTIME = 0x80
+CLONE_THREAD = 0x10000
+SIGCHLD = 17
+CLOCK_MONOTONIC, CLOCK_BOOTTIME = 1, 7
+# struct clone_args of Linux 5.7 (11 u64) plus the proposal's timens_offset
+# (pointer) and timens_offset_size.
+CLONE_ARGS_WITH_OFFSETS = 13
+
+
+def probe_clone3_offset_abi() -> tuple[Optional[bool], str]:
+    """Whether clone3() takes the proposed timens_offset fields, asked without
+    creating anything: the arguments carry the fields but are invalid
+    (CLONE_THREAD with an exit signal), so a kernel that knows the fields
+    answers EINVAL, one that does not answers E2BIG before looking further.
+    Returns (supported, errno name); None when the answer says neither."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    offsets = (ctypes.c_int64 * 6)(CLOCK_MONOTONIC, 0, 0, CLOCK_BOOTTIME, 0, 0)
+    args = (ctypes.c_uint64 * CLONE_ARGS_WITH_OFFSETS)()
+    args[0] = CLONE_NEWTIME | CLONE_THREAD
+    args[4] = SIGCHLD
+    args[11] = ctypes.addressof(offsets)
+    args[12] = 2
+    if libc.syscall(ctypes.c_long(SYS_CLONE3), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args))) >= 0:
+        return None, "no error"  # cannot happen: the arguments are invalid
+    err = ctypes.get_errno()
+    name = errno.errorcode.get(err, str(err))
+    return {errno.E2BIG: False, errno.ENOSYS: False, errno.EINVAL: True}.get(err), name
+
+
+def check_offset_abi(info: Optional[pb.GetInfoResponse]) -> Check:
+    """What keeptimed learned from its restores, else what this kernel answers now."""
     fallback = "restores use unshare + /proc/self/timens_offsets + clone3"
-    if info.offset_abi == pb.OFFSET_ABI_SUPPORTED:
-        return Check("clone3 offsets", OK, "clone3() takes time namespace offsets: restores are one syscall")
-    if info.offset_abi == pb.OFFSET_ABI_UNSUPPORTED:
-        return Check("clone3 offsets", OK, f"this kernel lacks the clone3 offset ABI (no released kernel has it); "
-                                           f"{fallback}")
-    return Check("clone3 offsets", OK, f"not tried yet (the first restore tries it); otherwise {fallback}")
+    supported = {pb.OFFSET_ABI_SUPPORTED: True, pb.OFFSET_ABI_UNSUPPORTED: False}.get(info.offset_abi) if info else None
+    how = "keeptimed's restores found"
+    if supported is None:
+        supported, answer = probe_clone3_offset_abi()
+        how = f"clone3() answered {answer}:"
+    if supported is None:
+        return Check("clone3 offsets", SKIP, f"{how} cannot tell; {fallback} unless the offset ABI works")
+    if supported:
+        return Check("clone3 offsets", OK, f"{how} clone3() takes time namespace offsets: restores are one syscall")
+    return Check("clone3 offsets", OK, f"{how} this kernel lacks the clone3 offset ABI (no released kernel has "
+                                       f"it); {fallback}")
 
 
 def find_keeptimed() -> Optional[str]:
@@ -177,7 +217,8 @@ def run(socket_path: str, timeout: float, config_path: Optional[str] = None, cri
         daemon_check, info = check_daemon(client)
     checks.append(daemon_check)
     if info is not None:
-        checks += [check_privileges(info), check_offset_abi(info)]
+        checks.append(check_privileges(info))
+    checks.append(check_offset_abi(info))
     if config_path:
         path, explicit = config_path, True
     elif info is not None and info.config_path:
