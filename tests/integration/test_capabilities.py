@@ -1,7 +1,9 @@
 """keeptimed runs with exactly the capabilities the Kubernetes DaemonSet
-grants (read from deploy/kubernetes/daemonset.yaml), as root in the host's
-PID namespace like the pod, and each of them is needed: without it the
+grants (read from deploy/kubernetes/daemonset.yaml) and the systemd
+hardening drop-in bounds it to (with its NoNewPrivileges), as root in the
+host's PID namespace like the pod, and each of them is needed: without it the
 operation it exists for fails with PERMISSION_DENIED, never INTERNAL."""
+import configparser
 import os
 import shutil
 import subprocess
@@ -28,15 +30,29 @@ def daemonset_container() -> dict:
     return container
 
 
+def hardening_drop_in() -> dict:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read(os.path.join(ROOT, "deploy", "systemd", "keeptimed.service.d", "hardening.conf.example"))
+    return dict(parser["Service"])
+
+
 GRANTED = tuple(daemonset_container()["securityContext"]["capabilities"]["add"])
+SANDBOXES = {
+    "daemonset": (GRANTED, False),
+    "systemd-hardening": (tuple(name.removeprefix("CAP_") for name in
+                                hardening_drop_in()["CapabilityBoundingSet"].split()),
+                          hardening_drop_in()["NoNewPrivileges"] == "yes"),
+}
 
 
-def capped(workdir, granted) -> RunningDaemon:
+def capped(workdir, granted, no_new_privs: bool = False) -> RunningDaemon:
     """A keeptimed whose bounding set (hence every capability) is granted, as in the pod."""
     if shutil.which("setpriv") is None:
         pytest.skip("needs setpriv (util-linux)")
     bounding = ",".join(["-all"] + [f"+{name.lower()}" for name in granted])
-    wrapper = ("setpriv", "--inh-caps=-all", f"--bounding-set={bounding}", "--")
+    wrapper = ("setpriv", "--inh-caps=-all", f"--bounding-set={bounding}",
+               *(["--no-new-privs"] if no_new_privs else []), "--")
     return RunningDaemon(workdir).start(wrapper=wrapper)
 
 
@@ -49,12 +65,14 @@ def nobody_process():
     proc.wait()
 
 
-def test_the_daemonsets_capabilities_are_all_keeptimed_needs(tmp_path, nobody_process):
-    daemon = capped(tmp_path, GRANTED)
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_the_deployed_capabilities_are_all_keeptimed_needs(sandbox, tmp_path, nobody_process):
+    granted, no_new_privs = SANDBOXES[sandbox]
+    daemon = capped(tmp_path, granted, no_new_privs)
     try:
         with daemon.client() as c:
             info = c.info()
-            assert sorted(info.capabilities) == sorted("CAP_" + name for name in GRANTED)
+            assert sorted(info.capabilities) == sorted("CAP_" + name for name in granted)
             assert not info.missing_capabilities
             # Other users' processes, and this one, which has every capability.
             assert c.clocks(nobody_process).host_namespace
