@@ -1,5 +1,6 @@
 """The operator's commands against a real keeptimed: info, health, doctor,
-and how a timed-out wait is reported."""
+how a timed-out wait is reported, and the configuration a started daemon
+really uses."""
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 import keeptime
+from helpers.daemon import RunningDaemon
 from keeptime.v1 import keeptime_pb2 as pb
 
 pytestmark = pytest.mark.root
@@ -115,3 +117,33 @@ def test_a_timed_out_wait_is_deadline_exceeded_not_an_internal_error(fresh_daemo
     waits = [json.loads(line) for line in fresh_daemon.log().splitlines() if '"rpc": "Wait"' in line]
     assert [w["status"] for w in waits][-2:] in (["DEADLINE_EXCEEDED", "OK"], ["CANCELLED", "OK"])
     assert "Traceback" not in fresh_daemon.log() and "INTERNAL" not in fresh_daemon.log()
+
+
+def test_the_running_daemon_follows_flags_then_environment_then_file(tmp_path):
+    daemon = RunningDaemon(tmp_path)
+    with open(daemon.config, "w") as f:
+        f.write('default_policy = "elapsed"\nmetrics_address = "127.0.0.1:0"\nlog_format = "text"\n'
+                'workers = 4\n')
+    daemon.start("--log-format", "json", env={"KEEPTIME_DEFAULT_POLICY": "freeze"})
+    try:
+        with daemon.client() as c:
+            info = c.info()
+            assert info.config_path == daemon.config and info.config_file_loaded
+            assert info.default_policy == pb.POLICY_FREEZE                    # environment over file
+            assert info.metrics_address.startswith("127.0.0.1:")              # file over default
+            plan = c.plan(c.checkpoint(os.getpid()))
+            assert plan.policy == pb.POLICY_FREEZE
+    finally:
+        assert daemon.stop() == 0
+    assert all(json.loads(line) for line in daemon.log().splitlines())       # flag over file
+
+
+def test_an_unknown_key_stops_the_daemon_with_a_one_line_error(tmp_path):
+    daemon = RunningDaemon(tmp_path)
+    with open(daemon.config, "w") as f:
+        f.write('socket_path = "/run/elsewhere.sock"\n')
+    daemon.start(wait=False)
+    assert daemon.proc.wait(30) == 2
+    assert daemon.log() == (f"keeptimed: {daemon.config}: unknown key 'socket_path' (known: "
+                            "socket, db, default_policy, workers, grace, log_level, log_format, metrics_address)\n")
+    assert not os.path.exists(daemon.socket)
