@@ -38,7 +38,8 @@ examples:
 
 exit status: 0 ok, 1 the daemon refused or failed (doctor: a blocking problem;
 health: not serving), 2 usage or invalid argument, 3 keeptimed unreachable;
-`wait` exits with the waited process's status.
+`wait` exits with the waited process's status. Errors are one line on stderr;
+with --json, one JSON object: {"error": {"code", "message"}, "exit_status"}.
 """
 
 
@@ -406,10 +407,22 @@ def run_local(args) -> int:
     return EXIT_OK if report["ok"] else EXIT_ERROR
 
 
+def _fail(status: int, code: str, message: str, line: str, as_json: bool) -> int:
+    """Report an error on stderr: its line, or with --json one JSON object
+    {"error": {"code", "message"}, "exit_status"}; returns the exit status."""
+    if as_json:
+        print(json.dumps({"error": {"code": code, "message": message}, "exit_status": status}), file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
+    return status
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the keeptime command."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Known before parsing, so that even a usage error comes out as JSON.
+    as_json = "--json" in argv[:argv.index("--")] if "--" in argv else "--json" in argv
     try:
         # Everything after the first "--" is the command to run, untouched by
         # option parsing (argparse would otherwise read its options as ours).
@@ -427,15 +440,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         with Client(socket=args.socket, timeout=args.timeout, program="keeptime") as client:
             return run(args, client)
     except UsageError as exc:
-        print(f"{exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(EXIT_USAGE, "USAGE", str(exc), f"{exc}", as_json)
     except errors.KeeptimeError as exc:
-        print(f"keeptime: {exc}", file=sys.stderr)
+        status = EXIT_ERROR
         if isinstance(exc, errors.Unavailable):
-            return EXIT_UNAVAILABLE
-        if isinstance(exc, errors.InvalidArgument):
-            return EXIT_USAGE
-        return EXIT_ERROR
+            status = EXIT_UNAVAILABLE
+        elif isinstance(exc, errors.InvalidArgument):
+            status = EXIT_USAGE
+        return _fail(status, exc.code.name, exc.message, f"keeptime: {exc}", as_json)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
