@@ -211,11 +211,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_path(flag: Optional[str], environ: Mapping[str, str]) -> tuple[str, bool]:
-    """(path, explicit): --config, else KEEPTIME_CONFIG, else the default file."""
+    """(absolute path, explicit): --config, else KEEPTIME_CONFIG, else the
+    default file. Absolute, because GetInfo reports it to callers (doctor)
+    whose working directory differs."""
     if flag:
-        return flag, True
+        return os.path.abspath(flag), True
     if environ.get(CONFIG_ENV):
-        return environ[CONFIG_ENV], True
+        return os.path.abspath(environ[CONFIG_ENV]), True
     return DEFAULT_CONFIG, False
 
 

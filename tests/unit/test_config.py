@@ -52,6 +52,13 @@ def test_the_historic_socket_and_db_environment_still_work(tmp_path):
     assert cfg.db == os.path.abspath("rel.db")
 
 
+def test_a_relative_configuration_path_is_reported_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "workers = 2\n")
+    _, cfg = main.load_config(["--config", "keeptimed.toml"], {})
+    assert cfg.path == str(tmp_path / "keeptimed.toml") and cfg.workers == 2
+
+
 def test_a_missing_default_file_is_fine_but_a_named_one_is_not(tmp_path):
     missing = str(tmp_path / "absent.toml")
     cfg = config.load({}, {}, missing, explicit=False)
