@@ -147,6 +147,10 @@ class Registry:
         self._metrics.append(metric)
         return metric
 
+    def names(self) -> list[str]:
+        """The names of the metrics registered, in order."""
+        return [metric.name for metric in self._metrics]
+
     def render(self) -> str:
         lines: list[str] = []
         for metric in self._metrics:
