@@ -437,7 +437,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             args.argv = list(args.argv) + command
         if args.command in ("completion", "doctor"):
             return run_local(args)
-        with Client(socket=args.socket, timeout=args.timeout, program="keeptime") as client:
+        with Client(socket=args.socket, timeout=args.timeout) as client:
             return run(args, client)
     except UsageError as exc:
         return _fail(EXIT_USAGE, "USAGE", str(exc), f"{exc}", as_json)

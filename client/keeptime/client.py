@@ -9,19 +9,20 @@
 Every failed call raises a keeptime.errors.KeeptimeError subclass.
 """
 import os
-import sys
+import time
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from . import __version__, errors
-from .defaults import CALLER_METADATA, DEFAULT_SOCKET, POLICIES, SOCKET_ENV
+from . import errors
+from .defaults import DEFAULT_SOCKET, POLICIES, SOCKET_ENV
 from .v1 import keeptime_pb2 as pb
 from .v1 import keeptime_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT = 30.0
+WAIT_SLICE = 60.0
 POLICY_ENUMS = {"freeze": pb.POLICY_FREEZE, "suspend": pb.POLICY_SUSPEND, "elapsed": pb.POLICY_ELAPSED}
 MECHANISM_NAMES = {
     pb.MECHANISM_CLONE3_TIMENS_OFFSET: "clone3-timens-offset",
@@ -85,35 +86,36 @@ def _command(argv: Sequence[str], env: Optional[Mapping[str, str] | Iterable[str
     return command
 
 
-def caller_metadata(program: str) -> tuple:
-    """Who is calling, for keeptimed's log: gRPC gives a unix-socket server no
-    peer credentials, so the client says it (pid, uid, program; nothing else)."""
-    return ((CALLER_METADATA, f"pid={os.getpid()} uid={os.getuid()} program={program}"),)
-
-
-def _program_name() -> str:
-    """This program's name: the script's, or the package's for `python -m package`."""
-    path = sys.argv[0] if sys.argv and sys.argv[0] else "python"
-    if os.path.basename(path) == "__main__.py":
-        path = os.path.dirname(path)
-    return os.path.basename(path) or "python"
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 class Client:
-    """A connection to keeptimed over its unix socket.
+    """A connection to keeptimed: its unix socket, or TCP with mutual TLS.
 
-    program names the caller in keeptimed's log (default: this script's name).
+    Client(socket=None) uses the unix socket (KEEPTIME_SOCKET, else
+    /run/keeptime/keeptime.sock). Client(address="host:port", tls_ca=...,
+    tls_cert=..., tls_key=...) talks to a keeptimed started with --tcp;
+    the paths are PEM files: the CA that signed the daemon's certificate and
+    this client's certificate and key. Every call has a deadline (timeout).
     """
 
     def __init__(self, socket: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
-                 program: Optional[str] = None):
-        self.socket = socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+                 address: Optional[str] = None, tls_ca: Optional[str] = None,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+                 tls_server_name: Optional[str] = None):
         self.timeout = timeout
-        self.program = program or _program_name()
-        self._channel = grpc.insecure_channel(
-            f"unix:{os.path.abspath(self.socket)}",
-            options=[("grpc.primary_user_agent", f"keeptime-python/{__version__}")],
-        )
+        if address:
+            self.socket = address
+            options = [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
+            if not (tls_ca and tls_cert and tls_key):
+                raise errors.InvalidArgument("TCP needs tls_ca, tls_cert and tls_key (keeptimed requires mutual TLS)")
+            credentials = grpc.ssl_channel_credentials(_read(tls_ca), _read(tls_key), _read(tls_cert))
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self.socket = socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+            self._channel = grpc.insecure_channel(f"unix:{os.path.abspath(self.socket)}")
         self._stub = pb_grpc.KeeptimeStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -128,9 +130,7 @@ class Client:
 
     def _call(self, method: str, request, timeout: Optional[float] = -1.0, stub=None):
         try:
-            return getattr(stub or self._stub, method)(
-                request, timeout=self.timeout if timeout == -1.0 else timeout, metadata=caller_metadata(self.program)
-            )
+            return getattr(stub or self._stub, method)(request, timeout=self.timeout if timeout == -1.0 else timeout)
         except grpc.RpcError as exc:
             raise errors.from_rpc_error(exc, self.socket) from None
 
@@ -205,9 +205,23 @@ class Client:
         )
 
     def wait_status(self, pid: int, timeout: Optional[float] = None) -> ExitStatus:
-        """Block until pid (started by restore or exec) exits; timeout None waits forever."""
-        response = self._call("Wait", pb.WaitRequest(pid=pid), timeout=timeout)
-        return ExitStatus(response.pid, response.exit_code, response.signal, response.status)
+        """Block until pid (started by restore or exec) exits; timeout None waits forever.
+
+        Even an endless wait is made of calls with deadlines (WAIT_SLICE
+        seconds each), so a daemon that vanishes is noticed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
+            try:
+                response = self._call("Wait", pb.WaitRequest(pid=pid), timeout=max(remaining, 0.001))
+            except (errors.DeadlineExceeded, errors.ResourceExhausted) as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                if isinstance(exc, errors.ResourceExhausted):   # the daemon caps blocked Waits
+                    time.sleep(0.2)
+                continue
+            return ExitStatus(response.pid, response.exit_code, response.signal, response.status)
 
     def wait(self, pid: int, timeout: Optional[float] = None) -> int:
         """The exit status of pid in shell convention (exit code, or 128 + signal)."""

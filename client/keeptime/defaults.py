@@ -8,5 +8,3 @@ POLICIES = ("freeze", "suspend", "elapsed")
 DEFAULT_POLICY = "suspend"
 CONFIG_ENV = "KEEPTIME_CONFIG"
 DEFAULT_CONFIG = "/etc/keeptime/keeptimed.toml"
-# gRPC metadata key in which clients say who they are (for keeptimed's log).
-CALLER_METADATA = "keeptime-caller"

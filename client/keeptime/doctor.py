@@ -213,7 +213,7 @@ def check_criu() -> Check:
 def run(socket_path: str, timeout: float, config_path: Optional[str] = None, criu: bool = True) -> dict:
     """Every check, in order; returns {"ok", "checks", "daemon"} ("ok": no blocking problem)."""
     checks = [check_kernel(), check_namespace_limit(), check_socket(socket_path)]
-    with Client(socket=socket_path, timeout=timeout, program="keeptime") as client:
+    with Client(socket=socket_path, timeout=timeout) as client:
         daemon_check, info = check_daemon(client)
     checks.append(daemon_check)
     if info is not None:

@@ -64,7 +64,7 @@ class Setting:
     """One configuration key."""
 
     key: str
-    kind: type                  # str, int, float or bool
+    kind: type                  # str, int, float, bool or list (of strings)
     default: Any
     help: str
     choices: tuple = ()
@@ -91,6 +91,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_format", str, "auto", "json, text, or auto: json unless stderr is a terminal", choices=LOG_FORMATS),
     Setting("metrics_address", str, "", "HOST:PORT to serve Prometheus metrics on /metrics; empty: off",
             check=_check_address),
+    Setting("socket_group", str, "", "let this group's members call keeptimed (socket mode 0660); they are "
+            "confined to their own processes and uid, but reach a root daemon: grant it like the docker group"),
+    Setting("tcp", str, "", "also listen on TCP HOST:PORT for migration tooling, with mutual TLS; empty: off",
+            check=_check_address),
+    Setting("tls_cert", str, "", "server certificate (PEM) for tcp", path=True),
+    Setting("tls_key", str, "", "server private key (PEM) for tcp", path=True),
+    Setting("tls_client_ca", str, "", "CA (PEM) that signs accepted client certificates", path=True),
+    Setting("tls_allow_name", list, [], "accept only client certificates with one of these common or "
+            "subject-alternative names (flag repeatable, environment comma-separated; empty: any the CA signed)"),
+    Setting("insecure_loopback", bool, False, "allow tcp without TLS on a loopback address (any local user "
+            "becomes root-equivalent: test rigs only)"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -123,7 +134,7 @@ class Config:
 
 
 def toml_value(value: Any) -> str:
-    """A scalar as TOML (JSON string escapes are valid TOML basic strings)."""
+    """A value as TOML (JSON strings and arrays of strings are valid TOML)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -147,7 +158,8 @@ def _validate(setting: Setting, value: Any, where: str) -> Any:
     return value
 
 
-_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list of strings"}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -155,6 +167,8 @@ _FALSE = ("0", "false", "no", "off")
 def _from_file(setting: Setting, value: Any, where: str) -> Any:
     """A value as TOML typed it: the type must match (an integer is a fine float)."""
     ok = isinstance(value, setting.kind) and not (setting.kind is not bool and isinstance(value, bool))
+    if setting.kind is list:
+        ok = ok and all(isinstance(item, str) for item in value)
     if setting.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
@@ -164,6 +178,8 @@ def _from_file(setting: Setting, value: Any, where: str) -> Any:
 
 def from_text(setting: Setting, text: str, where: str) -> Any:
     """A value given as text (environment or flag), converted to its kind."""
+    if setting.kind is list:
+        return [item.strip() for item in text.split(",") if item.strip()]
     try:
         if setting.kind is bool:
             if text.lower() in _TRUE:
@@ -200,11 +216,14 @@ def read_file(path: str) -> dict:
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per setting; absent flags leave no attribute (default SUPPRESS)."""
     for s in SETTINGS:
-        default = "off" if s.key == "metrics_address" else s.default
+        default = "none" if s.default in ("", []) else s.default
         help_text = f"{s.help} (env {s.env}; default {default})"
         if s.kind is bool:
             parser.add_argument(s.flag, dest=s.key, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
+        elif s.kind is list:
+            parser.add_argument(s.flag, dest=s.key, action="append", default=argparse.SUPPRESS,
+                                metavar=s.key.upper(), help=help_text)
         else:
             parser.add_argument(s.flag, dest=s.key, default=argparse.SUPPRESS, metavar=s.key.upper(),
                                 help=help_text)
@@ -224,7 +243,7 @@ def config_path(flag: Optional[str], environ: Mapping[str, str]) -> tuple[str, b
 def load(flags: Mapping[str, Any], environ: Mapping[str, str], path: str, explicit: bool) -> Config:
     """The effective configuration. flags holds only the flags given, as text
     (or bool); a missing file is an error only when it was named explicitly."""
-    values = {s.key: s.default for s in SETTINGS}
+    values = {s.key: list(s.default) if s.kind is list else s.default for s in SETTINGS}
     sources = {s.key: "default" for s in SETTINGS}
     file_loaded = os.path.exists(path)
     if explicit and not file_loaded:
@@ -241,9 +260,9 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str], path: str, explic
             sources[s.key] = f"env {s.env}"
         if s.key in flags:
             raw = flags[s.key]
-            value = raw if isinstance(raw, bool) else from_text(s, raw, s.flag)
+            value = raw if isinstance(raw, (bool, list)) else from_text(s, raw, s.flag)
             values[s.key] = _validate(s, value, s.flag)
-            if s.path:
+            if s.path and values[s.key]:
                 values[s.key] = os.path.abspath(values[s.key])
             sources[s.key] = f"flag {s.flag}"
     return Config(values=values, sources=sources, path=path, file_loaded=file_loaded)

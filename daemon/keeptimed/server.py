@@ -2,6 +2,8 @@
 unix socket, health and reflection, metrics endpoint, systemd notifications;
 stop gracefully on SIGTERM/SIGINT."""
 import errno
+import grp
+import ipaddress
 import logging
 import os
 import signal
@@ -11,6 +13,7 @@ import stat
 import threading
 import time
 from concurrent import futures
+from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,11 +23,13 @@ from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
 from . import __version__, caps, native, procfs
+from .access import Access
 from .children import Children
 from .config import Config
 from .hostclock import HostClock
 from .metrics import KeeptimeMetrics
 from .metrics_http import MetricsServer
+from .relay import CallerRelay
 from .sdnotify import Notifier
 from .service import About, KeeptimeService
 from .store import RecordStore
@@ -66,6 +71,56 @@ def _prepare_socket_path(path: str) -> None:
         probe.close()
 
 
+def _group_id(name: str) -> Optional[int]:
+    if not name:
+        return None
+    try:
+        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise StartupError(f"--socket-group {name}: no such group") from None
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise StartupError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tcp_credentials(c: Config) -> Optional[grpc.ServerCredentials]:
+    """Mutual-TLS credentials for the TCP listener; None for --insecure-loopback.
+
+    Refuses every other combination: TCP without TLS would hand root to
+    anyone who can reach the port.
+    """
+    tls = (c.tls_cert, c.tls_key, c.tls_client_ca)
+    if all(tls):
+        return grpc.ssl_server_credentials(
+            [(_read(c.tls_key, "TLS key"), _read(c.tls_cert, "TLS certificate"))],
+            root_certificates=_read(c.tls_client_ca, "client CA"),
+            require_client_auth=True,
+        )
+    if any(tls):
+        raise StartupError("TCP needs all of --tls-cert, --tls-key and --tls-client-ca")
+    if not c.insecure_loopback:
+        raise StartupError(f"refusing TCP on {c.tcp} without mutual TLS "
+                           "(give --tls-cert/--tls-key/--tls-client-ca, or --insecure-loopback on a loopback address)")
+    if not _is_loopback(c.tcp):
+        raise StartupError(f"--insecure-loopback needs a loopback address, not {c.tcp}")
+    return None
+
+
 class Daemon:
     """A running keeptimed. start(), then stop() (or run() until a signal)."""
 
@@ -81,11 +136,12 @@ class Daemon:
             raise StartupError("this kernel has no time namespaces (needs Linux >= 5.6 with CONFIG_TIME_NS)")
         for need in caps.missing():
             log.warning("running without %s, needed for %s", need.name, need.needed_for)
+        credentials = tcp_credentials(c) if c.tcp else None
+        socket_gid = _group_id(c.socket_group)
         try:
             self.store = RecordStore(c.db)
         except (OSError, sqlite3.Error, RuntimeError) as exc:
             raise StartupError(f"cannot open the record store {c.db}: {exc}") from None
-        _prepare_socket_path(c.socket)
         self.host = HostClock()
         self.children = Children()
         self.metrics = KeeptimeMetrics(__version__)
@@ -110,8 +166,12 @@ class Daemon:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
+        _prepare_socket_path(c.socket)
+        self.relay = CallerRelay(c.socket, socket_gid)
+        access = Access(self.relay, c.tls_allow_name)
         pb_grpc.add_KeeptimeServicer_to_server(
-            KeeptimeService(self.store, self.host, self.children, self.metrics, c.default_policy, about),
+            KeeptimeService(self.store, self.host, self.children, access, self.metrics, c.default_policy, about,
+                            max_waits=max(1, c.workers // 2)),
             self.server,
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
@@ -119,20 +179,28 @@ class Daemon:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        # The socket must never exist with a wider mode, not even briefly.
-        old_umask = os.umask(0o177)
+        # The gRPC server listens only on the private socket (in a 0700
+        # directory); callers reach it through the relay, which knows who they are.
+        if self.server.add_insecure_port(f"unix:{self.relay.private_socket}") == 0:
+            raise StartupError(f"cannot listen on {self.relay.private_socket}")
+        if c.tcp:
+            bound = (self.server.add_secure_port(c.tcp, credentials) if credentials
+                     else self.server.add_insecure_port(c.tcp))
+            if bound == 0:
+                raise StartupError(f"cannot listen on {c.tcp}")
+            self.tcp_port = bound
+            log.info("keeptimed serving %s on %s", "mutual TLS" if credentials else "INSECURE loopback TCP", c.tcp)
+        self.server.start()
         try:
-            if self.server.add_insecure_port(f"unix:{c.socket}") == 0:
-                raise StartupError(f"cannot listen on {c.socket}")
-            self.server.start()
-        finally:
-            os.umask(old_umask)
-        os.chmod(c.socket, 0o600)
+            self.relay.start()
+        except PermissionError as exc:
+            hint = " (giving it to socket_group needs CAP_CHOWN)" if c.socket_group else ""
+            raise StartupError(f"cannot set up {c.socket}: {exc.strerror}{hint}") from None
         self._set_health(SERVING)
         if self.metrics_server:
             self.metrics_server.start()
         fields = {"socket": c.socket, "db": c.db, "config": c.path if c.file_loaded else None,
-                  "metrics": about.metrics_address or None, "version": __version__}
+                  "metrics": about.metrics_address or None, "tcp": c.tcp or None, "version": __version__}
         log.info("keeptimed serving on %s, records in %s", c.socket, c.db,
                  extra={"fields": {k: v for k, v in fields.items() if v is not None}})
         # Only now: the socket accepts calls and health says SERVING.
@@ -173,16 +241,14 @@ class Daemon:
         self._stopping.set()
         self.notifier.stopping(f"draining in-flight calls for up to {self.config.grace:g} s")
         self.health.enter_graceful_shutdown()
+        self.relay.stop_accepting()
         self.server.stop(self.config.grace).wait()
+        self.relay.stop()
         if self.metrics_server:
             self.metrics_server.stop()
         self.children.close()
         native.shutdown()
         self.store.close()
-        try:
-            os.unlink(self.config.socket)
-        except FileNotFoundError:
-            pass
         log.info("keeptimed stopped")
         self.notifier.close()
 

@@ -8,20 +8,21 @@ import contextvars
 import functools
 import logging
 import os
-import re
 import socket
+import threading
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import grpc
 
-from keeptime.defaults import CALLER_METADATA
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
 from . import __version__, caps, checkpoint, commands, native, procfs, recordfile, timens
+from .access import Access, Caller, current_caller, reset_current_caller, set_current_caller
 from .children import Children
-from .errors import Cancelled, DeadlineExceeded, InvalidArgument, KeeptimeError, NotFound
+from .errors import Cancelled, DeadlineExceeded, InvalidArgument, KeeptimeError, NotFound, ResourceExhausted
 from .hostclock import HostClock
 from .metrics import KeeptimeMetrics
 from .policies import Checkpointed, Clocks, RestorePlan, plan_restore
@@ -57,25 +58,20 @@ def note(**fields) -> None:
         current.update(fields)
 
 
-_CALLER_PART = re.compile(r"(pid|uid|program)=([\w.+@:-]{1,64})$")
-
-
-def caller_of(context) -> dict:
-    """Who is calling, for the log: the gRPC peer address (just "unix:" on the
-    socket: gRPC hands a server no peer credentials), the caller's pid, uid
-    and program as its keeptime client states them, else the product in its
-    user agent (e.g. grpcurl's)."""
-    metadata = dict(context.invocation_metadata() or ())
-    stated = dict(m.groups() for m in map(_CALLER_PART.match, metadata.get(CALLER_METADATA, "").split()) if m)
-    fields = {"peer": context.peer()}
-    if "program" in stated:
-        fields["caller"] = stated["program"]
-    elif metadata.get("user-agent"):
-        fields["caller"] = metadata["user-agent"].split()[0][:64]
-    for key in ("pid", "uid"):
-        if stated.get(key, "").isdigit():
-            fields[f"caller_{key}"] = int(stated[key])
-    return fields
+def caller_fields(caller: Optional[Caller], context) -> dict:
+    """Who is calling, for the log: on the unix socket the pid, uid and gid
+    the kernel reported at connect time (SO_PEERCRED, through the relay) and
+    that process's name; over TCP the transport and the certificate's name;
+    the bare peer address of a call refused before it was identified."""
+    if caller is None:
+        return {"peer": context.peer()}
+    if caller.transport != "unix":
+        return {"transport": caller.transport, "caller": caller.name or "-"}
+    try:
+        program = procfs.read_stat(caller.pid).comm
+    except (OSError, KeeptimeError):  # gone, or not ours to read
+        program = "?"
+    return {"caller": program, "caller_pid": caller.pid, "caller_uid": caller.uid, "caller_gid": caller.gid}
 
 
 def request_fields(request) -> dict:
@@ -98,17 +94,22 @@ def request_fields(request) -> dict:
 
 
 def rpc(method):
-    """Map domain errors to statuses, hide internal ones; log one line per
-    call and count it in the metrics."""
+    """Identify the caller and apply the access policy, map domain errors to
+    statuses, hide internal ones; log one line per call with the caller, and
+    count it in the metrics."""
     name = method.__name__
 
     @functools.wraps(method)
     def handler(self, request, context):
         started = time.monotonic()
-        fields = {"rpc": name, **caller_of(context), **request_fields(request)}
-        token = _call_fields.set(fields)
+        fields = request_fields(request)
+        fields_token = _call_fields.set(fields)
         status = "OK"
+        caller = caller_token = None
         try:
+            caller = self.access.identify(context)
+            self.access.check_rpc(caller, name)
+            caller_token = set_current_caller(caller)
             return method(self, request, context)
         except KeeptimeError as exc:
             status = exc.status
@@ -119,13 +120,15 @@ def rpc(method):
             log.exception("%s failed", name, extra={"fields": {"rpc": name}})
             context.abort(grpc.StatusCode.INTERNAL, f"internal error in keeptimed during {name}; see its log")
         finally:
-            _call_fields.reset(token)
+            if caller_token is not None:
+                reset_current_caller(caller_token)
+            _call_fields.reset(fields_token)
             seconds = time.monotonic() - started
-            fields["status"] = status
-            fields["duration_ms"] = round(seconds * 1e3, 3)
+            line = {"rpc": name, **caller_fields(caller, context), **fields,
+                    "status": status, "duration_ms": round(seconds * 1e3, 3)}
             self.metrics.observe_call(name, status, seconds)
             level = logging.ERROR if status in SERVER_FAULTS else logging.INFO
-            log.log(level, "%s %s", name, status, extra={"fields": fields})
+            log.log(level, "%s %s", name, status, extra={"fields": line})
 
     return handler
 
@@ -159,11 +162,15 @@ class About:
 class KeeptimeService(pb_grpc.KeeptimeServicer):
     """The daemon's API; one instance serves every connection."""
 
-    def __init__(self, store: RecordStore, host: HostClock, children: Children, metrics: KeeptimeMetrics,
-                 default_policy: str = "suspend", about: About = About()):
+    def __init__(self, store: RecordStore, host: HostClock, children: Children, access: Access,
+                 metrics: KeeptimeMetrics, default_policy: str = "suspend", about: About = About(),
+                 max_waits: int = 16):
         self.store = store
+        self.max_waits = max_waits
+        self._wait_slots = threading.BoundedSemaphore(max_waits)
         self.host = host
         self.children = children
+        self.access = access
         self.metrics = metrics
         self.default_policy = default_policy
         self.about = about
@@ -206,25 +213,41 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     # -- RPCs ----------------------------------------------------------------
 
+    def _owner(self):
+        """Whose records this call may see (None: all of them)."""
+        return self.access.record_owner(current_caller())
+
+    def _command_spec(self, command: pb.Command) -> "native.ExecSpec":
+        """The validated program, confined to the caller's own identity where the policy says so."""
+        return self.access.confine(
+            current_caller(), commands.exec_spec(command),
+            command.uid if command.HasField("uid") else None,
+            command.gid if command.HasField("gid") else None,
+        )
+
     @rpc
     def Checkpoint(self, request, context):
-        record = checkpoint.checkpoint(_positive_pid(request.pid), self.host, dict(request.labels))
-        self.store.add(record)
+        caller = current_caller()
+        pid = _positive_pid(request.pid)
+        self.access.check_owns(caller, [pid])
+        record = checkpoint.checkpoint(pid, self.host, dict(request.labels))
+        self.access.check_owns(caller, [process.pid for process in record.processes])
+        self.store.add(record, caller.owner_uid)
         note(record=record.id, processes=len(record.processes))
         return pb.CheckpointResponse(record=record)
 
     @rpc
     def Plan(self, request, context):
-        record = self.store.get(request.record_id)
+        record = self.store.get(request.record_id, self._owner())
         note(record=record.id)
         return pb.PlanResponse(plan=self._plan_message(record.id, self._plan(record, request.policy)))
 
     @rpc
     def Restore(self, request, context):
-        record = self.store.get(request.record_id)
+        record = self.store.get(request.record_id, self._owner())
         plan = self._plan(record, request.policy)
         note(record=record.id, policy=plan.policy)
-        spec = commands.exec_spec(request.command)
+        spec = self._command_spec(request.command)
         try:
             spawned = native.spawn_in_new_timens(spec, plan.targets, self.host.own_offsets)
         except native.NativeError as exc:
@@ -232,7 +255,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
                 self._regression("unknown", "the restored program read a clock below its target before exec")
             raise commands.spawn_error(exc, spec) from None
         host_after_exec = self.host.now().clocks  # first thing: the measured step grows with every delay
-        self.children.adopt(spawned.pid)
+        self.children.adopt(spawned.pid, current_caller().owner_uid)
         self._check_restored_clocks(plan, spawned, host_after_exec)
         note(child_pid=spawned.pid, mechanism=spawned.mechanism)
         return pb.RestoreResponse(
@@ -269,7 +292,19 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     @rpc
     def Wait(self, request, context):
         pid = _positive_pid(request.pid)
-        status = self.children.wait(pid, timeout=context.time_remaining(), still_wanted=context.is_active)
+        caller = current_caller()
+        if not caller.privileged and self.children.owner_of(pid) != caller.uid:
+            raise NotFound(f"pid {pid} was not started by keeptimed for uid {caller.uid}")
+        status = self.children.wait(pid, timeout=0)
+        if status is None:
+            # A blocked Wait holds a worker thread: cap them, so waiting
+            # callers can never starve everyone else of workers.
+            if not self._wait_slots.acquire(blocking=False):
+                raise ResourceExhausted(f"{self.max_waits} Wait calls are already blocked in keeptimed; retry")
+            try:
+                status = self.children.wait(pid, timeout=context.time_remaining(), still_wanted=context.is_active)
+            finally:
+                self._wait_slots.release()
         if status is None:
             if not context.is_active():
                 raise Cancelled("the call was cancelled")
@@ -280,14 +315,14 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     @rpc
     def GetRecord(self, request, context):
-        record = self.store.get(request.record_id)
+        record = self.store.get(request.record_id, self._owner())
         note(record=record.id)
         return record
 
     @rpc
     def ListRecords(self, request, context):
         response = pb.ListRecordsResponse()
-        for record_id, record in self.store.list():
+        for record_id, record in self.store.list(self._owner()):
             if isinstance(record, KeeptimeError):
                 response.records.add(id=record_id, error=record.message)
                 continue
@@ -307,18 +342,21 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     @rpc
     def DeleteRecord(self, request, context):
-        record_id = self.store.delete(request.record_id)
+        record_id = self.store.delete(request.record_id, self._owner())
         note(record=record_id)
         return pb.DeleteRecordResponse(record_id=record_id)
 
     @rpc
     def Clocks(self, request, context):
-        return checkpoint.clocks_of(_positive_pid(request.pid), self.host)
+        pid = _positive_pid(request.pid)
+        self.access.check_owns(current_caller(), [pid])
+        return checkpoint.clocks_of(pid, self.host)
 
     @rpc
     def Exec(self, request, context):
         pid = _positive_pid(request.pid)
-        spec = commands.exec_spec(request.command)
+        self.access.check_owns(current_caller(), [pid])
+        spec = self._command_spec(request.command)
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
@@ -334,7 +372,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             raise commands.spawn_error(exc, spec) from None
         finally:
             os.close(pidfd)
-        self.children.adopt(spawned.pid)
+        self.children.adopt(spawned.pid, current_caller().owner_uid)
         note(child_pid=spawned.pid, timens=namespace.inode)
         return pb.ExecResponse(
             pid=spawned.pid,
@@ -345,7 +383,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     @rpc
     def ExportRecord(self, request, context):
-        record_id, data = self.store.export(request.record_id)
+        record_id, data = self.store.export(request.record_id, self._owner())
         note(record=record_id)
         return pb.ExportRecordResponse(record_id=record_id, data=data)
 
@@ -354,7 +392,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         if not request.data:
             raise InvalidArgument("no record data given")
         record = recordfile.decode(request.data)
-        self.store.add(record)
+        self.store.add(record, current_caller().owner_uid)
         note(record=record.id)
         return pb.ImportRecordResponse(record=record)
 

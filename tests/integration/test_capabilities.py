@@ -46,14 +46,14 @@ SANDBOXES = {
 }
 
 
-def capped(workdir, granted, no_new_privs: bool = False) -> RunningDaemon:
+def capped(workdir, granted, no_new_privs: bool = False, flags: tuple = (), wait: bool = True) -> RunningDaemon:
     """A keeptimed whose bounding set (hence every capability) is granted, as in the pod."""
     if shutil.which("setpriv") is None:
         pytest.skip("needs setpriv (util-linux)")
     bounding = ",".join(["-all"] + [f"+{name.lower()}" for name in granted])
     wrapper = ("setpriv", "--inh-caps=-all", f"--bounding-set={bounding}",
                *(["--no-new-privs"] if no_new_privs else []), "--")
-    return RunningDaemon(workdir).start(wrapper=wrapper)
+    return RunningDaemon(workdir).start(*flags, wrapper=wrapper, wait=wait)
 
 
 @pytest.fixture
@@ -128,3 +128,17 @@ def test_each_capability_is_needed_and_its_absence_is_reported(missing, tmp_path
     finally:
         daemon.stop()
     assert f"running without {missing}" in daemon.log() and "Traceback" not in daemon.log()
+
+
+def test_socket_group_also_needs_chown_and_says_so(tmp_path):
+    """Giving the socket to a group is the one option that needs more (CAP_CHOWN)."""
+    group = ("--socket-group", str(NOBODY))
+    (tmp_path / "without").mkdir()
+    refused = capped(tmp_path / "without", GRANTED, flags=group, wait=False)
+    assert refused.proc.wait(30) == 1
+    assert refused.log().splitlines()[-1].endswith("(giving it to socket_group needs CAP_CHOWN)")
+    assert "Traceback" not in refused.log()
+    (tmp_path / "with").mkdir()
+    daemon = capped(tmp_path / "with", GRANTED + ("CHOWN",), flags=group)
+    assert os.stat(daemon.socket).st_gid == NOBODY
+    assert daemon.stop() == 0

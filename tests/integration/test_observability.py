@@ -16,7 +16,7 @@ import pytest
 
 from helpers.daemon import RunningDaemon
 from helpers.probes import read_probe
-from keeptime import Client, errors
+from keeptime import errors
 
 pytestmark = pytest.mark.root
 
@@ -122,7 +122,7 @@ def rpc_lines(log_text: str) -> list[dict]:
 
 
 def test_one_json_log_line_per_request_without_arguments_or_environment(fresh_daemon):
-    with Client(socket=fresh_daemon.socket, program="test-suite") as c:
+    with fresh_daemon.client() as c:
         record_id = c.checkpoint(os.getpid())
         restored = c.restore(record_id[:8], ["/bin/sh", "-c", "exit 0", "topsecretarg"],
                              env={"API_TOKEN": "hunter2"}, policy="elapsed")
@@ -138,10 +138,11 @@ def test_one_json_log_line_per_request_without_arguments_or_environment(fresh_da
     assert checkpoint_line["record"] == record_id and checkpoint_line["pid"] == os.getpid()
     assert restore["status"] == "OK" and restore["record"] == record_id and restore["policy"] == "elapsed"
     assert restore["child_pid"] == restored.pid and restore["mechanism"] == "unshare_proc_offsets"
-    assert restore["argv0"] == "/bin/sh" and restore["peer"].startswith("unix:")
-    # Who called: as the client states it (gRPC gives the server no peer credentials).
-    assert (restore["caller"], restore["caller_pid"], restore["caller_uid"]) == ("test-suite", os.getpid(), 0)
-    assert cli_call.returncode == 0 and show["caller"] == "keeptime" and show["caller_pid"] != os.getpid()
+    assert restore["argv0"] == "/bin/sh"
+    # Who called, as the kernel reported the connection (SO_PEERCRED).
+    with open(f"/proc/{os.getpid()}/comm") as f:
+        assert (restore["caller"], restore["caller_pid"], restore["caller_uid"]) == (f.read().strip(), os.getpid(), 0)
+    assert cli_call.returncode == 0 and show["caller_pid"] not in (os.getpid(), fresh_daemon.proc.pid)
     assert restore["level"] == "info" and isinstance(restore["duration_ms"], float)
     assert restore["monotonic_jump_us"] >= 0 and restore["boottime_jump_us"] >= 0
     assert wait["pid"] == restored.pid and wait["status"] == "OK"
@@ -156,8 +157,10 @@ def test_text_log_format_is_key_value(fresh_daemon):
         c.list()
     fresh_daemon.stop()
     line = next(line for line in fresh_daemon.log().splitlines() if "ListRecords OK" in line)
-    assert " INFO keeptimed.rpc: ListRecords OK rpc=ListRecords peer=unix: caller=" in line
-    assert f" caller_pid={os.getpid()} caller_uid=0 status=OK duration_ms=" in line
+    with open(f"/proc/{os.getpid()}/comm") as f:
+        comm = f.read().strip()
+    assert (f" INFO keeptimed.rpc: ListRecords OK rpc=ListRecords caller={comm} "
+            f"caller_pid={os.getpid()} caller_uid=0 caller_gid=0 status=OK duration_ms=") in line
 
 
 class NotifyListener:

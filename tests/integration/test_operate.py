@@ -12,6 +12,7 @@ import pytest
 import keeptime
 from helpers.daemon import RunningDaemon
 from keeptime.v1 import keeptime_pb2 as pb
+from keeptimed import config
 
 pytestmark = pytest.mark.root
 
@@ -145,5 +146,5 @@ def test_an_unknown_key_stops_the_daemon_with_a_one_line_error(tmp_path):
     daemon.start(wait=False)
     assert daemon.proc.wait(30) == 2
     assert daemon.log() == (f"keeptimed: {daemon.config}: unknown key 'socket_path' (known: "
-                            "socket, db, default_policy, workers, grace, log_level, log_format, metrics_address)\n")
+                            f"{', '.join(s.key for s in config.SETTINGS)})\n")
     assert not os.path.exists(daemon.socket)

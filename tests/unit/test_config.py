@@ -114,7 +114,8 @@ def test_print_config_is_toml_that_loads_back_to_the_same_configuration(tmp_path
     assert values == {
         "socket": config.BY_KEY["socket"].default, "db": config.BY_KEY["db"].default,
         "default_policy": "suspend", "workers": 3, "grace": 2.0, "log_level": "info",
-        "log_format": "json", "metrics_address": "[::1]:9540",
+        "log_format": "json", "metrics_address": "[::1]:9540", "socket_group": "", "tcp": "",
+        "tls_cert": "", "tls_key": "", "tls_client_ca": "", "tls_allow_name": [], "insecure_loopback": False,
     }
     assert "workers = 3  # file" in printed.stdout and "grace = 2.0  # flag --grace" in printed.stdout
     again = keeptimed("--config", write(tmp_path, printed.stdout, "printed.toml"), "--print-config")
@@ -129,6 +130,21 @@ def test_the_example_file_documents_every_key_with_its_default():
     assert tomllib.loads(text) == {}  # everything commented out: the defaults apply
     uncommented = "\n".join(line[2:] for line in text.splitlines() if line.startswith("# ") and " = " in line)
     assert tomllib.loads(uncommented) == {s.key: s.default for s in config.SETTINGS}
+
+
+def test_a_list_setting_from_file_environment_and_repeated_flags(tmp_path):
+    path = write(tmp_path, 'tls_allow_name = ["migrator", "backup"]\ninsecure_loopback = true\n')
+    _, from_file = main.load_config(["--config", path], {})
+    assert from_file.tls_allow_name == ["migrator", "backup"] and from_file.insecure_loopback is True
+    _, from_env = main.load_config(["--config", path], {"KEEPTIME_TLS_ALLOW_NAME": "a, b,"})
+    assert from_env.tls_allow_name == ["a", "b"]
+    _, from_flags = main.load_config(["--config", path, "--tls-allow-name", "x", "--tls-allow-name", "y",
+                                      "--no-insecure-loopback"], {"KEEPTIME_TLS_ALLOW_NAME": "a"})
+    assert from_flags.tls_allow_name == ["x", "y"] and from_flags.insecure_loopback is False
+    printed = keeptimed("--config", path, "--print-config")
+    assert 'tls_allow_name = ["migrator", "backup"]  # file' in printed.stdout
+    one_line_error(keeptimed("--config", write(tmp_path, "tls_allow_name = [1]\n", "bad.toml"), "--print-config"),
+                   "tls_allow_name must be a list of strings")
 
 
 def test_boolean_settings_read_the_usual_spellings():
