@@ -96,6 +96,11 @@ def check_daemon(client: Client) -> tuple[Check, Optional[pb.GetInfoResponse]]:
     except errors.Unimplemented:
         return Check("daemon", WARN, f"keeptimed is {health} but older than this keeptime {__version__} "
                                      "(no GetInfo): restart it to run the installed version"), None
+    except errors.PermissionDenied:
+        # A socket_group member: served, but confined, and the details are root's.
+        status = OK if health == "SERVING" else FAIL
+        return Check("daemon", status, f"keeptimed is {health}; uid {os.geteuid()} may call it for its own "
+                                       "processes, and only root may see its details"), None
     except errors.KeeptimeError as exc:
         return Check("daemon", FAIL, f"keeptimed does not answer: {exc.message}"), None
     if health != "SERVING":

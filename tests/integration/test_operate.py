@@ -6,11 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 import keeptime
 from helpers.daemon import RunningDaemon
+from helpers.impersonate import as_user
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptimed import config
 
@@ -21,7 +23,7 @@ def cli(*args, socket=None, user=None, timeout=120):
     """The keeptime CLI, optionally as another user (setpriv, util-linux)."""
     argv = [sys.executable, "-m", "keeptime.cli", *(["--socket", socket] if socket else []), *args]
     if user is not None:
-        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+        argv = as_user(argv, user, user)
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
@@ -105,6 +107,24 @@ def test_doctor_tells_a_user_who_may_not_use_the_socket(daemon):
     assert result.returncode == 1, result.stderr
     socket_check = checks_of(result)["socket"]
     assert socket_check["status"] == "fail" and "uid 65534" in socket_check["summary"]
+
+
+def test_doctor_passes_for_a_member_of_the_socket_group(tmp_path):
+    """The details of GetInfo are root's; a group member is told it may call keeptimed."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux)")
+    open_dir = tempfile.mkdtemp(prefix="keeptime-doctor-")
+    os.chmod(open_dir, 0o755)
+    daemon = RunningDaemon(open_dir).start("--socket-group", "65534")
+    try:
+        result = cli("--json", "doctor", "--no-criu", socket=daemon.socket, user=65534)
+        assert result.returncode == 0, result.stdout + result.stderr
+        checks = checks_of(result)
+        assert checks["socket"]["status"] == checks["daemon"]["status"] == "ok"
+        assert "uid 65534 may call it for its own processes" in checks["daemon"]["summary"]
+    finally:
+        daemon.stop()
+        shutil.rmtree(open_dir)
 
 
 def test_a_timed_out_wait_is_deadline_exceeded_not_an_internal_error(fresh_daemon):
