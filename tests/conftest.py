@@ -9,6 +9,7 @@ import time
 import pytest
 
 from helpers.daemon import RunningDaemon
+from helpers.impersonate import as_user
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -62,6 +63,16 @@ def fresh_daemon(tmp_path):
     running = RunningDaemon(tmp_path).start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def nobody_sleeper():
+    """pid of a process running as nobody (uid and gid 65534), as most
+    processes on a host belong to someone other than root."""
+    proc = subprocess.Popen(as_user(["sleep", "300"], 65534, 65534))
+    yield proc.pid
+    proc.kill()
+    proc.wait()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from helpers.daemon import RunningDaemon
-from helpers.impersonate import ConnectAs, as_user, connect_as
+from helpers.impersonate import ConnectAs, connect_as
 from keeptime import Client, errors
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
@@ -48,14 +48,6 @@ def as_nobody(group_daemon, open_dir):
     with Client(socket=proxy.path, timeout=20) as client:
         yield client
     proxy.close()
-
-
-@pytest.fixture
-def nobody_sleeper():
-    proc = subprocess.Popen(as_user(["sleep", "300"], NOBODY, NOGROUP))
-    yield proc.pid
-    proc.kill()
-    proc.wait()
 
 
 @pytest.fixture

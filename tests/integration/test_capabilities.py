@@ -56,17 +56,8 @@ def capped(workdir, granted, no_new_privs: bool = False, flags: tuple = (), wait
     return RunningDaemon(workdir).start(*flags, wrapper=wrapper, wait=wait)
 
 
-@pytest.fixture
-def nobody_process():
-    """A process owned by another user, as most processes on a node are."""
-    proc = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "sleep", "120"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
 @pytest.mark.parametrize("sandbox", SANDBOXES)
-def test_the_deployed_capabilities_are_all_keeptimed_needs(sandbox, tmp_path, nobody_process):
+def test_the_deployed_capabilities_are_all_keeptimed_needs(sandbox, tmp_path, nobody_sleeper):
     granted, no_new_privs = SANDBOXES[sandbox]
     daemon = capped(tmp_path, granted, no_new_privs)
     try:
@@ -75,8 +66,8 @@ def test_the_deployed_capabilities_are_all_keeptimed_needs(sandbox, tmp_path, no
             assert sorted(info.capabilities) == sorted("CAP_" + name for name in granted)
             assert not info.missing_capabilities
             # Other users' processes, and this one, which has every capability.
-            assert c.clocks(nobody_process).host_namespace
-            record_id = c.checkpoint(nobody_process)
+            assert c.clocks(nobody_sleeper).host_namespace
+            record_id = c.checkpoint(nobody_sleeper)
             c.checkpoint(os.getpid())
             restored = c.restore(record_id, ["/bin/sleep", "30"], uid=NOBODY, gid=NOBODY)
             joined = c.exec(restored.pid, ["/bin/true"], uid=NOBODY)
@@ -114,14 +105,14 @@ WITHOUT = {
 
 
 @pytest.mark.parametrize("missing", [need.name for need in caps.NEEDS])
-def test_each_capability_is_needed_and_its_absence_is_reported(missing, tmp_path, nobody_process):
+def test_each_capability_is_needed_and_its_absence_is_reported(missing, tmp_path, nobody_sleeper):
     operation, message = WITHOUT[missing]
     daemon = capped(tmp_path, [name for name in GRANTED if "CAP_" + name != missing])
     try:
         with daemon.client() as c:
             assert [m.name for m in c.info().missing_capabilities] == [missing]
             with pytest.raises(errors.PermissionDenied) as denied:
-                operation(c, nobody_process)
+                operation(c, nobody_sleeper)
             assert message in denied.value.message
         doctor = daemon.cli("doctor", "--no-criu")
         assert missing in doctor.stdout
