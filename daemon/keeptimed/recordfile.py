@@ -4,28 +4,18 @@ The same bytes are what ExportRecord returns, ImportRecord accepts and the
 store keeps, so a record moves between hosts and disks unchanged:
 
     b"keeptime-record\\n" + RecordEnvelope{format_version, record, sha256}
+
+Writing (encode) is shared with the CRIU hook and lives in keeptime.recordfile;
+reading and validating, with the daemon's errors, live here.
 """
 import hashlib
-import re
 
 from google.protobuf.message import DecodeError
 
+from keeptime.recordfile import FORMAT_VERSION, MAGIC, RECORD_ID, encode  # noqa: F401 (re-exported)
 from keeptime.v1 import keeptime_pb2 as pb
 
 from .errors import DataLoss, FailedPrecondition
-
-MAGIC = b"keeptime-record\n"
-FORMAT_VERSION = 1
-RECORD_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def encode(record: pb.Record) -> bytes:
-    """Serialize a record into record-file bytes."""
-    payload = record.SerializeToString(deterministic=True)
-    envelope = pb.RecordEnvelope(
-        format_version=FORMAT_VERSION, record=payload, sha256=hashlib.sha256(payload).digest()
-    )
-    return MAGIC + envelope.SerializeToString(deterministic=True)
 
 
 def decode(data: bytes) -> pb.Record:
