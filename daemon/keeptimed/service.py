@@ -14,7 +14,7 @@ import grpc
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import checkpoint, commands, native, procfs, recordfile, timens
+from . import checkpoint, commands, criu, native, procfs, recordfile, timens, verify
 from .children import Children
 from .errors import InvalidArgument, KeeptimeError, NotFound
 from .hostclock import HostClock
@@ -30,6 +30,7 @@ MECHANISM_ENUMS = {
     "unshare_proc_offsets": pb.MECHANISM_UNSHARE_PROC_OFFSETS,
     "setns": pb.MECHANISM_SETNS,
 }
+MAX_STAGE_LENGTH = 64
 DOWNTIME_SOURCES = {
     "same_boot": pb.DOWNTIME_SOURCE_SAME_BOOT,
     "realtime": pb.DOWNTIME_SOURCE_REALTIME,
@@ -94,15 +95,27 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             raise InvalidArgument(f"unknown policy {value}; expected one of freeze, suspend, elapsed")
         return POLICY_NAMES[value]
 
-    def _plan(self, record: pb.Record, policy_value: int) -> RestorePlan:
-        checkpointed = Checkpointed(
+    @staticmethod
+    def _checkpointed(record: pb.Record) -> Checkpointed:
+        return Checkpointed(
             clocks=Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns),
             realtime_ns=record.realtime_ns,
             host_boottime_ns=record.host_clocks.boottime_ns,
             boot_id=record.boot_id,
             hostname=record.hostname,
         )
-        return plan_restore(self._policy(policy_value), checkpointed, self.host.now())
+
+    def _plan(self, record: pb.Record, policy_value: int) -> RestorePlan:
+        return plan_restore(self._policy(policy_value), self._checkpointed(record), self.host.now())
+
+    def _record(self, ref: pb.RecordRef) -> pb.Record:
+        """The record a RecordRef names: from the store, or decoded from its bytes."""
+        which = ref.WhichOneof("ref")
+        if which == "record_id":
+            return self.store.get(ref.record_id)
+        if which == "record_file":
+            return recordfile.decode(ref.record_file)
+        raise InvalidArgument("no record given: set record_id or record_file")
 
     @staticmethod
     def _plan_message(record_id: str, plan: RestorePlan) -> pb.Plan:
@@ -250,3 +263,45 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         self.store.add(record)
         log.info("import record=%s", record.id)
         return pb.ImportRecordResponse(record=record)
+
+    @rpc
+    def CheckpointCriuImage(self, request, context):
+        record = criu.record_from_image(request.timens_image, request.root_pid, self.host, dict(request.labels))
+        self.store.add(record)
+        log.info("checkpoint from criu image root_pid=%d record=%s", request.root_pid, record.id)
+        return pb.CheckpointResponse(record=record)
+
+    @rpc
+    def PlanCriuRestore(self, request, context):
+        record = self._record(request.record)
+        data, plan = criu.plan_image(
+            self._checkpointed(record), request.timens_image, self._policy(request.policy), self.host.now()
+        )
+        log.info("criu plan record=%s policy=%s targets=%d,%d", record.id, plan.policy,
+                 plan.targets.monotonic_ns, plan.targets.boottime_ns)
+        return pb.PlanCriuRestoreResponse(timens_image=data, plan=self._plan_message(record.id, plan))
+
+    @rpc
+    def VerifyRestore(self, request, context):
+        record = self._record(request.record)
+        pid = _positive_pid(request.pid)
+        if len(request.stage) > MAX_STAGE_LENGTH:
+            raise InvalidArgument(f"stage is longer than {MAX_STAGE_LENGTH} characters")
+        policy = self._policy(request.policy)
+        if request.timens_image:
+            dumped = criu.timens_clocks(request.timens_image)
+        else:
+            dumped = Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns)
+        event = verify.verify(pid, record.id, dumped, self.host)
+        event.policy = POLICY_ENUMS[policy]
+        event.stage = request.stage
+        event.id = self.store.add_restore(event)
+        if event.ok:
+            log.info("verify record=%s pid=%d stage=%s: %s", record.id, pid, request.stage, event.message)
+        else:
+            log.error("CLOCK REGRESSION record=%s pid=%d stage=%s: %s", record.id, pid, request.stage, event.message)
+        return pb.VerifyRestoreResponse(event=event)
+
+    @rpc
+    def ListRestores(self, request, context):
+        return pb.ListRestoresResponse(events=self.store.list_restores(request.record_id))

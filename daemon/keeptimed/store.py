@@ -2,6 +2,8 @@
 
 Records are kept as record-file bytes (see recordfile), so what is stored is
 exactly what is exported, and a damaged row is detected by its checksum.
+Restore events (verdicts of VerifyRestore) are kept in plain columns, so an
+operator can query them with sqlite3.
 """
 import os
 import re
@@ -13,7 +15,7 @@ from keeptime.v1 import keeptime_pb2 as pb
 from . import recordfile
 from .errors import AlreadyExists, DataLoss, InvalidArgument, NotFound, ResourceExhausted
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: restores table
 ID_OR_PREFIX = re.compile(r"[0-9a-f]{4,32}")
 
 
@@ -45,6 +47,27 @@ class RecordStore:
             " created_realtime_ns INTEGER NOT NULL,"
             " data BLOB NOT NULL)"
         )
+        # No foreign key: a restore may be verified against a record given as
+        # bytes, and its history outlives the record's deletion.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS restores ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " record_id TEXT NOT NULL,"
+            " pid INTEGER NOT NULL,"
+            " policy TEXT NOT NULL,"
+            " stage TEXT NOT NULL,"
+            " ok INTEGER NOT NULL,"
+            " dumped_monotonic_ns INTEGER NOT NULL,"
+            " dumped_boottime_ns INTEGER NOT NULL,"
+            " monotonic_ns INTEGER NOT NULL,"
+            " boottime_ns INTEGER NOT NULL,"
+            " monotonic_offset_ns INTEGER NOT NULL,"
+            " boottime_offset_ns INTEGER NOT NULL,"
+            " timens_inode INTEGER NOT NULL,"
+            " realtime_ns INTEGER NOT NULL,"
+            " message TEXT NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS restores_by_record ON restores (record_id)")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -129,6 +152,35 @@ class RecordStore:
         self._write("DELETE FROM records WHERE id = ?", (record_id,))
         return record_id
 
+    # -- restore events -------------------------------------------------------
+
+    def add_restore(self, event: pb.RestoreEvent) -> int:
+        """Store a restore event; returns its id."""
+        cursor = self._write(
+            f"INSERT INTO restores ({', '.join(_RESTORE_COLUMNS)}) VALUES ({', '.join('?' * len(_RESTORE_COLUMNS))})",
+            (
+                event.record_id, event.pid, _policy_name(event.policy), event.stage, int(event.ok),
+                event.dumped.monotonic_ns, event.dumped.boottime_ns,
+                event.clocks.monotonic_ns, event.clocks.boottime_ns,
+                event.offsets.monotonic_ns, event.offsets.boottime_ns,
+                # SQLite integers are signed 64-bit; namespace inodes fit in 32 bits.
+                event.timens_inode, event.realtime_ns, event.message,
+            ),
+        )
+        return cursor.lastrowid
+
+    def list_restores(self, record_id_prefix: str = "") -> "list[pb.RestoreEvent]":
+        """Restore events, oldest first; only one record's when a prefix is given."""
+        if record_id_prefix and not ID_OR_PREFIX.fullmatch(record_id_prefix):
+            raise InvalidArgument(f"{record_id_prefix!r} is not a record id (4 to 32 lowercase hex digits)")
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, {', '.join(_RESTORE_COLUMNS)} FROM restores"
+                " WHERE record_id >= ? AND record_id < ? ORDER BY id",
+                (record_id_prefix, record_id_prefix + "g"),
+            ).fetchall()
+        return [_restore_event(row) for row in rows]
+
     @staticmethod
     def _decode(record_id: str, data: bytes) -> pb.Record:
         try:
@@ -138,3 +190,27 @@ class RecordStore:
         if record.id != record_id:
             raise DataLoss(f"record {record_id}: stored under the wrong id ({record.id})")
         return record
+
+
+_RESTORE_COLUMNS = (
+    "record_id", "pid", "policy", "stage", "ok", "dumped_monotonic_ns", "dumped_boottime_ns",
+    "monotonic_ns", "boottime_ns", "monotonic_offset_ns", "boottime_offset_ns", "timens_inode",
+    "realtime_ns", "message",
+)
+
+
+def _policy_name(value: int) -> str:
+    return pb.Policy.Name(value).removeprefix("POLICY_").lower()
+
+
+def _restore_event(row: tuple) -> pb.RestoreEvent:
+    (event_id, record_id, pid, policy, stage, ok, dumped_mono, dumped_boot, mono, boot,
+     mono_offset, boot_offset, inode, realtime, message) = row
+    return pb.RestoreEvent(
+        id=event_id, record_id=record_id, pid=pid, policy=pb.Policy.Value("POLICY_" + policy.upper()),
+        stage=stage, ok=bool(ok),
+        dumped=pb.ClockValues(monotonic_ns=dumped_mono, boottime_ns=dumped_boot),
+        clocks=pb.ClockValues(monotonic_ns=mono, boottime_ns=boot),
+        offsets=pb.Offsets(monotonic_ns=mono_offset, boottime_ns=boot_offset),
+        timens_inode=inode, realtime_ns=realtime, message=message,
+    )
