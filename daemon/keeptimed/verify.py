@@ -7,13 +7,17 @@ from keeptime.timefmt import format_ns
 from keeptime.v1 import keeptime_pb2 as pb
 
 from . import checkpoint
+from .errors import PermissionDenied
 from .hostclock import HostClock
 from .policies import Clocks
 
 
 def verify(pid: int, record_id: str, dumped: Clocks, host: HostClock) -> pb.RestoreEvent:
     """A restore event (without id, policy or stage) for the restored root pid."""
-    seen = checkpoint.clocks_of(pid, host)
+    try:
+        seen = checkpoint.clocks_of(pid, host)
+    except PermissionError:
+        raise PermissionDenied(f"cannot read the time namespace of pid {pid}") from None
     above = Clocks(seen.clocks.monotonic_ns, seen.clocks.boottime_ns) - dumped
     regressed = [(name, -delta) for name, delta in (("MONOTONIC", above.monotonic_ns), ("BOOTTIME", above.boottime_ns))
                  if delta < 0]
