@@ -16,6 +16,14 @@ python3 -m venv "$prefix"
 ln -sf "$prefix/bin/keeptime" /usr/local/bin/keeptime
 ln -sf "$prefix/bin/keeptimed" /usr/local/bin/keeptimed
 
+# The CRIU action script and its configuration (an existing one is kept).
+# CRIU uses it once /etc/criu/default.conf (or runc.conf, crun.conf) names it:
+# see deploy/criu/default.conf.
+install -D -m 0755 "$here/deploy/criu/criu-hook" /usr/libexec/keeptime/criu-hook
+if [ ! -e /etc/keeptime/criu-hook.toml ]; then
+    install -D -m 0644 "$here/deploy/criu/criu-hook.toml" /etc/keeptime/criu-hook.toml
+fi
+
 if [ -d /run/systemd/system ]; then
     install -m 0644 "$here/deploy/systemd/keeptimed.service" /etc/systemd/system/keeptimed.service
     systemctl daemon-reload
