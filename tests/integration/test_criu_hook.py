@@ -2,6 +2,7 @@
 a subprocess with CRTOOLS_SCRIPT_ACTION, CRTOOLS_IMAGE_DIR (a /proc/PID/fd/N
 path of a directory fd this test holds open) and CRTOOLS_INIT_PID, against a
 real keeptimed, with timens-0.img bytes in CRIU's format."""
+import hashlib
 import os
 import subprocess
 import sys
@@ -140,7 +141,8 @@ def test_dump_restore_cycle_under_suspend(client, far_process, images, hook, sle
     assert second.monotonic_ns == dumped.monotonic_ns
     since_dump = host_boottime() - dumped_at
     assert first.boottime_ns + 300 * MS <= second.boottime_ns <= dumped.boottime_ns + since_dump
-    assert sorted(os.listdir(images.path)) == ["keeptime-record.bin", "timens-0.img", "timens-0.img.orig"]
+    assert sorted(os.listdir(images.path)) == [
+        "keeptime-record.bin", "timens-0.img", "timens-0.img.keeptime-sha256", "timens-0.img.orig"]
 
     # post-restore on a tree that resumed where it should: verified and stored.
     restored = client.restore(record.id, ["/bin/sleep", "30"], policy="suspend")
@@ -269,14 +271,68 @@ def test_a_damaged_image_fails_pre_restore_and_is_left_alone(client, far_process
     images.write("timens-0.img", original[:-2])
     fails(hook("pre-restore", images), 1, "DATA_LOSS: timens-0.img is truncated")
     assert images.read("timens-0.img") == original[:-2] and not images.has("timens-0.img.orig")
+    garbage = b"\x19\x43\x56\x54\x33\x44\x11\x43" + b"\x02\x00\x00\x00\xff\xff"
+    images.write("timens-0.img", garbage)
+    fails(hook("pre-restore", images), 1, "DATA_LOSS: timens-0.img: the timens entry does not parse")
+    assert images.read("timens-0.img") == garbage and not images.has("timens-0.img.orig")
 
 
-def test_a_stale_record_fails_pre_restore(client, far_process, images, hook):
+def test_a_damaged_record_file_fails_pre_restore_but_not_freeze_or_verification(client, far_process, images,
+                                                                                 hook):
+    inside, _ = far_process
+    original, _ = dump(client, images, inside)
+    ok(hook("post-dump", images, pid=inside))
+    sound = images.read("keeptime-record.bin")
+    images.write("keeptime-record.bin", sound[:-3] + bytes([sound[-3] ^ 0xFF]) + sound[-2:])
+    fails(hook("pre-restore", images), 1, "DATA_LOSS: keeptime-record.bin: corrupt keeptime record")
+    assert images.read("timens-0.img") == original and not images.has("timens-0.img.orig")
+    assert "left as CRIU wrote it" in ok(hook("pre-restore", images, policy="freeze"))
+    # Only a confirmed regression may fail a restore: a damaged record is reported.
+    said = ok(hook("post-restore", images, pid=inside))
+    assert "could not verify" in said and "corrupt keeptime record" in said
+
+
+def test_a_dump_again_with_the_hook_starts_afresh(client, far_process, images, hook):
     inside, _ = far_process
     dump(client, images, inside)
     ok(hook("post-dump", images, pid=inside))
+    ok(hook("pre-restore", images))
+    assert images.has("timens-0.img.orig")
+    time.sleep(0.1)
+    second, _ = dump(client, images, inside)  # the same directory, dumped again later
+    ok(hook("post-dump", images, pid=inside))
+    assert not images.has("timens-0.img.orig")  # it belonged to the first dump
+    assert not images.has("timens-0.img.keeptime-sha256")
+    record = recordfile.decode(images.read("keeptime-record.bin"))
+    assert record.labels["criu-timens-sha256"] == hashlib.sha256(second).hexdigest()
+    ok(hook("pre-restore", images))
+    assert images.read("timens-0.img.orig") == second
+    assert decode_timens(images.read("timens-0.img")).monotonic_ns == decode_timens(second).monotonic_ns
+
+
+def test_a_dump_again_without_the_hook_is_not_planned_from_the_old_record(client, far_process, images, hook,
+                                                                          sleeper):
+    inside, _ = far_process
+    dump(client, images, inside)
+    ok(hook("post-dump", images, pid=inside))
+    ok(hook("pre-restore", images))
+    time.sleep(0.1)
+    second, _ = dump(client, images, inside)  # CRIU ran again without the hook: old record, old .orig
+    # freeze needs no record: it leaves CRIU's new image and drops the old original.
+    said = ok(hook("pre-restore", images, policy="freeze"))
+    assert "removed a stale timens-0.img.orig" in said and "left as CRIU wrote it" in said
+    assert images.read("timens-0.img") == second and not images.has("timens-0.img.orig")
+    # suspend would need a record of this dump: the one there is the old dump's.
+    fails(hook("pre-restore", images), 1, "is not the one record")
+    assert images.read("timens-0.img") == second and not images.has("timens-0.img.orig")
+
+
+def test_a_record_older_than_the_image_without_a_digest_is_refused_by_keeptimed(client, far_process, images, hook):
+    inside, _ = far_process
+    # A record made by hand before the dump, put into the image directory.
+    images.write("keeptime-record.bin", client.export_record(client.checkpoint(inside)))
     time.sleep(0.05)
-    dump(client, images, inside)  # dumped again, without the hook
+    dump(client, images, inside)
     fails(hook("pre-restore", images), 1, "stale")
 
 

@@ -16,6 +16,7 @@ Every other action is ignored. Exit status: 0 ok, 1 the step failed (CRIU
 aborts a dump or restore on a failing post-dump, pre-restore or
 post-restore), 2 not run by CRIU or misconfigured.
 """
+import hashlib
 import os
 import socket as socket_mod
 import sys
@@ -24,8 +25,8 @@ from typing import Mapping, Optional
 
 from .. import errors
 from ..client import DEFAULT_TIMEOUT, Client
+from ..recordfile import RecordFileError, new_record_id, parse
 from ..recordfile import encode as encode_record
-from ..recordfile import new_record_id
 from ..timefmt import format_duration, format_ns
 from ..v1 import keeptime_pb2 as pb
 from . import hookconfig, image
@@ -37,6 +38,12 @@ INIT_PID_ENV = "CRTOOLS_INIT_PID"
 RECORD_FILE = "keeptime-record.bin"
 TIMENS_IMAGE = image.TIMENS_IMAGE
 ORIGINAL_IMAGE = TIMENS_IMAGE + ".orig"
+# The record's label naming the timens-0.img it was taken with (sha256, hex),
+# so a restore never plans from an image of another dump.
+IMAGE_DIGEST_LABEL = "criu-timens-sha256"
+# The sha256 of the timens-0.img keeptime last wrote: any other content there
+# was written by CRIU, so an original kept beside it is stale.
+WRITTEN_DIGEST = TIMENS_IMAGE + ".keeptime-sha256"
 # Every action CRIU knows; those without a handler below need nothing from keeptime.
 CRIU_ACTIONS = (
     "pre-stream", "pre-dump", "post-dump", "pre-restore", "post-restore", "network-lock",
@@ -95,6 +102,13 @@ def post_dump(run: Run) -> int:
     pid = run.init_pid()
     labels = {"criu": "post-dump"}
     with run.image_dir() as images:
+        timens = images.read(TIMENS_IMAGE)
+        if timens is not None:
+            labels[IMAGE_DIGEST_LABEL] = _digest(timens)
+        # An original kept by a restore from an earlier dump in this directory
+        # belongs to that dump, not to this one.
+        images.remove(ORIGINAL_IMAGE)
+        images.remove(WRITTEN_DIGEST)
         try:
             with run.client() as kt:
                 try:
@@ -113,6 +127,10 @@ def post_dump(run: Run) -> int:
         images.write_atomic(RECORD_FILE, data)
     run.say(f"recorded {record.id} {how} into {RECORD_FILE}")
     return EXIT_OK
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _timens_image(images: ImageDir, why: str) -> bytes:
@@ -154,13 +172,12 @@ def pre_restore(run: Run) -> int:
     """Rewrite timens-0.img to the policy's targets (from the original, every time)."""
     policy = run.config.policy
     with run.image_dir() as images:
-        original = images.read(ORIGINAL_IMAGE)
-        current = images.read(TIMENS_IMAGE)
-        dumped = original if original is not None else current
+        original, current = _dumped_images(run, images)
         if policy == "freeze":
             if not _put_back_original(run, images, original, current):
                 run.say(f"freeze: {TIMENS_IMAGE} left as CRIU wrote it")
             return EXIT_OK
+        dumped = original if original is not None else current
         if dumped is None:
             raise HookError(
                 f"the image directory has no {TIMENS_IMAGE}: CRIU will not give the restored tree a time "
@@ -174,9 +191,20 @@ def pre_restore(run: Run) -> int:
                 f"cannot be applied; to restore it as CRIU would, use policy = \"freeze\" in a file named by "
                 f"{hookconfig.CONFIG_ENV}"
             )
+        record = _parse_record(record_file)
+        try:
+            image.decode_timens(dumped)
+        except image.ImageError as exc:
+            raise HookError(f"DATA_LOSS: {exc}") from None
+        expected = record.labels.get(IMAGE_DIGEST_LABEL)
+        if expected and _digest(dumped) != expected:
+            raise HookError(
+                f"{TIMENS_IMAGE} is not the one record {record.id} was taken with (dumped again without the "
+                f"keeptime hook?); refusing to plan {policy} from another dump's record"
+            )
         try:
             with run.client() as kt:
-                record = kt.import_record(record_file)
+                kt.import_record(record_file)
                 planned = kt.plan_criu_restore(dumped, record_id=record.id, policy=policy)
         except errors.Unavailable as exc:
             if run.config.on_daemon_unreachable == hookconfig.WARN:
@@ -189,9 +217,13 @@ def pre_restore(run: Run) -> int:
                 f"(on_daemon_unreachable = \"warn\" in {run.config.source} lets CRIU freeze instead)"
             ) from None
         mode = images.mode_of(TIMENS_IMAGE)
-        if original is None and current is not None:
+        if original is None:
             images.write_atomic(ORIGINAL_IMAGE, current, mode)
         if planned.timens_image != current:
+            # The digest goes first: a crash in between can only make a later
+            # restore take this image for CRIU's and plan from values that are
+            # too high, never too low.
+            images.write_atomic(WRITTEN_DIGEST, _digest(planned.timens_image).encode() + b"\n", mode)
             images.write_atomic(TIMENS_IMAGE, planned.timens_image, mode)
     plan = planned.plan
     run.say(
@@ -201,6 +233,33 @@ def pre_restore(run: Run) -> int:
         f"record {plan.record_id}, downtime {format_duration(plan.downtime_ns)}"
     )
     return EXIT_OK
+
+
+def _parse_record(data: bytes) -> pb.Record:
+    """The record in keeptime-record.bin; damage is a DATA_LOSS HookError."""
+    try:
+        return parse(data)
+    except RecordFileError as exc:
+        if exc.newer_version is not None:
+            raise HookError(f"{RECORD_FILE}: {exc}; upgrade keeptime") from None
+        raise HookError(f"DATA_LOSS: {RECORD_FILE}: {exc}") from None
+
+
+def _dumped_images(run: Run, images: ImageDir) -> tuple[Optional[bytes], Optional[bytes]]:
+    """(timens-0.img.orig, timens-0.img). When CRIU wrote timens-0.img after
+    keeptime last rewrote it (a new dump without the hook), the original
+    belongs to the old dump: it is deleted and comes back as None."""
+    original = images.read(ORIGINAL_IMAGE)
+    current = images.read(TIMENS_IMAGE)
+    if original is None or current == original:
+        return original, current
+    written = (images.read(WRITTEN_DIGEST) or b"").decode("ascii", "replace").strip()
+    if current is not None and _digest(current) == written:
+        return original, current
+    images.remove(ORIGINAL_IMAGE)
+    images.remove(WRITTEN_DIGEST)
+    run.say(f"removed a stale {ORIGINAL_IMAGE}: CRIU wrote {TIMENS_IMAGE} again since keeptime rewrote it")
+    return None, current
 
 
 def _put_back_original(run: Run, images: ImageDir, original: Optional[bytes], current: Optional[bytes]) -> bool:
@@ -219,11 +278,10 @@ def verify(run: Run) -> int:
     pid = run.init_pid()
     with run.image_dir() as images:
         record_file = images.read(RECORD_FILE)
-        original = images.read(ORIGINAL_IMAGE)
-        current = images.read(TIMENS_IMAGE)
-    if record_file is None:
-        run.say(f"no {RECORD_FILE} in the image directory: nothing to verify against")
-        return EXIT_OK
+        if record_file is None:
+            run.say(f"no {RECORD_FILE} in the image directory: nothing to verify against")
+            return EXIT_OK
+        original, current = _dumped_images(run, images)
     dumped = original if original is not None else current
     # What the restore did: the configured policy if pre-restore rewrote the image.
     policy = run.config.policy if original is not None and original != current else "freeze"

@@ -79,6 +79,15 @@ class ImageDir:
             raise
         os.fsync(self.fd)
 
+    def remove(self, name: str) -> bool:
+        """Delete name durably; False when it did not exist."""
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            return False
+        os.fsync(self.fd)
+        return True
+
     def mode_of(self, name: str, default: int = 0o600) -> int:
         """Permission bits of name, so a rewrite keeps them."""
         try:
