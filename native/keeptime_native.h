@@ -5,6 +5,9 @@
  *
  * Everything here is mechanism. Which clock values to aim at, which
  * executable candidates to try and which ids to run as are decided in Python.
+ * The work itself happens in keeptime-helper (keeptime_helper.c), a small
+ * single-threaded process keeptimed starts once; helper_fd is its control
+ * socket.
  */
 
 /* kt_spawn modes */
@@ -19,8 +22,7 @@
 
 /* the step that failed, reported with its errno */
 #define KT_STEP_NONE 0
-#define KT_STEP_PIPE 1
-#define KT_STEP_FORK 2
+#define KT_STEP_CHANNEL 1   /* passing the request to keeptime-helper */
 #define KT_STEP_UNSHARE 3
 #define KT_STEP_OPEN_OFFSETS 4
 #define KT_STEP_WRITE_OFFSETS 5
@@ -36,9 +38,10 @@
 #define KT_STEP_STDOUT 15
 #define KT_STEP_STDERR 16
 #define KT_STEP_EXEC 17
-#define KT_STEP_HELPER 18   /* the helper died without a report */
-#define KT_STEP_REPORT 19   /* reading the report pipe failed */
+#define KT_STEP_HELPER 18   /* keeptime-helper ended the request without a report */
+#define KT_STEP_REPORT 19   /* reading the report failed */
 #define KT_STEP_READ_OFFSETS 20
+#define KT_STEP_REQUEST 21  /* keeptime-helper could not read the request */
 
 struct kt_spawn_request {
     int mode;
@@ -72,14 +75,16 @@ struct kt_spawn_result {
     int offset_abi_lacking;         /* clone3 refused the seed's fields (E2BIG/EINVAL) */
     int64_t monotonic_offset_ns;    /* offsets actually written */
     int64_t boottime_offset_ns;
+    uint64_t timens_inode;          /* KT_MODE_NEW_TIMENS: the namespace created */
 };
 
-/* Start a process as described by req. Returns 0 and fills res->pid, or -1
- * with res->failed_step and res->error. The process is never left behind on
- * failure: it is reaped before returning. */
-int kt_spawn(const struct kt_spawn_request *req, struct kt_spawn_result *res);
+/* Start a process as described by req, through the helper behind
+ * helper_fd. Returns 0 and fills res->pid, or -1 with res->failed_step and
+ * res->error. The process is the caller's child; on failure it has already
+ * been reaped. */
+int kt_spawn(int helper_fd, const struct kt_spawn_request *req, struct kt_spawn_result *res);
 
 /* Read /proc/self/timens_offsets from inside the time namespace of pidfd's
- * process (via a short-lived child that joins it). Returns the number of
+ * process (a short-lived child of the caller joins it). Returns the number of
  * bytes placed in buf, or -1 with *failed_step and *error set. */
-int kt_read_timens_offsets(int pidfd, char *buf, int len, int *failed_step, int *error);
+int kt_read_timens_offsets(int helper_fd, int pidfd, char *buf, int len, int *failed_step, int *error);

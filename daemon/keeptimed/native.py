@@ -1,10 +1,14 @@
-"""Python face of the native module (native/keeptime_native.c).
+"""Python face of the native code (native/): keeptime-helper and the module
+that talks to it.
 
-Turns Python values into the C request, and C failures into NativeError, an
-OSError carrying the errno and the step that failed. No policy lives here.
+Starts and restarts the helper, turns Python values into the C request, and
+C failures into NativeError, an OSError carrying the errno and the step that
+failed. No policy lives here.
 """
 import errno as errno_mod
 import os
+import socket
+import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,8 +22,7 @@ MECHANISMS = {
 }
 
 STEPS = {
-    lib.KT_STEP_PIPE: "pipe2",
-    lib.KT_STEP_FORK: "clone3 (helper)",
+    lib.KT_STEP_CHANNEL: "send request to keeptime-helper",
     lib.KT_STEP_UNSHARE: "unshare(CLONE_NEWTIME)",
     lib.KT_STEP_OPEN_OFFSETS: "open /proc/self/timens_offsets",
     lib.KT_STEP_WRITE_OFFSETS: "write /proc/self/timens_offsets",
@@ -35,10 +38,12 @@ STEPS = {
     lib.KT_STEP_STDOUT: "open stdout",
     lib.KT_STEP_STDERR: "open stderr",
     lib.KT_STEP_EXEC: "execve",
-    lib.KT_STEP_HELPER: "helper",
+    lib.KT_STEP_HELPER: "keeptime-helper",
     lib.KT_STEP_REPORT: "read report",
     lib.KT_STEP_READ_OFFSETS: "read timens_offsets",
+    lib.KT_STEP_REQUEST: "decode request",
 }
+HELPER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keeptime-helper")
 
 
 class NativeError(OSError):
@@ -72,11 +77,89 @@ class Spawned:
     pid: int
     mechanism: str
     offsets: Clocks                     # as written (zero for setns)
+    timens_inode: int                   # the namespace created (0 for setns)
 
 
 # Whether clone3 accepts the seed's timens_offset fields: None until tried.
 # Detected once per process, then cached; released kernels say E2BIG.
 _offset_abi_supported: Optional[bool] = None
+
+
+class Helper:
+    """The keeptime-helper process: started on first use, restarted if it died.
+
+    It is our child and exits when its control socket (fd 3) closes.
+    """
+
+    def __init__(self, path: str = HELPER_PATH):
+        self.path = path
+        self._lock = threading.Lock()
+        self._socket: Optional[socket.socket] = None
+        self.pid = 0
+
+    def fd(self) -> int:
+        """The control socket, starting the helper when there is none."""
+        with self._lock:
+            if self._socket is None:
+                self._start()
+            return self._socket.fileno()
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # The helper resets every signal disposition itself; the mask must
+            # be empty from the start, not inherited from this thread.
+            self.pid = os.posix_spawn(
+                self.path, [self.path], {},
+                file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)],
+                setsigmask=(),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._socket = ours
+
+    def restart_if_dead(self) -> bool:
+        """Reap a helper that exited; True when it had (the next call starts a new one)."""
+        with self._lock:
+            if self._socket is None:
+                return False
+            try:
+                pid, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid = self.pid
+            if pid == 0:
+                return False
+            self._socket.close()
+            self._socket = None
+            return True
+
+    def close(self) -> None:
+        """Stop the helper: closing its socket ends it; then reap it."""
+        with self._lock:
+            if self._socket is None:
+                return
+            self._socket.close()
+            self._socket = None
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+
+
+_helper = Helper()
+
+
+def helper_pid() -> int:
+    """pid of the running keeptime-helper (0 before first use)."""
+    return _helper.pid
+
+
+def shutdown() -> None:
+    """Stop keeptime-helper (keeptimed does this on exit)."""
+    _helper.close()
 
 
 def offset_abi_supported() -> Optional[bool]:
@@ -120,10 +203,27 @@ def _fill_exec(req, spec: ExecSpec, keep: list) -> None:
     req.stderr_path = _cstring_or_null(spec.stderr_path, keep)
 
 
-def _run(req) -> Spawned:
+def _call_helper(call):
+    """call(helper_fd). A helper found dead is replaced; the call is retried
+    only when the request never reached it, so nothing can run twice."""
+    try:
+        return call(_helper.fd())
+    except NativeError as exc:
+        if exc.step not in (STEPS[lib.KT_STEP_CHANNEL], STEPS[lib.KT_STEP_HELPER]):
+            raise
+        if _helper.restart_if_dead() and exc.step == STEPS[lib.KT_STEP_CHANNEL]:
+            return call(_helper.fd())
+        raise
+
+
+def _spawn(req) -> Spawned:
+    return _call_helper(lambda fd: _run(fd, req))
+
+
+def _run(helper_fd: int, req) -> Spawned:
     global _offset_abi_supported
     res = ffi.new("struct kt_spawn_result *")
-    rc = lib.kt_spawn(req, res)
+    rc = lib.kt_spawn(helper_fd, req, res)
     if res.offset_abi_lacking:
         _offset_abi_supported = False
     elif rc == 0 and res.mechanism == lib.KT_MECH_CLONE3_OFFSETS:
@@ -134,6 +234,7 @@ def _run(req) -> Spawned:
         pid=res.pid,
         mechanism=MECHANISMS[res.mechanism],
         offsets=Clocks(res.monotonic_offset_ns, res.boottime_offset_ns),
+        timens_inode=res.timens_inode,
     )
 
 
@@ -151,7 +252,7 @@ def spawn_in_new_timens(spec: ExecSpec, targets: Clocks, own_offsets: Clocks) ->
     req.own_boottime_offset_ns = own_offsets.boottime_ns
     req.try_offset_abi = int(_offset_abi_supported is not False)
     _fill_exec(req, spec, keep)
-    return _run(req)
+    return _spawn(req)
 
 
 def spawn_in_timens_of(spec: ExecSpec, pidfd: int) -> Spawned:
@@ -161,15 +262,19 @@ def spawn_in_timens_of(spec: ExecSpec, pidfd: int) -> Spawned:
     req.mode = lib.KT_MODE_JOIN_TIMENS
     req.join_pidfd = pidfd
     _fill_exec(req, spec, keep)
-    return _run(req)
+    return _spawn(req)
 
 
 def read_timens_offsets(pidfd: int) -> str:
     """/proc/self/timens_offsets as seen from inside pidfd's time namespace."""
-    buf = ffi.new("char[]", 256)
-    step = ffi.new("int *")
-    err = ffi.new("int *")
-    n = lib.kt_read_timens_offsets(pidfd, buf, 256, step, err)
-    if n < 0:
-        raise NativeError(err[0], STEPS.get(step[0], f"step {step[0]}"))
-    return ffi.unpack(buf, n).decode("ascii")
+
+    def read(helper_fd: int) -> str:
+        buf = ffi.new("char[]", 256)
+        step = ffi.new("int *")
+        err = ffi.new("int *")
+        n = lib.kt_read_timens_offsets(helper_fd, pidfd, buf, 256, step, err)
+        if n < 0:
+            raise NativeError(err[0], STEPS.get(step[0], f"step {step[0]}"))
+        return ffi.unpack(buf, n).decode("ascii")
+
+    return _call_helper(read)

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import procfs
+from . import native, procfs
 from .children import Children
 from .hostclock import HostClock
 from .service import KeeptimeService
@@ -130,6 +130,7 @@ class Daemon:
         self.health.enter_graceful_shutdown()
         self.server.stop(self.settings.grace_seconds).wait()
         self.children.close()
+        native.shutdown()
         self.store.close()
         try:
             os.unlink(self.settings.socket_path)

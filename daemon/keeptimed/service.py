@@ -134,12 +134,6 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             explanation=plan.explanation,
         )
 
-    def _timens_inode(self, pid: int) -> int:
-        try:
-            return procfs.timens_inode(pid)
-        except ProcessLookupError:
-            return 0  # already exited: its namespace is gone with it
-
     # -- RPCs ----------------------------------------------------------------
 
     @rpc
@@ -173,7 +167,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             pid=spawned.pid,
             offsets=_offsets(spawned.offsets),
             mechanism=MECHANISM_ENUMS[spawned.mechanism],
-            timens_inode=self._timens_inode(spawned.pid),
+            timens_inode=spawned.timens_inode,
             plan=self._plan_message(record.id, plan),
         )
 

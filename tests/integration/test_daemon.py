@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conftest import RunningDaemon
+from helpers.daemon import RunningDaemon
 from keeptime import errors
 
 pytestmark = pytest.mark.root

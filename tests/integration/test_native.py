@@ -61,7 +61,7 @@ def test_the_restored_process_is_the_callers_child_in_its_own_namespace(tmp_path
     spawned = native.spawn_in_new_timens(spec(["/bin/sleep", "5"]), host_clocks(), NO_OFFSETS)
     try:
         assert procfs.read_stat(spawned.pid).ppid == os.getpid()  # CLONE_PARENT
-        assert procfs.timens_inode(spawned.pid) != procfs.timens_inode(os.getpid())
+        assert procfs.timens_inode(spawned.pid) == spawned.timens_inode != procfs.timens_inode(os.getpid())
         assert procfs.timens_inode(os.getpid(), for_children=True) == procfs.timens_inode(os.getpid())
     finally:
         os.kill(spawned.pid, 9)
@@ -117,12 +117,15 @@ def test_privileges_are_dropped_before_exec():
     ([], errno.ENOENT),
 ])
 def test_exec_failure_is_reported_and_nothing_is_left_behind(paths, err):
-    before = procfs.children(os.getpid())
+    def children():
+        return sorted(set(procfs.children(os.getpid())) - {native.helper_pid()})
+
+    before = children()
     with pytest.raises(native.NativeError) as raised:
         native.spawn_in_new_timens(
             native.ExecSpec(exec_paths=paths, argv=["prog"], env=[]), host_clocks(), NO_OFFSETS)
     assert (raised.value.errno, raised.value.step) == (err, "execve")
-    assert procfs.children(os.getpid()) == before  # the failed child was reaped
+    assert children() == before  # the failed child was reaped
 
 
 def test_candidates_are_tried_like_execvp():
@@ -190,3 +193,25 @@ def test_concurrent_spawns_from_many_threads(tmp_path):
         shown = procfs.parse_timens_offsets(open(out).read())
         assert shown == spawned.offsets
         assert n * DAY - 10**9 < shown.monotonic_ns <= n * DAY
+
+
+def test_a_dead_helper_is_replaced_transparently(tmp_path):
+    spawned = native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)
+    reap(spawned.pid)
+    old = native.helper_pid()
+    os.kill(old, 9)
+    time.sleep(0.05)
+    spawned = native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)
+    assert reap(spawned.pid) == 0
+    assert native.helper_pid() not in (0, old)
+    assert procfs.read_stat(native.helper_pid()).ppid == os.getpid()
+
+
+def test_the_helper_is_small_and_single_threaded():
+    native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)
+    status = open(f"/proc/{native.helper_pid()}/status").read()
+    fields = dict(line.split(":", 1) for line in status.splitlines())
+    assert int(fields["Threads"]) == 1
+    assert int(fields["VmRSS"].split()[0]) < 4096  # kB: copying it per restore is cheap
+    assert fields["SigIgn"].strip() == "0000000000000000"
+    assert sorted(os.listdir(f"/proc/{native.helper_pid()}/fd")) == ["0", "1", "2", "3", "4"]  # + own ns fd

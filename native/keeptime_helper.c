@@ -1,0 +1,559 @@
+/*
+ * keeptime-helper: the small single-threaded process that creates keeptimed's
+ * processes in time namespaces. keeptimed starts it once, with its control
+ * socket on fd 3, and sends it one request per message (see kt_wire.h).
+ *
+ * Why a separate process: time namespaces may only be unshared, given
+ * offsets and joined by a single-threaded task, and unsharing one of the
+ * daemon's own threads would leak the namespace into every later fork of that
+ * thread. A fork of the daemon itself would copy its whole address space
+ * (tens of MB) just to exec right after, which costs milliseconds per
+ * restore; copying this small static program costs microseconds, and the
+ * copy is what runs between writing the offsets and the program's exec, the
+ * window the restored program sees as a forward clock jump.
+ *
+ * For each KT_MODE_NEW_TIMENS request:
+ *   unshare(CLONE_NEWTIME); read the host clock; write offsets = targets -
+ *   host clock to /proc/self/timens_offsets; clone3(CLONE_PARENT) -> the
+ *   child is born in the new namespace as keeptimed's own child, and execs;
+ *   then setns() back to our own namespace.
+ * The clone3 offset ABI proposed in "clone3: allow creation of time namespace
+ * with offset" is tried first while not known to be missing (released kernels
+ * answer E2BIG). Joins and offset reads use a CLONE_PARENT child that setns()
+ * into the target's namespace. No CLONE_VM and no threads anywhere: before
+ * Linux 6.2 the kernel refuses them while time_for_children differs from the
+ * caller's namespace.
+ *
+ * Reports: the helper sends the new pid and the offsets it wrote; any
+ * failing process sends (step, errno); a successful exec closes the child's
+ * copy of the report socket, so end-of-file means "done".
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keeptime_native.h"
+#include "kt_wire.h"
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+#define CONTROL_FD 3
+#define NSEC_PER_SEC 1000000000LL
+
+/* struct clone_args as of Linux 5.7 (88 bytes), followed by the two fields
+ * of the never-merged proposal. */
+struct kt_clone_args {
+    uint64_t flags;
+    uint64_t pidfd;
+    uint64_t child_tid;
+    uint64_t parent_tid;
+    uint64_t exit_signal;
+    uint64_t stack;
+    uint64_t stack_size;
+    uint64_t tls;
+    uint64_t set_tid;
+    uint64_t set_tid_size;
+    uint64_t cgroup;
+    uint64_t timens_offset;       /* proposed: pointer to set_timens_offset[] */
+    uint64_t timens_offset_size;  /* proposed: number of elements */
+};
+#define KT_CLONE_ARGS_SIZE_PLAIN 88
+
+struct kt_set_timens_offset {     /* layout from the proposal */
+    int clockid;
+    struct timespec val;
+};
+
+/* A decoded request; pointers point into the request buffer. */
+struct request {
+    struct kt_wire_request h;
+    uint32_t *groups;
+    const char *cwd, *stdio[3];
+    char **paths, **argv, **env;
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void send_msg(int fd, const struct kt_msg *m)
+{
+    while (send(fd, m, sizeof(*m), MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+}
+
+static void send_failure(int fd, int step, int err)
+{
+    struct kt_msg m;
+    memset(&m, 0, sizeof(m));
+    m.kind = KT_MSG_FAILED;
+    m.step = step;
+    m.error = err;
+    send_msg(fd, &m);
+}
+
+static __attribute__((noreturn)) void fail_and_exit(int fd, int step, int err)
+{
+    send_failure(fd, step, err);
+    _exit(127);
+}
+
+static int64_t clock_ns(clockid_t clk)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    return (int64_t)ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec;
+}
+
+/* Nanoseconds as a normalized timespec: tv_nsec in [0, 1e9), as the kernel
+ * requires, also for negative offsets. */
+static struct timespec ns_to_timespec(int64_t ns)
+{
+    struct timespec ts;
+    int64_t sec = ns / NSEC_PER_SEC, rem = ns % NSEC_PER_SEC;
+    if (rem < 0) {
+        rem += NSEC_PER_SEC;
+        sec -= 1;
+    }
+    ts.tv_sec = (time_t)sec;
+    ts.tv_nsec = (long)rem;
+    return ts;
+}
+
+static void put_int(char *buf, int *pos, int64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        buf[(*pos)++] = '-';
+    while (n)
+        buf[(*pos)++] = tmp[--n];
+}
+
+static void put_offset_line(char *buf, int *pos, const char *clock, int64_t ns)
+{
+    struct timespec ts = ns_to_timespec(ns);
+    while (*clock)
+        buf[(*pos)++] = *clock++;
+    buf[(*pos)++] = ' ';
+    put_int(buf, pos, ts.tv_sec);
+    buf[(*pos)++] = ' ';
+    put_int(buf, pos, ts.tv_nsec);
+    buf[(*pos)++] = '\n';
+}
+
+/* Close every fd >= 3 except keep_a and keep_b (-1 for none). */
+static void close_all_except(int keep_a, int keep_b)
+{
+    int keep[2] = { keep_a < keep_b ? keep_a : keep_b, keep_a < keep_b ? keep_b : keep_a };
+    unsigned int lo = 3;
+    for (int i = 0; i < 2; i++) {
+        if (keep[i] < (int)lo)
+            continue;
+        if ((unsigned int)keep[i] > lo)
+            syscall(SYS_close_range, lo, (unsigned int)keep[i] - 1, 0);
+        lo = (unsigned int)keep[i] + 1;
+    }
+    syscall(SYS_close_range, lo, ~0U, 0);
+}
+
+static long raw_clone3(struct kt_clone_args *args, size_t size)
+{
+    return syscall(SYS_clone3, args, size);
+}
+
+/* A child of keeptimed (CLONE_PARENT: our parent becomes its parent; its exit
+ * signal is our own, SIGCHLD). */
+static long clone_parent(void)
+{
+    struct kt_clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = CLONE_PARENT;
+    return raw_clone3(&args, KT_CLONE_ARGS_SIZE_PLAIN);
+}
+
+/* ---- request decoding --------------------------------------------------- */
+
+static int take_strings(char **cursor, char *end, char **out, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char *nul = memchr(*cursor, '\0', (size_t)(end - *cursor));
+        if (!nul)
+            return -1;
+        out[i] = *cursor;
+        *cursor = nul + 1;
+    }
+    out[n] = NULL;
+    return 0;
+}
+
+/* Decode the request in memfd into r (allocations stay until exit or the
+ * next request: the helper is short of nothing and frees per request). */
+static int read_request(int memfd, struct request *r, char **buffer)
+{
+    struct stat st;
+    if (fstat(memfd, &st) != 0)
+        return -1;
+    if (st.st_size < (off_t)sizeof(r->h) || (uint64_t)st.st_size > KT_MAX_REQUEST_BYTES)
+        return -1;
+    char *buf = malloc((size_t)st.st_size);
+    if (!buf)
+        return -1;
+    *buffer = buf;
+    for (off_t got = 0; got < st.st_size;) {
+        ssize_t n = pread(memfd, buf + got, (size_t)(st.st_size - got), got);
+        if (n <= 0)
+            return -1;
+        got += n;
+    }
+    memcpy(&r->h, buf, sizeof(r->h));
+    struct kt_wire_request *h = &r->h;
+    if (h->magic != KT_WIRE_MAGIC || h->n_groups < 0 || h->n_groups > 65536 || h->n_paths < 0 ||
+        h->n_argv < 0 || h->n_env < 0 || h->n_paths > 4096 || h->n_argv + h->n_env > 1 << 20)
+        return -1;
+    size_t groups_bytes = (size_t)h->n_groups * sizeof(uint32_t);
+    if (sizeof(*h) + groups_bytes + h->strings_len != (uint64_t)st.st_size)
+        return -1;
+    r->groups = (uint32_t *)(buf + sizeof(*h));
+    char *cursor = buf + sizeof(*h) + groups_bytes, *end = buf + st.st_size;
+    if (h->strings_len && end[-1] != '\0')
+        return -1;
+
+    char *fixed[5];
+    int n_fixed = !!h->has_cwd + !!h->has_stdin + !!h->has_stdout + !!h->has_stderr;
+    if (take_strings(&cursor, end, fixed, n_fixed) != 0)
+        return -1;
+    int k = 0;
+    r->cwd = h->has_cwd ? fixed[k++] : NULL;
+    r->stdio[0] = h->has_stdin ? fixed[k++] : NULL;
+    r->stdio[1] = h->has_stdout ? fixed[k++] : NULL;
+    r->stdio[2] = h->has_stderr ? fixed[k++] : NULL;
+    r->paths = malloc(sizeof(char *) * ((size_t)h->n_paths + 1));
+    r->argv = malloc(sizeof(char *) * ((size_t)h->n_argv + 1));
+    r->env = malloc(sizeof(char *) * ((size_t)h->n_env + 1));
+    if (!r->paths || !r->argv || !r->env)
+        return -1;
+    if (take_strings(&cursor, end, r->paths, h->n_paths) != 0 ||
+        take_strings(&cursor, end, r->argv, h->n_argv) != 0 ||
+        take_strings(&cursor, end, r->env, h->n_env) != 0)
+        return -1;
+    return cursor == end ? 0 : -1;
+}
+
+/* ---- the new process ---------------------------------------------------- */
+
+static int open_stdio(const char *path, int flags)
+{
+    /* O_NONBLOCK so that a FIFO never blocks the spawn; cleared right after. */
+    int fd = open(path, flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0666);
+    if (fd < 0)
+        return -1;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    if (fd <= 2) {   /* keep it clear of the slots it is about to be dup'd into */
+        int lifted = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        close(fd);
+        fd = lifted;
+    }
+    return fd;
+}
+
+/* Become the requested program. Runs in the new child; never returns. */
+static __attribute__((noreturn)) void become_program(const struct request *r, int report_fd)
+{
+    const struct kt_wire_request *h = &r->h;
+    if (h->mode == KT_MODE_NEW_TIMENS &&
+        (clock_ns(CLOCK_MONOTONIC) < h->target_monotonic_ns ||
+         clock_ns(CLOCK_BOOTTIME) < h->target_boottime_ns))
+        fail_and_exit(report_fd, KT_STEP_VERIFY, ERANGE);   /* never start with a regressed clock */
+    if (h->set_ids) {
+        if (h->n_groups >= 0 && syscall(SYS_setgroups, (size_t)h->n_groups, r->groups) != 0)
+            fail_and_exit(report_fd, KT_STEP_SETGROUPS, errno);
+        if (syscall(SYS_setresgid, h->gid, h->gid, h->gid) != 0)
+            fail_and_exit(report_fd, KT_STEP_SETGID, errno);
+        if (syscall(SYS_setresuid, h->uid, h->uid, h->uid) != 0)
+            fail_and_exit(report_fd, KT_STEP_SETUID, errno);
+    }
+    if (h->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        fail_and_exit(report_fd, KT_STEP_NO_NEW_PRIVS, errno);
+    if (h->umask >= 0)
+        umask((mode_t)h->umask);
+    if (r->cwd && chdir(r->cwd) != 0)
+        fail_and_exit(report_fd, KT_STEP_CHDIR, errno);
+
+    static const int flags[3] = { O_RDONLY, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND,
+                                  O_WRONLY | O_CREAT | O_TRUNC | O_APPEND };
+    static const int steps[3] = { KT_STEP_STDIN, KT_STEP_STDOUT, KT_STEP_STDERR };
+    int fds[3] = { -1, -1, -1 };
+    for (int i = 0; i < 3; i++) {
+        if (r->stdio[i] && (fds[i] = open_stdio(r->stdio[i], flags[i])) < 0)
+            fail_and_exit(report_fd, steps[i], errno);
+    }
+    for (int i = 0; i < 3; i++) {
+        if (fds[i] >= 0 && dup2(fds[i], i) < 0)
+            fail_and_exit(report_fd, steps[i], errno);
+    }
+    syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+
+    /* Try candidates like execvp: remember EACCES, stop on errors that say
+     * the file exists but cannot run. */
+    int err = ENOENT, saw_eacces = 0;
+    for (char **p = r->paths; *p; p++) {
+        execve(*p, r->argv, r->env);
+        err = errno;
+        if (err == EACCES) {
+            saw_eacces = 1;
+            continue;
+        }
+        if (err != ENOENT && err != ENOTDIR && err != ESTALE && err != ENODEV && err != ETIMEDOUT)
+            break;
+    }
+    if (saw_eacces && (err == ENOENT || err == ENOTDIR))
+        err = EACCES;
+    fail_and_exit(report_fd, KT_STEP_EXEC, err);
+}
+
+/* ---- request handlers ------------------------------------------------------ */
+
+/* Offsets turning our host clock reading into the targets, computed as late
+ * as possible: the forward jump the program sees starts here. */
+static void offsets_now(const struct kt_wire_request *h, struct kt_msg *report)
+{
+    int64_t host_mono = clock_ns(CLOCK_MONOTONIC) - h->own_monotonic_offset_ns;
+    int64_t host_boot = clock_ns(CLOCK_BOOTTIME) - h->own_boottime_offset_ns;
+    report->monotonic_offset_ns = h->target_monotonic_ns - host_mono;
+    report->boottime_offset_ns = h->target_boottime_ns - host_boot;
+}
+
+static long clone_with_offset_abi(const struct kt_wire_request *h, struct kt_msg *report)
+{
+    offsets_now(h, report);
+    struct kt_set_timens_offset offsets[2];
+    memset(offsets, 0, sizeof(offsets));
+    offsets[0].clockid = CLOCK_MONOTONIC;
+    offsets[0].val = ns_to_timespec(report->monotonic_offset_ns);
+    offsets[1].clockid = CLOCK_BOOTTIME;
+    offsets[1].val = ns_to_timespec(report->boottime_offset_ns);
+    struct kt_clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = CLONE_NEWTIME | CLONE_PARENT;
+    args.timens_offset = (uint64_t)(uintptr_t)offsets;
+    args.timens_offset_size = 2;
+    return raw_clone3(&args, sizeof(args));
+}
+
+/* Returns the pid of the new program, or -1 after reporting the failure. */
+static long spawn_in_new_timens(const struct request *r, int report_fd, int own_ns_fd, struct kt_msg *report)
+{
+    const struct kt_wire_request *h = &r->h;
+    long pid = -1;
+    if (h->try_offset_abi) {
+        pid = clone_with_offset_abi(h, report);
+        if (pid == 0)
+            become_program(r, report_fd);
+        if (pid > 0) {
+            report->mechanism = KT_MECH_CLONE3_OFFSETS;
+            return pid;
+        }
+        if (errno != E2BIG && errno != EINVAL) {
+            send_failure(report_fd, KT_STEP_CLONE3, errno);
+            return -1;
+        }
+        report->offset_abi_lacking = 1;
+    }
+
+    if (unshare(CLONE_NEWTIME) != 0) {
+        send_failure(report_fd, KT_STEP_UNSHARE, errno);
+        return -1;
+    }
+    int step = KT_STEP_NONE, err = 0;
+    int fd = open("/proc/self/timens_offsets", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        step = KT_STEP_OPEN_OFFSETS;
+        err = errno;
+    } else {
+        char line[128];
+        int n = 0;
+        offsets_now(h, report);
+        put_offset_line(line, &n, "monotonic", report->monotonic_offset_ns);
+        put_offset_line(line, &n, "boottime", report->boottime_offset_ns);
+        ssize_t w = write(fd, line, (size_t)n);
+        if (w != n) {
+            step = KT_STEP_WRITE_OFFSETS;
+            err = w < 0 ? errno : EIO;
+        }
+        close(fd);
+    }
+    if (!step) {
+        pid = clone_parent();
+        if (pid == 0)
+            become_program(r, report_fd);
+        if (pid < 0) {
+            step = KT_STEP_CLONE3;
+            err = errno;
+        }
+        struct stat ns;
+        if (pid > 0 && stat("/proc/self/ns/time_for_children", &ns) == 0)
+            report->timens_inode = (uint64_t)ns.st_ino;
+    }
+    /* Back to our own namespace for whatever we create next. */
+    setns(own_ns_fd, CLONE_NEWTIME);
+    if (step) {
+        send_failure(report_fd, step, err);
+        return -1;
+    }
+    report->mechanism = KT_MECH_UNSHARE_PROC;
+    return pid;
+}
+
+/* A child that joins pidfd's time namespace, then runs the program or reads
+ * the namespace's offsets. */
+static long spawn_joined(const struct request *r, int report_fd, int pidfd, struct kt_msg *report)
+{
+    long pid = clone_parent();
+    if (pid < 0) {
+        send_failure(report_fd, KT_STEP_CLONE3, errno);
+        return -1;
+    }
+    if (pid > 0) {
+        report->mechanism = KT_MECH_SETNS;
+        return pid;
+    }
+    close_all_except(report_fd, pidfd);
+    if (setns(pidfd, CLONE_NEWTIME) != 0)
+        fail_and_exit(report_fd, KT_STEP_SETNS, errno);
+    close(pidfd);
+    if (r->h.mode == KT_MODE_JOIN_TIMENS)
+        become_program(r, report_fd);
+
+    /* After setns both our namespace and time_for_children are the target's,
+     * so this file now shows the target's offsets. */
+    struct kt_msg m;
+    memset(&m, 0, sizeof(m));
+    m.kind = KT_MSG_OFFSETS;
+    int fd = open("/proc/self/timens_offsets", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        fail_and_exit(report_fd, KT_STEP_READ_OFFSETS, errno);
+    ssize_t n;
+    while ((n = read(fd, m.text + m.len, sizeof(m.text) - (size_t)m.len)) > 0)
+        m.len += (int32_t)n;
+    if (n < 0)
+        fail_and_exit(report_fd, KT_STEP_READ_OFFSETS, errno);
+    send_msg(report_fd, &m);
+    _exit(0);
+}
+
+static void handle(int memfd, int report_fd, int pidfd, int own_ns_fd)
+{
+    struct request r;
+    char *buffer = NULL;
+    memset(&r, 0, sizeof(r));
+    struct kt_msg report;
+    memset(&report, 0, sizeof(report));
+    report.kind = KT_MSG_SPAWNED;
+
+    long pid = -1;
+    if (read_request(memfd, &r, &buffer) != 0)
+        send_failure(report_fd, KT_STEP_REQUEST, EINVAL);
+    else if (r.h.mode == KT_MODE_NEW_TIMENS)
+        pid = spawn_in_new_timens(&r, report_fd, own_ns_fd, &report);
+    else if ((r.h.mode == KT_MODE_JOIN_TIMENS || r.h.mode == KT_MODE_READ_OFFSETS) && pidfd >= 0)
+        pid = spawn_joined(&r, report_fd, pidfd, &report);
+    else
+        send_failure(report_fd, KT_STEP_REQUEST, EINVAL);
+    if (pid > 0) {
+        report.pid = (int32_t)pid;
+        send_msg(report_fd, &report);
+    }
+    free(r.paths);
+    free(r.argv);
+    free(r.env);
+    free(buffer);
+}
+
+/* Every signal to its default disposition, including the two the C library
+ * reserves (32, 33): posix_spawn leaves those ignored, and an ignored signal
+ * would stay ignored in every program we exec. Raw syscall: the C library's
+ * sigaction() refuses its reserved signals. */
+static void default_signal_dispositions(void)
+{
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        uint64_t mask;
+    } dfl = { SIG_DFL, 0, NULL, 0 };
+    for (int sig = 1; sig <= 64; sig++) {
+        if (sig != SIGKILL && sig != SIGSTOP)
+            syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask));
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+int main(void)
+{
+    default_signal_dispositions();
+    /* Only the control socket is ours to keep; make sure of it. */
+    syscall(SYS_close_range, CONTROL_FD + 1, ~0U, 0);
+    fcntl(CONTROL_FD, F_SETFD, FD_CLOEXEC);
+    int own_ns_fd = open("/proc/self/ns/time", O_RDONLY | O_CLOEXEC);
+    if (own_ns_fd < 0)
+        return 1;
+
+    for (;;) {
+        char byte;
+        struct iovec iov = { &byte, 1 };
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(3 * sizeof(int))];
+        } control;
+        struct msghdr msg;
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof(control.buf);
+        ssize_t n = recvmsg(CONTROL_FD, &msg, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0;   /* keeptimed closed the socket: we are done */
+
+        int fds[3] = { -1, -1, -1 }, nfds = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+                memcpy(fds, CMSG_DATA(c), sizeof(int) * (size_t)(nfds > 3 ? 3 : nfds));
+            }
+        }
+        if (nfds >= 2 && !(msg.msg_flags & MSG_CTRUNC))
+            handle(fds[0], fds[1], nfds >= 3 ? fds[2] : -1, own_ns_fd);
+        for (int i = 0; i < 3; i++) {
+            if (fds[i] >= 0)
+                close(fds[i]);
+        }
+    }
+}
