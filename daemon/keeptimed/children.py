@@ -39,19 +39,27 @@ class Children:
         self._epoll.register(self._wake_r, select.EPOLLIN)
         self._running: dict[int, int] = {}  # pidfd -> pid
         self._exited: "OrderedDict[int, ExitStatus]" = OrderedDict()
+        self._owners: dict[int, int] = {}    # pid -> uid it was started for
         self._keep = keep_statuses
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="keeptimed-reaper", daemon=True)
         self._thread.start()
 
-    def adopt(self, pid: int) -> None:
-        """Start tracking pid, a child of this process that has not been reaped."""
+    def adopt(self, pid: int, owner_uid: int = 0) -> None:
+        """Start tracking pid, a child of this process that has not been reaped,
+        started on behalf of owner_uid."""
         pidfd = os.pidfd_open(pid)
         with self._cond:
             self._running[pidfd] = pid
             self._exited.pop(pid, None)  # a reused pid: forget the older process
+            self._owners[pid] = owner_uid
         self._epoll.register(pidfd, select.EPOLLIN)
+
+    def owner_of(self, pid: int) -> Optional[int]:
+        """The uid pid was started for, while its status is still known."""
+        with self._cond:
+            return self._owners.get(pid)
 
     def running(self) -> list[int]:
         with self._cond:
@@ -113,6 +121,7 @@ class Children:
                 status = ExitStatus(pid, exit_code=-1, signal=info.si_status)
             self._exited[pid] = status
             while len(self._exited) > self._keep:
-                self._exited.popitem(last=False)
+                forgotten, _ = self._exited.popitem(last=False)
+                self._owners.pop(forgotten, None)
             self._cond.notify_all()
         os.close(pidfd)

@@ -34,6 +34,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=32, help="concurrent RPCs served (default 32)")
     parser.add_argument("--grace", type=float, default=10.0,
                         help="seconds in-flight calls get to finish at shutdown (default 10)")
+    parser.add_argument("--socket-group", default=None, metavar="GROUP",
+                        help="let GROUP's members call keeptimed (socket mode 0660). They are confined to their "
+                             "own processes and uid, but reach a root daemon: grant it like the docker group")
+    parser.add_argument("--tcp", default=None, metavar="HOST:PORT",
+                        help="also listen on TCP for migration tooling; needs mutual TLS")
+    parser.add_argument("--tls-cert", default=None, help="server certificate (PEM) for --tcp")
+    parser.add_argument("--tls-key", default=None, help="server private key (PEM) for --tcp")
+    parser.add_argument("--tls-client-ca", default=None, help="CA (PEM) that signs accepted client certificates")
+    parser.add_argument("--tls-allow-name", action="append", default=[], metavar="NAME",
+                        help="accept only client certificates with this common or subject-alternative name "
+                             "(repeatable; default any certificate the CA signed)")
+    parser.add_argument("--insecure-loopback", action="store_true",
+                        help="allow --tcp without TLS on a loopback address (any local user becomes root-equivalent)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.add_argument("--version", action="version", version=f"keeptimed {__version__}")
     return parser.parse_args(argv)
@@ -52,6 +65,13 @@ def main(argv=None) -> int:
         workers=args.workers,
         grace_seconds=args.grace,
         default_policy=args.default_policy,
+        socket_group=args.socket_group,
+        tcp_address=args.tcp,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        tls_allow_names=args.tls_allow_name,
+        insecure_loopback=args.insecure_loopback,
     )
     try:
         return Daemon(settings).run()

@@ -1,6 +1,8 @@
 """Assemble and run keeptimed: store, host clock, reaper, gRPC server on a
 unix socket, health and reflection; stop gracefully on SIGTERM/SIGINT."""
 import errno
+import grp
+import ipaddress
 import logging
 import os
 import signal
@@ -8,7 +10,8 @@ import socket
 import stat
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,8 +21,10 @@ from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
 from . import native, procfs
+from .access import Access
 from .children import Children
 from .hostclock import HostClock
+from .relay import CallerRelay
 from .service import KeeptimeService
 from .store import RecordStore
 
@@ -38,6 +43,13 @@ class Settings:
     workers: int = 32
     grace_seconds: float = 10.0
     default_policy: str = "suspend"
+    socket_group: Optional[str] = None      # opens the socket to a group: root-equivalent
+    tcp_address: Optional[str] = None       # HOST:PORT, mutual TLS unless insecure_loopback
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    tls_client_ca: Optional[str] = None
+    tls_allow_names: list[str] = field(default_factory=list)
+    insecure_loopback: bool = False
 
 
 class StartupError(Exception):
@@ -79,6 +91,56 @@ def _prepare_socket_path(path: str) -> None:
         probe.close()
 
 
+def _group_id(name: Optional[str]) -> Optional[int]:
+    if name is None:
+        return None
+    try:
+        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise StartupError(f"--socket-group {name}: no such group") from None
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise StartupError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tcp_credentials(s: Settings) -> Optional[grpc.ServerCredentials]:
+    """Mutual-TLS credentials for the TCP listener; None for --insecure-loopback.
+
+    Refuses every other combination: TCP without TLS would hand root to
+    anyone who can reach the port.
+    """
+    tls = (s.tls_cert, s.tls_key, s.tls_client_ca)
+    if all(tls):
+        return grpc.ssl_server_credentials(
+            [(_read(s.tls_key, "TLS key"), _read(s.tls_cert, "TLS certificate"))],
+            root_certificates=_read(s.tls_client_ca, "client CA"),
+            require_client_auth=True,
+        )
+    if any(tls):
+        raise StartupError("TCP needs all of --tls-cert, --tls-key and --tls-client-ca")
+    if not s.insecure_loopback:
+        raise StartupError(f"refusing TCP on {s.tcp_address} without mutual TLS "
+                           "(give --tls-cert/--tls-key/--tls-client-ca, or --insecure-loopback on a loopback address)")
+    if not _is_loopback(s.tcp_address):
+        raise StartupError(f"--insecure-loopback needs a loopback address, not {s.tcp_address}")
+    return None
+
+
 class Daemon:
     """A running keeptimed. start(), then stop() (or run() until a signal)."""
 
@@ -93,6 +155,8 @@ class Daemon:
         missing = _missing_capabilities()
         if missing:
             log.warning("running without %s: restore and exec will fail with PERMISSION_DENIED", ", ".join(missing))
+        credentials = tcp_credentials(s) if s.tcp_address else None
+        socket_gid = _group_id(s.socket_group)
         self.store = RecordStore(s.db_path)
         self.host = HostClock()
         self.children = Children()
@@ -103,24 +167,31 @@ class Daemon:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
+        _prepare_socket_path(s.socket_path)
+        self.relay = CallerRelay(s.socket_path, socket_gid)
+        access = Access(self.relay, s.tls_allow_names)
         pb_grpc.add_KeeptimeServicer_to_server(
-            KeeptimeService(self.store, self.host, self.children, s.default_policy), self.server
+            KeeptimeService(self.store, self.host, self.children, access, s.default_policy), self.server
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        _prepare_socket_path(s.socket_path)
-        # The socket must never exist with a wider mode, not even briefly.
-        old_umask = os.umask(0o177)
-        try:
-            if self.server.add_insecure_port(f"unix:{s.socket_path}") == 0:
-                raise StartupError(f"cannot listen on {s.socket_path}")
-            self.server.start()
-        finally:
-            os.umask(old_umask)
-        os.chmod(s.socket_path, 0o600)
+        # The gRPC server listens only on the private socket (in a 0700
+        # directory); callers reach it through the relay, which knows who they are.
+        if self.server.add_insecure_port(f"unix:{self.relay.private_socket}") == 0:
+            raise StartupError(f"cannot listen on {self.relay.private_socket}")
+        if s.tcp_address:
+            bound = (self.server.add_secure_port(s.tcp_address, credentials) if credentials
+                     else self.server.add_insecure_port(s.tcp_address))
+            if bound == 0:
+                raise StartupError(f"cannot listen on {s.tcp_address}")
+            self.tcp_port = bound
+            log.info("keeptimed serving %s on %s", "mutual TLS" if credentials else "INSECURE loopback TCP",
+                     s.tcp_address)
+        self.server.start()
+        self.relay.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("keeptimed serving on %s, records in %s", s.socket_path, s.db_path)
@@ -128,14 +199,12 @@ class Daemon:
     def stop(self) -> None:
         """Refuse new work, let in-flight calls finish (up to the grace period), release everything."""
         self.health.enter_graceful_shutdown()
+        self.relay.stop_accepting()
         self.server.stop(self.settings.grace_seconds).wait()
+        self.relay.stop()
         self.children.close()
         native.shutdown()
         self.store.close()
-        try:
-            os.unlink(self.settings.socket_path)
-        except FileNotFoundError:
-            pass
         log.info("keeptimed stopped")
 
     def run(self) -> int:

@@ -15,6 +15,7 @@ from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
 from . import checkpoint, commands, criu, native, procfs, recordfile, timens, verify
+from .access import Access, current_caller, reset_current_caller, set_current_caller
 from .children import Children
 from .errors import InvalidArgument, KeeptimeError, NotFound
 from .hostclock import HostClock
@@ -39,13 +40,19 @@ DOWNTIME_SOURCES = {
 
 
 def rpc(method):
-    """Map domain errors to statuses, hide internal ones, log the call."""
+    """Identify the caller and apply the access policy, map domain errors to
+    statuses, hide internal ones, log one line per call with the caller."""
+    name = method.__name__
 
     @functools.wraps(method)
     def handler(self, request, context):
         started = time.monotonic()
         status = "OK"
+        caller = token = None
         try:
+            caller = self.access.identify(context)
+            self.access.check_rpc(caller, name)
+            token = set_current_caller(caller)
             return method(self, request, context)
         except KeeptimeError as exc:
             status = exc.status
@@ -55,9 +62,12 @@ def rpc(method):
             log.exception("%s failed", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error in keeptimed during {method.__name__}; see its log")
         finally:
+            if token is not None:
+                reset_current_caller(token)
             log.info(
-                "rpc=%s status=%s duration_ms=%.3f peer=%s",
-                method.__name__, status, (time.monotonic() - started) * 1e3, context.peer(),
+                "rpc=%s status=%s duration_ms=%.3f caller=%s",
+                name, status, (time.monotonic() - started) * 1e3,
+                caller.describe() if caller else f"unidentified peer={context.peer()}",
             )
 
     return handler
@@ -80,10 +90,12 @@ def _positive_pid(pid: int) -> int:
 class KeeptimeService(pb_grpc.KeeptimeServicer):
     """The daemon's API; one instance serves every connection."""
 
-    def __init__(self, store: RecordStore, host: HostClock, children: Children, default_policy: str = "suspend"):
+    def __init__(self, store: RecordStore, host: HostClock, children: Children, access: Access,
+                 default_policy: str = "suspend"):
         self.store = store
         self.host = host
         self.children = children
+        self.access = access
         self.default_policy = default_policy
 
     # -- helpers -----------------------------------------------------------
@@ -112,7 +124,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         """The record a RecordRef names: from the store, or decoded from its bytes."""
         which = ref.WhichOneof("ref")
         if which == "record_id":
-            return self.store.get(ref.record_id)
+            return self.store.get(ref.record_id, self._owner())
         if which == "record_file":
             return recordfile.decode(ref.record_file)
         raise InvalidArgument("no record given: set record_id or record_file")
@@ -136,28 +148,44 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     # -- RPCs ----------------------------------------------------------------
 
+    def _owner(self):
+        """Whose records this call may see (None: all of them)."""
+        return self.access.record_owner(current_caller())
+
+    def _command_spec(self, command: pb.Command) -> "native.ExecSpec":
+        """The validated program, confined to the caller's own identity where the policy says so."""
+        return self.access.confine(
+            current_caller(), commands.exec_spec(command),
+            command.uid if command.HasField("uid") else None,
+            command.gid if command.HasField("gid") else None,
+        )
+
     @rpc
     def Checkpoint(self, request, context):
-        record = checkpoint.checkpoint(_positive_pid(request.pid), self.host, dict(request.labels))
-        self.store.add(record)
+        caller = current_caller()
+        pid = _positive_pid(request.pid)
+        self.access.check_owns(caller, [pid])
+        record = checkpoint.checkpoint(pid, self.host, dict(request.labels))
+        self.access.check_owns(caller, [process.pid for process in record.processes])
+        self.store.add(record, caller.owner_uid)
         log.info("checkpoint pid=%d record=%s processes=%d", request.pid, record.id, len(record.processes))
         return pb.CheckpointResponse(record=record)
 
     @rpc
     def Plan(self, request, context):
-        record = self.store.get(request.record_id)
+        record = self.store.get(request.record_id, self._owner())
         return pb.PlanResponse(plan=self._plan_message(record.id, self._plan(record, request.policy)))
 
     @rpc
     def Restore(self, request, context):
-        record = self.store.get(request.record_id)
+        record = self.store.get(request.record_id, self._owner())
         plan = self._plan(record, request.policy)
-        spec = commands.exec_spec(request.command)
+        spec = self._command_spec(request.command)
         try:
             spawned = native.spawn_in_new_timens(spec, plan.targets, self.host.own_offsets)
         except native.NativeError as exc:
             raise commands.spawn_error(exc, spec) from None
-        self.children.adopt(spawned.pid)
+        self.children.adopt(spawned.pid, current_caller().owner_uid)
         log.info(
             "restore record=%s policy=%s pid=%d mechanism=%s offsets=%d,%d",
             record.id, plan.policy, spawned.pid, spawned.mechanism,
@@ -174,6 +202,9 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     @rpc
     def Wait(self, request, context):
         pid = _positive_pid(request.pid)
+        caller = current_caller()
+        if not caller.privileged and self.children.owner_of(pid) != caller.uid:
+            raise NotFound(f"pid {pid} was not started by keeptimed for uid {caller.uid}")
         status = self.children.wait(pid, timeout=context.time_remaining(), still_wanted=context.is_active)
         if status is None:
             if not context.is_active():
@@ -185,12 +216,12 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     @rpc
     def GetRecord(self, request, context):
-        return self.store.get(request.record_id)
+        return self.store.get(request.record_id, self._owner())
 
     @rpc
     def ListRecords(self, request, context):
         response = pb.ListRecordsResponse()
-        for record_id, record in self.store.list():
+        for record_id, record in self.store.list(self._owner()):
             if isinstance(record, KeeptimeError):
                 response.records.add(id=record_id, error=record.message)
                 continue
@@ -210,16 +241,19 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     @rpc
     def DeleteRecord(self, request, context):
-        return pb.DeleteRecordResponse(record_id=self.store.delete(request.record_id))
+        return pb.DeleteRecordResponse(record_id=self.store.delete(request.record_id, self._owner()))
 
     @rpc
     def Clocks(self, request, context):
-        return checkpoint.clocks_of(_positive_pid(request.pid), self.host)
+        pid = _positive_pid(request.pid)
+        self.access.check_owns(current_caller(), [pid])
+        return checkpoint.clocks_of(pid, self.host)
 
     @rpc
     def Exec(self, request, context):
         pid = _positive_pid(request.pid)
-        spec = commands.exec_spec(request.command)
+        self.access.check_owns(current_caller(), [pid])
+        spec = self._command_spec(request.command)
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
@@ -235,7 +269,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             raise commands.spawn_error(exc, spec) from None
         finally:
             os.close(pidfd)
-        self.children.adopt(spawned.pid)
+        self.children.adopt(spawned.pid, current_caller().owner_uid)
         log.info("exec target=%d pid=%d timens=%d", pid, spawned.pid, namespace.inode)
         return pb.ExecResponse(
             pid=spawned.pid,
@@ -246,7 +280,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     @rpc
     def ExportRecord(self, request, context):
-        record_id, data = self.store.export(request.record_id)
+        record_id, data = self.store.export(request.record_id, self._owner())
         return pb.ExportRecordResponse(record_id=record_id, data=data)
 
     @rpc
@@ -254,14 +288,14 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         if not request.data:
             raise InvalidArgument("no record data given")
         record = recordfile.decode(request.data)
-        self.store.add(record)
+        self.store.add(record, current_caller().owner_uid)
         log.info("import record=%s", record.id)
         return pb.ImportRecordResponse(record=record)
 
     @rpc
     def CheckpointCriuImage(self, request, context):
         record = criu.record_from_image(request.timens_image, request.root_pid, self.host, dict(request.labels))
-        self.store.add(record)
+        self.store.add(record, current_caller().owner_uid)
         log.info("checkpoint from criu image root_pid=%d record=%s", request.root_pid, record.id)
         return pb.CheckpointResponse(record=record)
 
@@ -279,6 +313,8 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     def VerifyRestore(self, request, context):
         record = self._record(request.record)
         pid = _positive_pid(request.pid)
+        caller = current_caller()
+        self.access.check_owns(caller, [pid])
         if len(request.stage) > MAX_STAGE_LENGTH:
             raise InvalidArgument(f"stage is longer than {MAX_STAGE_LENGTH} characters")
         policy = self._policy(request.policy)
@@ -289,7 +325,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         event = verify.verify(pid, record.id, dumped, self.host)
         event.policy = POLICY_ENUMS[policy]
         event.stage = request.stage
-        event.id = self.store.add_restore(event)
+        event.id = self.store.add_restore(event, caller.owner_uid)
         if event.ok:
             log.info("verify record=%s pid=%d stage=%s: %s", record.id, pid, request.stage, event.message)
         else:
@@ -298,4 +334,4 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     @rpc
     def ListRestores(self, request, context):
-        return pb.ListRestoresResponse(events=self.store.list_restores(request.record_id))
+        return pb.ListRestoresResponse(events=self.store.list_restores(request.record_id, self._owner()))

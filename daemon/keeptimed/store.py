@@ -9,13 +9,15 @@ import os
 import re
 import sqlite3
 import threading
+from typing import Optional
 
 from keeptime.v1 import keeptime_pb2 as pb
 
 from . import recordfile
 from .errors import AlreadyExists, DataLoss, InvalidArgument, NotFound, ResourceExhausted
 
-SCHEMA_VERSION = 2  # 2: restores table
+# 2: owner_uid, the uid whose record it is (0: the administrators'); 3: restores
+SCHEMA_VERSION = 3
 ID_OR_PREFIX = re.compile(r"[0-9a-f]{4,32}")
 
 
@@ -41,34 +43,46 @@ class RecordStore:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} has schema {version}, newer than this keeptimed ({SCHEMA_VERSION})")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS records ("
-            " id TEXT PRIMARY KEY,"
-            " created_realtime_ns INTEGER NOT NULL,"
-            " data BLOB NOT NULL)"
-        )
-        # No foreign key: a restore may be verified against a record given as
-        # bytes, and its history outlives the record's deletion.
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS restores ("
-            " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " record_id TEXT NOT NULL,"
-            " pid INTEGER NOT NULL,"
-            " policy TEXT NOT NULL,"
-            " stage TEXT NOT NULL,"
-            " ok INTEGER NOT NULL,"
-            " dumped_monotonic_ns INTEGER NOT NULL,"
-            " dumped_boottime_ns INTEGER NOT NULL,"
-            " monotonic_ns INTEGER NOT NULL,"
-            " boottime_ns INTEGER NOT NULL,"
-            " monotonic_offset_ns INTEGER NOT NULL,"
-            " boottime_offset_ns INTEGER NOT NULL,"
-            " timens_inode INTEGER NOT NULL,"
-            " realtime_ns INTEGER NOT NULL,"
-            " message TEXT NOT NULL)"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS restores_by_record ON restores (record_id)")
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS records ("
+                    " id TEXT PRIMARY KEY,"
+                    " created_realtime_ns INTEGER NOT NULL,"
+                    " data BLOB NOT NULL,"
+                    " owner_uid INTEGER NOT NULL DEFAULT 0)"
+                )
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+                if "owner_uid" not in columns:   # a version 1 store
+                    self._db.execute("ALTER TABLE records ADD COLUMN owner_uid INTEGER NOT NULL DEFAULT 0")
+                # No foreign key: a restore may be verified against a record given as
+                # bytes, and its history outlives the record's deletion.
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS restores ("
+                    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                    " record_id TEXT NOT NULL,"
+                    " pid INTEGER NOT NULL,"
+                    " policy TEXT NOT NULL,"
+                    " stage TEXT NOT NULL,"
+                    " ok INTEGER NOT NULL,"
+                    " dumped_monotonic_ns INTEGER NOT NULL,"
+                    " dumped_boottime_ns INTEGER NOT NULL,"
+                    " monotonic_ns INTEGER NOT NULL,"
+                    " boottime_ns INTEGER NOT NULL,"
+                    " monotonic_offset_ns INTEGER NOT NULL,"
+                    " boottime_offset_ns INTEGER NOT NULL,"
+                    " timens_inode INTEGER NOT NULL,"
+                    " realtime_ns INTEGER NOT NULL,"
+                    " message TEXT NOT NULL,"
+                    " owner_uid INTEGER NOT NULL DEFAULT 0)"
+                )
+                self._db.execute("CREATE INDEX IF NOT EXISTS restores_by_record ON restores (record_id)")
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -85,29 +99,33 @@ class RecordStore:
                 raise ResourceExhausted(f"record store {self.path} is full: {exc}") from None
             raise
 
-    def add(self, record: pb.Record) -> None:
+    def add(self, record: pb.Record, owner_uid: int = 0) -> None:
         """Store a new record; AlreadyExists when its id is taken by other content."""
         data = recordfile.encode(record)
         try:
             self._write(
-                "INSERT INTO records (id, created_realtime_ns, data) VALUES (?, ?, ?)",
-                (record.id, record.realtime_ns, data),
+                "INSERT INTO records (id, created_realtime_ns, data, owner_uid) VALUES (?, ?, ?, ?)",
+                (record.id, record.realtime_ns, data, owner_uid),
             )
         except sqlite3.IntegrityError:
             if self._raw(record.id) == data:
                 return  # the same record again (e.g. a retried import): nothing to do
             raise AlreadyExists(f"a different record with id {record.id} already exists") from None
 
-    def resolve(self, id_or_prefix: str) -> str:
-        """The full id of the one record whose id is or starts with id_or_prefix."""
+    def resolve(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> str:
+        """The full id of the one record whose id is or starts with id_or_prefix.
+
+        With owner_uid, only that uid's records count: others' are not found.
+        """
         if not ID_OR_PREFIX.fullmatch(id_or_prefix or ""):
             raise InvalidArgument(
                 f"{id_or_prefix!r} is not a record id (4 to 32 lowercase hex digits)"
             )
         with self._lock:
             rows = self._db.execute(
-                "SELECT id FROM records WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
-                (id_or_prefix, id_or_prefix + "g"),
+                "SELECT id FROM records WHERE id >= ? AND id < ? AND (? IS NULL OR owner_uid = ?)"
+                " ORDER BY id LIMIT 2",
+                (id_or_prefix, id_or_prefix + "g", owner_uid, owner_uid),
             ).fetchall()
         if not rows:
             raise NotFound(f"no record {id_or_prefix}")
@@ -122,22 +140,24 @@ class RecordStore:
             raise NotFound(f"no record {record_id}")
         return bytes(row[0])
 
-    def get(self, id_or_prefix: str) -> pb.Record:
-        record_id = self.resolve(id_or_prefix)
+    def get(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> pb.Record:
+        record_id = self.resolve(id_or_prefix, owner_uid)
         return self._decode(record_id, self._raw(record_id))
 
-    def export(self, id_or_prefix: str) -> tuple[str, bytes]:
+    def export(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> tuple[str, bytes]:
         """(id, record-file bytes), verified before they leave."""
-        record_id = self.resolve(id_or_prefix)
+        record_id = self.resolve(id_or_prefix, owner_uid)
         data = self._raw(record_id)
         self._decode(record_id, data)
         return record_id, data
 
-    def list(self) -> list[tuple[str, "pb.Record | DataLoss"]]:
-        """Every record, oldest first; a damaged one comes as its DataLoss error."""
+    def list(self, owner_uid: Optional[int] = None) -> list[tuple[str, "pb.Record | DataLoss"]]:
+        """Every record (of owner_uid, if given), oldest first; a damaged one comes as its DataLoss error."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, data FROM records ORDER BY created_realtime_ns, id"
+                "SELECT id, data FROM records WHERE (? IS NULL OR owner_uid = ?)"
+                " ORDER BY created_realtime_ns, id",
+                (owner_uid, owner_uid),
             ).fetchall()
         out: list = []
         for record_id, data in rows:
@@ -147,37 +167,39 @@ class RecordStore:
                 out.append((record_id, exc))
         return out
 
-    def delete(self, id_or_prefix: str) -> str:
-        record_id = self.resolve(id_or_prefix)
+    def delete(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> str:
+        record_id = self.resolve(id_or_prefix, owner_uid)
         self._write("DELETE FROM records WHERE id = ?", (record_id,))
         return record_id
 
     # -- restore events -------------------------------------------------------
 
-    def add_restore(self, event: pb.RestoreEvent) -> int:
-        """Store a restore event; returns its id."""
+    def add_restore(self, event: pb.RestoreEvent, owner_uid: int = 0) -> int:
+        """Store a restore event verified for owner_uid; returns its id."""
+        columns = _RESTORE_COLUMNS + ("owner_uid",)
         cursor = self._write(
-            f"INSERT INTO restores ({', '.join(_RESTORE_COLUMNS)}) VALUES ({', '.join('?' * len(_RESTORE_COLUMNS))})",
+            f"INSERT INTO restores ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
             (
                 event.record_id, event.pid, _policy_name(event.policy), event.stage, int(event.ok),
                 event.dumped.monotonic_ns, event.dumped.boottime_ns,
                 event.clocks.monotonic_ns, event.clocks.boottime_ns,
                 event.offsets.monotonic_ns, event.offsets.boottime_ns,
                 # SQLite integers are signed 64-bit; namespace inodes fit in 32 bits.
-                event.timens_inode, event.realtime_ns, event.message,
+                event.timens_inode, event.realtime_ns, event.message, owner_uid,
             ),
         )
         return cursor.lastrowid
 
-    def list_restores(self, record_id_prefix: str = "") -> "list[pb.RestoreEvent]":
-        """Restore events, oldest first; only one record's when a prefix is given."""
+    def list_restores(self, record_id_prefix: str = "", owner_uid: Optional[int] = None) -> "list[pb.RestoreEvent]":
+        """Restore events, oldest first; only one record's when a prefix is
+        given, only those verified for owner_uid when it is given."""
         if record_id_prefix and not ID_OR_PREFIX.fullmatch(record_id_prefix):
             raise InvalidArgument(f"{record_id_prefix!r} is not a record id (4 to 32 lowercase hex digits)")
         with self._lock:
             rows = self._db.execute(
                 f"SELECT id, {', '.join(_RESTORE_COLUMNS)} FROM restores"
-                " WHERE record_id >= ? AND record_id < ? ORDER BY id",
-                (record_id_prefix, record_id_prefix + "g"),
+                " WHERE record_id >= ? AND record_id < ? AND (? IS NULL OR owner_uid = ?) ORDER BY id",
+                (record_id_prefix, record_id_prefix + "g", owner_uid, owner_uid),
             ).fetchall()
         return [_restore_event(row) for row in rows]
 

@@ -1,4 +1,5 @@
-"""Restore events in the store: round trip, filtering, and the schema 1 -> 2 migration."""
+"""Restore events in the store: round trip, filtering by record and owner,
+and the migration of schema 1 and 2 stores to 3."""
 import sqlite3
 
 import pytest
@@ -35,19 +36,40 @@ def test_events_round_trip_in_order_and_filter_by_record(tmp_path):
     store.close()
 
 
-def test_a_schema_1_database_gains_the_restores_table_and_keeps_its_records(tmp_path):
+def test_events_are_filtered_by_owner(tmp_path):
+    store = RecordStore(str(tmp_path / "k.db"))
+    admins, users = store.add_restore(event("a" * 32)), store.add_restore(event("a" * 32), owner_uid=1000)
+    assert [e.id for e in store.list_restores()] == [admins, users]
+    assert [e.id for e in store.list_restores("aaaa", owner_uid=1000)] == [users]
+    assert [e.id for e in store.list_restores(owner_uid=0)] == [admins]
+    assert store.list_restores(owner_uid=1001) == []
+    store.close()
+
+
+OLD_SCHEMAS = {
+    1: "CREATE TABLE records (id TEXT PRIMARY KEY, created_realtime_ns INTEGER NOT NULL, data BLOB NOT NULL)",
+    2: "CREATE TABLE records (id TEXT PRIMARY KEY, created_realtime_ns INTEGER NOT NULL, data BLOB NOT NULL,"
+       " owner_uid INTEGER NOT NULL DEFAULT 0)",
+}
+
+
+@pytest.mark.parametrize("version", sorted(OLD_SCHEMAS))
+def test_an_older_database_gains_owners_and_restores_and_keeps_its_records(tmp_path, version):
     path = str(tmp_path / "old.db")
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE records (id TEXT PRIMARY KEY, created_realtime_ns INTEGER NOT NULL, data BLOB NOT NULL)")
-    db.execute("INSERT INTO records VALUES ('x', 1, x'00')")
-    db.execute("PRAGMA user_version=1")
+    db.execute(OLD_SCHEMAS[version])
+    db.execute("INSERT INTO records (id, created_realtime_ns, data) VALUES ('x', 1, x'00')")
+    if version == 2:
+        db.execute("UPDATE records SET owner_uid = 1000")
+    db.execute(f"PRAGMA user_version={version}")
     db.commit()
     db.close()
     store = RecordStore(path)
-    assert store.add_restore(event("c" * 32)) == 1
+    assert store.add_restore(event("c" * 32), owner_uid=1000) == 1
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)
-    assert db.execute("SELECT id FROM records").fetchall() == [("x",)]
-    assert db.execute("SELECT record_id, ok, policy FROM restores").fetchall() == [("c" * 32, 1, "suspend")]
+    assert db.execute("PRAGMA user_version").fetchone() == (3,)
+    assert db.execute("SELECT id, owner_uid FROM records").fetchall() == [("x", 1000 if version == 2 else 0)]
+    assert db.execute("SELECT record_id, ok, policy, owner_uid FROM restores").fetchall() == [
+        ("c" * 32, 1, "suspend", 1000)]
     db.close()

@@ -1,0 +1,147 @@
+"""Who is calling, and what they may do.
+
+keeptimed runs as root and starts processes, so Restore is root-equivalent.
+The policy:
+  * root on the unix socket, and TLS clients whose certificate the daemon
+    accepted (migration tooling), may do everything;
+  * any other uid that could connect (the socket is opened to a group with
+    --socket-group) may only checkpoint, inspect and enter processes it owns,
+    see and use records it created, wait for processes it started, and
+    restore or exec only as itself: the program runs with the caller's
+    uid, gid and groups and with no_new_privs, so keeptime grants it nothing
+    but the new time namespace.
+"""
+import contextvars
+import os
+import pwd
+from dataclasses import dataclass, replace
+from typing import Iterable, Optional
+
+from .errors import NotFound, PermissionDenied
+from .native import ExecSpec
+from .relay import CallerRelay
+
+# The RPCs an unprivileged caller may make (each then checks ownership).
+UNPRIVILEGED_RPCS = frozenset({
+    "Checkpoint", "Plan", "Restore", "Wait", "GetRecord", "ListRecords", "DeleteRecord",
+    "Clocks", "Exec", "ExportRecord", "ImportRecord",
+    # The CRIU hook runs as the user under rootless CRIU.
+    "CheckpointCriuImage", "PlanCriuRestore", "VerifyRestore", "ListRestores",
+})
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The identity behind one call."""
+
+    transport: str                  # "unix", "tls" or "tcp-insecure"
+    pid: Optional[int] = None       # unix only: SO_PEERCRED at connect time
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+    name: str = ""                  # tls: the client certificate's name
+
+    @property
+    def privileged(self) -> bool:
+        return self.transport != "unix" or self.uid == 0
+
+    @property
+    def owner_uid(self) -> int:
+        """The uid records made by this caller belong to (0: the administrators')."""
+        return self.uid if self.transport == "unix" and self.uid is not None else 0
+
+    def describe(self) -> str:
+        if self.transport == "unix":
+            return f"pid={self.pid} uid={self.uid} gid={self.gid}"
+        return f"{self.transport}={self.name or '-'}"
+
+
+_current: contextvars.ContextVar[Caller] = contextvars.ContextVar("keeptime_caller")
+
+
+def current_caller() -> Caller:
+    """The caller of the RPC this thread is serving."""
+    return _current.get()
+
+
+def set_current_caller(caller: Caller) -> contextvars.Token:
+    return _current.set(caller)
+
+
+def reset_current_caller(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
+class Access:
+    """Identifies callers from a gRPC context and applies the policy above."""
+
+    def __init__(self, relay: Optional[CallerRelay], allowed_names: Iterable[str] = ()):
+        self.relay = relay
+        self.allowed_names = frozenset(allowed_names)
+
+    def identify(self, context) -> Caller:
+        """The caller of this call; PermissionDenied for a connection of unknown origin."""
+        peer = context.peer()
+        if peer.startswith("unix:"):
+            credentials = self.relay.caller(peer) if self.relay else None
+            if credentials is None:
+                raise PermissionDenied("this connection did not come through keeptimed's socket")
+            return Caller("unix", credentials.pid, credentials.uid, credentials.gid)
+        auth = context.auth_context()
+        if auth.get("transport_security_type") == [b"ssl"]:
+            names = [n.decode() for key in ("x509_common_name", "x509_subject_alternative_name")
+                     for n in auth.get(key, [])]
+            if self.allowed_names and not self.allowed_names.intersection(names):
+                raise PermissionDenied(f"client certificate {names or '(no name)'} is not in the allow-list")
+            return Caller("tls", name=names[0] if names else "")
+        return Caller("tcp-insecure", name=peer)
+
+    @staticmethod
+    def check_rpc(caller: Caller, rpc_name: str) -> None:
+        if not caller.privileged and rpc_name not in UNPRIVILEGED_RPCS:
+            raise PermissionDenied(f"{rpc_name} needs root")
+
+    @staticmethod
+    def check_owns(caller: Caller, pids: Iterable[int]) -> None:
+        """Every pid must run entirely as the caller (real, effective, saved and fs uid)."""
+        if caller.privileged:
+            return
+        for pid in pids:
+            uids = _uids_of(pid)
+            if any(uid != caller.uid for uid in uids):
+                raise PermissionDenied(f"pid {pid} does not belong to uid {caller.uid}")
+
+    @staticmethod
+    def record_owner(caller: Caller) -> Optional[int]:
+        """Whose records the caller may see: None means every record."""
+        return None if caller.privileged else caller.uid
+
+    @staticmethod
+    def confine(caller: Caller, spec: ExecSpec, requested_uid: Optional[int],
+                requested_gid: Optional[int]) -> ExecSpec:
+        """The program a non-root caller asked for, run as that caller and nothing more."""
+        if caller.privileged:
+            return spec
+        if requested_uid not in (None, caller.uid) or requested_gid not in (None, caller.gid):
+            raise PermissionDenied(f"uid {caller.uid} may only run programs as itself")
+        return replace(spec, uid=caller.uid, gid=caller.gid, groups=_groups_of(caller),
+                       no_new_privs=True)
+
+
+def _uids_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return [int(value) for value in line.split()[1:5]]
+    except FileNotFoundError:
+        raise NotFound(f"no process with pid {pid}") from None
+    raise NotFound(f"no process with pid {pid}")
+
+
+def _groups_of(caller: Caller) -> list[int]:
+    """The caller's groups as a login would give them; its primary gid alone if unknown."""
+    try:
+        name = pwd.getpwuid(caller.uid).pw_name
+    except KeyError:
+        return [caller.gid]
+    return sorted(set(os.getgrouplist(name, caller.gid)))

@@ -1,0 +1,323 @@
+"""Know who is calling on the unix socket.
+
+grpcio does not expose SO_PEERCRED: on a unix socket ``context.peer()`` is
+just ``unix:``. So keeptimed accepts on the public socket itself, reads each
+connection's SO_PEERCRED, and relays the bytes to the gRPC server listening on
+a private socket in a root-only (0700) directory. Every relayed connection
+comes from its own socket bound to a unique path in that directory, so the
+gRPC server sees it as ``unix:<that path>``: the relay registers that peer
+string with the caller's credentials before connecting, and the service
+refuses any peer the relay did not register.
+
+One thread multiplexes every connection with non-blocking sockets and a
+bounded buffer per direction, so a slow or stuck client only ever stalls its
+own connection.
+"""
+import errno
+import itertools
+import logging
+import os
+import selectors
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+log = logging.getLogger("keeptimed.relay")
+
+CHUNK = 64 * 1024
+MAX_BUFFERED = 1024 * 1024        # per direction; reading pauses beyond it
+MAX_CONNECTIONS = 1024
+
+
+@dataclass(frozen=True)
+class PeerCredentials:
+    """SO_PEERCRED of a unix connection: who connected, as the kernel saw it."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: socket.socket) -> PeerCredentials:
+    """Read SO_PEERCRED (struct ucred: pid, uid, gid) of a connected unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return PeerCredentials(pid, uid, gid)
+
+
+class _Direction:
+    """Bytes read from src waiting to be written to dst."""
+
+    __slots__ = ("src", "dst", "buffer", "eof")
+
+    def __init__(self, src: socket.socket, dst: socket.socket):
+        self.src, self.dst = src, dst
+        self.buffer = bytearray()
+        self.eof = False
+
+
+class _Pair:
+    """A public connection and its upstream connection to the gRPC server."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket, peer: str, bound_path: str):
+        self.client, self.upstream = client, upstream
+        self.peer, self.bound_path = peer, bound_path
+        self.up = _Direction(client, upstream)
+        self.down = _Direction(upstream, client)
+
+    def done(self) -> bool:
+        return all(d.eof and not d.buffer for d in (self.up, self.down))
+
+
+class CallerRelay:
+    """Accepts on public_path, relays to the gRPC server's private socket.
+
+    start() binds the public socket (mode 0600, or 0660 to `group`) and
+    returns; the gRPC server must listen on `private_socket`.
+    """
+
+    def __init__(self, public_path: str, group: Optional[int] = None):
+        self.public_path = public_path
+        self.group = group
+        self.private_dir = _private_directory(public_path)
+        self.private_socket = os.path.join(self.private_dir, "grpc.sock")
+        self._callers: dict[str, PeerCredentials] = {}
+        self._lock = threading.Lock()
+        self._selector = selectors.DefaultSelector()
+        self._pairs: dict[socket.socket, _Pair] = {}
+        self._counter = itertools.count(1)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+        self._listener: Optional[socket.socket] = None
+
+    # -- what the service asks -------------------------------------------------
+
+    def caller(self, peer: str) -> Optional[PeerCredentials]:
+        """Credentials of the relayed connection gRPC reports as `peer`, if any."""
+        with self._lock:
+            return self._callers.get(peer)
+
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._callers)
+
+    # -- life cycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old_umask = os.umask(0o177)   # never a moment with a wider mode
+        try:
+            listener.bind(self.public_path)
+        finally:
+            os.umask(old_umask)
+        if self.group is not None:
+            os.chown(self.public_path, 0 if os.geteuid() == 0 else -1, self.group)
+            os.chmod(self.public_path, 0o660)
+        listener.listen(512)
+        listener.setblocking(False)
+        self._listener = listener
+        self._selector.register(listener, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._loop, name="keeptimed-relay", daemon=True)
+        self._thread.start()
+
+    def stop_accepting(self) -> None:
+        """Close the public socket: new callers get ECONNREFUSED/ENOENT, relayed ones go on."""
+        self._signal(b"a")
+
+    def stop(self) -> None:
+        """Close everything and remove the private directory."""
+        self._stopping = True
+        self._signal(b"s")
+        if self._thread:
+            self._thread.join(timeout=5)
+        for pair in list(self._pairs.values()):
+            self._close(pair)
+        if self._listener is not None:
+            self._close_listener()
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        shutil.rmtree(self.private_dir, ignore_errors=True)
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _signal(self, what: bytes) -> None:
+        try:
+            os.write(self._wake_w, what)
+        except OSError:
+            pass
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            for key, events in self._selector.select():
+                if key.fileobj is self._listener:
+                    self._accept()
+                elif key.fileobj == self._wake_r:
+                    self._woken()
+                else:
+                    self._serve(key.data, key.fileobj, events)
+
+    def _woken(self) -> None:
+        try:
+            signals = os.read(self._wake_r, 64)
+        except BlockingIOError:
+            return
+        if b"a" in signals and self._listener is not None:
+            self._close_listener()
+
+    def _close_listener(self) -> None:
+        try:
+            self._selector.unregister(self._listener)
+        except (KeyError, ValueError):
+            pass
+        self._listener.close()
+        self._listener = None
+        try:
+            os.unlink(self.public_path)
+        except FileNotFoundError:
+            pass
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:   # EMFILE and friends: keep serving the others
+                log.error("relay: accept failed: %s", exc)
+                return
+            if len(self._pairs) // 2 >= MAX_CONNECTIONS:
+                log.warning("relay: refusing a connection, %d already open", MAX_CONNECTIONS)
+                client.close()
+                continue
+            try:
+                self._open_upstream(client)
+            except OSError as exc:
+                log.error("relay: cannot reach the gRPC server: %s", exc)
+                client.close()
+
+    def _open_upstream(self, client: socket.socket) -> None:
+        credentials = peer_credentials(client)
+        bound_path = os.path.join(self.private_dir, f"c{next(self._counter)}")
+        peer = f"unix:{bound_path}"
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            upstream.bind(bound_path)
+            with self._lock:   # registered before gRPC can see a byte of it
+                self._callers[peer] = credentials
+            upstream.connect(self.private_socket)
+        except OSError:
+            upstream.close()
+            self._forget(peer, bound_path)
+            raise
+        client.setblocking(False)
+        upstream.setblocking(False)
+        pair = _Pair(client, upstream, peer, bound_path)
+        self._pairs[client] = pair
+        self._pairs[upstream] = pair
+        self._selector.register(client, selectors.EVENT_READ, pair)
+        self._selector.register(upstream, selectors.EVENT_READ, pair)
+
+    def _forget(self, peer: str, bound_path: str) -> None:
+        with self._lock:
+            self._callers.pop(peer, None)
+        try:
+            os.unlink(bound_path)
+        except FileNotFoundError:
+            pass
+
+    def _serve(self, pair: _Pair, sock: socket.socket, events: int) -> None:
+        try:
+            if events & selectors.EVENT_READ:
+                self._read(pair.up if sock is pair.client else pair.down)
+            if events & selectors.EVENT_WRITE:
+                self._flush(pair.down if sock is pair.client else pair.up)
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
+                log.warning("relay: connection from %s failed: %s", pair.peer, exc)
+            self._close(pair)
+            return
+        if pair.done():
+            self._close(pair)
+        else:
+            self._update_interest(pair)
+
+    def _read(self, direction: _Direction) -> None:
+        if direction.eof or len(direction.buffer) >= MAX_BUFFERED:
+            return
+        try:
+            data = direction.src.recv(CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            direction.eof = True
+        direction.buffer += data
+        self._flush(direction)
+
+    @staticmethod
+    def _flush(direction: _Direction) -> None:
+        if direction.buffer:
+            try:
+                sent = direction.dst.send(direction.buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            del direction.buffer[:sent]
+        if direction.eof and not direction.buffer:
+            try:
+                direction.dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def _update_interest(self, pair: _Pair) -> None:
+        """Wait to read where there is room, to write where bytes are pending."""
+        for sock, incoming, outgoing in ((pair.client, pair.up, pair.down), (pair.upstream, pair.down, pair.up)):
+            events = 0
+            if not incoming.eof and len(incoming.buffer) < MAX_BUFFERED:
+                events |= selectors.EVENT_READ
+            if outgoing.buffer:
+                events |= selectors.EVENT_WRITE
+            try:
+                registered = self._selector.get_key(sock).events
+            except KeyError:
+                registered = 0
+            if events == registered:
+                continue
+            if not events:
+                self._selector.unregister(sock)
+            elif not registered:
+                self._selector.register(sock, events, pair)
+            else:
+                self._selector.modify(sock, events, pair)
+
+    def _close(self, pair: _Pair) -> None:
+        for sock in (pair.client, pair.upstream):
+            self._pairs.pop(sock, None)
+            try:
+                self._selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            sock.close()
+        self._forget(pair.peer, pair.bound_path)
+
+
+def _private_directory(public_path: str) -> str:
+    """A fresh root-only directory for the private sockets.
+
+    It sits beside the public socket (`<socket>.private`), so a daemon killed
+    with SIGKILL leaves nothing elsewhere and the next one, which already made
+    sure no other keeptimed serves that socket, clears it. Where that path
+    would push socket names past the 108-byte limit, a temporary directory
+    is used instead.
+    """
+    beside = public_path + ".private"
+    if len(os.path.join(beside, "c0000000000")) >= 100:
+        return tempfile.mkdtemp(prefix="keeptimed-")
+    shutil.rmtree(beside, ignore_errors=True)
+    os.mkdir(beside, 0o700)
+    return beside
