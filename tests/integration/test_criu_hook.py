@@ -2,14 +2,19 @@
 a subprocess with CRTOOLS_SCRIPT_ACTION, CRTOOLS_IMAGE_DIR (a /proc/PID/fd/N
 path of a directory fd this test holds open) and CRTOOLS_INIT_PID, against a
 real keeptimed, with timens-0.img bytes in CRIU's format."""
+import contextlib
 import hashlib
+import io
 import os
 import subprocess
 import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+from helpers.criu_images import damaged_timens_images
+from keeptime.criu import hook as criu_hook
 from keeptime.criu.image import TimensClocks, decode_timens, encode_timens
 from keeptimed import recordfile
 
@@ -277,6 +282,25 @@ def test_a_damaged_image_fails_pre_restore_and_is_left_alone(client, far_process
     assert images.read("timens-0.img") == garbage and not images.has("timens-0.img.orig")
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=damaged_timens_images())
+def test_any_damaged_image_fails_pre_restore_with_data_loss_and_is_left_alone(daemon, client, images, tmp_path,
+                                                                               damage):
+    if not images.has("keeptime-record.bin"):  # once: hypothesis reuses the fixtures across examples
+        record = client.checkpoint_criu_image(encode_timens(TimensClocks(S, 2 * S)))
+        images.write("keeptime-record.bin", client.export_record(record.id))
+        (tmp_path / "hook.toml").write_text('policy = "suspend"\n')
+    images.write("timens-0.img", damage)
+    environ = {"CRTOOLS_SCRIPT_ACTION": "pre-restore", "CRTOOLS_IMAGE_DIR": images.proc_path,
+               "KEEPTIME_SOCKET": daemon.socket, "KEEPTIME_CRIU_HOOK_CONFIG": str(tmp_path / "hook.toml")}
+    with contextlib.redirect_stderr(io.StringIO()) as said:
+        status = criu_hook.main(environ)
+    assert status == 1 and "DATA_LOSS: timens-0.img" in said.getvalue(), said.getvalue()
+    assert said.getvalue().count("\n") == 1
+    assert sorted(os.listdir(images.path)) == ["keeptime-record.bin", "timens-0.img"]
+    assert images.read("timens-0.img") == damage
+
+
 def test_a_damaged_record_file_fails_pre_restore_but_not_freeze_or_verification(client, far_process, images,
                                                                                  hook):
     inside, _ = far_process
@@ -336,9 +360,12 @@ def test_a_record_older_than_the_image_without_a_digest_is_refused_by_keeptimed(
     fails(hook("pre-restore", images), 1, "stale")
 
 
-@pytest.mark.parametrize("action, code", [("network-lock", 0), ("setup-namespaces", 0), ("orphan-pts-master", 0),
-                                          ("", 2), ("no-such-action", 2)])
-def test_other_actions_through_the_wrapper(images, hook, action, code):
+@pytest.mark.parametrize("action, code, words", [
+    ("network-lock", 0, ""), ("setup-namespaces", 0, ""), ("orphan-pts-master", 0, ""),
+    ("", 2, "CRTOOLS_SCRIPT_ACTION is not set: this is a CRIU action script"),
+    ("no-such-action", 2, "unknown CRIU action 'no-such-action'"),
+])
+def test_other_actions_through_the_wrapper(images, hook, action, code, words):
     result = hook(action, images)
     assert result.returncode == code and "Traceback" not in result.stderr
-    assert (result.stderr == "") == (code == 0)
+    assert words in result.stderr and (result.stderr == "") == (code == 0)

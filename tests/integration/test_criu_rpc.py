@@ -7,6 +7,9 @@ import time
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+
+from helpers.criu_images import damaged_timens_images
 
 from keeptime import errors
 from keeptime.criu.image import TimensClocks, decode_timens, encode_timens
@@ -62,6 +65,21 @@ def dumped(client):
     client.import_record(encode_record(record))
     image = encode_timens(TimensClocks(1_000 * S + 5 - MS, 3_000 * S + 7 - MS))
     return record, image
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=damaged_timens_images())
+def test_any_damaged_image_is_one_line_data_loss_in_every_rpc(client, dumped, data):
+    record, _ = dumped
+    calls = (
+        lambda: client.checkpoint_criu_image(data),
+        lambda: client.plan_criu_restore(data, record_id=record.id),
+        lambda: client.verify_restore(os.getpid(), record_id=record.id, timens_image=data),
+    )
+    for call in calls:
+        with pytest.raises(errors.DataLoss, match="timens-0.img") as caught:
+            call()
+        assert "\n" not in caught.value.message
 
 
 def with_unknown_field(image: bytes) -> bytes:

@@ -29,6 +29,15 @@ def test_reads_and_writes_through_the_fd_path(held_dir):
     assert sorted(os.listdir(path)) == ["a", "b"]  # no temporary left
 
 
+def test_remove_deletes_through_the_fd_path_and_says_whether_it_did(held_dir):
+    path, proc_path = held_dir
+    (path / "timens-0.img.orig").write_bytes(b"old")
+    with ImageDir(proc_path) as d:
+        assert d.remove("timens-0.img.orig") is True
+        assert d.remove("timens-0.img.orig") is False
+    assert os.listdir(path) == []
+
+
 @pytest.mark.parametrize("failing", ["write", "fsync", "rename"])
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(held_dir, monkeypatch, failing):
     path, proc_path = held_dir
