@@ -105,3 +105,11 @@ def far_process():
         parent.wait()
         subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
 
+
+@pytest.fixture
+def sleeper():
+    """pid of a process in the host's time namespace: ten days behind a far_process record."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()

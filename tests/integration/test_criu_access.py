@@ -73,17 +73,13 @@ def as_nobody(daemon, code: str, **values) -> str:
     return result.stdout.strip()
 
 
+def sleep_as_nobody(**popen) -> subprocess.Popen:
+    return subprocess.Popen(["sleep", "60"], user=NOBODY, group=NOBODY, extra_groups=[], **popen)
+
+
 @pytest.fixture
 def nobodys_process():
-    proc = subprocess.Popen(["sleep", "60"], user=NOBODY, group=NOBODY, extra_groups=[])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
-def roots_process():
-    proc = subprocess.Popen(["sleep", "60"])
+    proc = sleep_as_nobody()
     yield proc.pid
     proc.kill()
     proc.wait()
@@ -111,19 +107,18 @@ def test_nobody_plans_from_its_own_records_only(daemon, client):
     assert as_nobody(daemon, by_bytes, image=IMAGE, data=client.export_record(roots)) == roots
 
 
-def test_nobody_verifies_its_own_processes_and_sees_its_own_verdicts(daemon, client, nobodys_process,
-                                                                     roots_process):
+def test_nobody_verifies_its_own_processes_and_sees_its_own_verdicts(daemon, client, nobodys_process, sleeper):
     record = client.get(client.checkpoint_criu_image(encode_timens(TimensClocks(S, S))).id)
     data = recordfile.encode(record)
     verify = "print(kt.verify_restore(values['pid'], record_file=values['data'], stage='post-restore').ok)"
     assert as_nobody(daemon, verify, pid=nobodys_process, data=data) == "True"
-    denied = as_nobody(daemon, verify, pid=roots_process, data=data)
-    assert denied == f"PermissionDenied pid {roots_process} does not belong to uid {NOBODY}"
-    client.verify_restore(roots_process, record_id=record.id, stage="post-restore")
+    denied = as_nobody(daemon, verify, pid=sleeper, data=data)
+    assert denied == f"PermissionDenied pid {sleeper} does not belong to uid {NOBODY}"
+    client.verify_restore(sleeper, record_id=record.id, stage="post-restore")
 
     listed = "print(' '.join(str(e.pid) for e in kt.restores(values['id'])))"
     assert as_nobody(daemon, listed, id=record.id) == str(nobodys_process)
-    assert [e.pid for e in client.restores(record.id)] == [nobodys_process, roots_process]
+    assert [e.pid for e in client.restores(record.id)] == [nobodys_process, sleeper]
 
 
 def test_the_hook_under_rootless_criu_records_and_verifies(daemon, client, workdir, nobodys_process):
@@ -137,7 +132,7 @@ def test_the_hook_under_rootless_criu_records_and_verifies(daemon, client, workd
         f.write(encode_timens(TimensClocks(seen.monotonic_ns, seen.boottime_ns)))
     fd = os.open(images, os.O_RDONLY | os.O_DIRECTORY)
     # Like rootless CRIU: the image directory is an fd of a process of the user's.
-    holder = subprocess.Popen(["sleep", "60"], pass_fds=[fd], user=NOBODY, group=NOBODY, extra_groups=[])
+    holder = sleep_as_nobody(pass_fds=[fd])
     os.close(fd)
     try:
         def run_hook(action: str, pid: int) -> str:

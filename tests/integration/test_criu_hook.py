@@ -102,15 +102,6 @@ def dump(client, images, pid) -> tuple[bytes, int]:
     return image, seen.host_clocks.boottime_ns
 
 
-@pytest.fixture
-def sleeper():
-    """A process in the host's time namespace: ten days behind a far_process record."""
-    proc = subprocess.Popen(["sleep", "60"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
 def test_dump_restore_cycle_under_suspend(client, far_process, images, hook, sleeper):
     inside, _ = far_process
     original, dumped_at = dump(client, images, inside)
