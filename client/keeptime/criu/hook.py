@@ -9,6 +9,8 @@ CRIU runs it at each step with CRTOOLS_SCRIPT_ACTION, CRTOOLS_IMAGE_DIR (a
     pre-restore    rewrite timens-0.img so CRIU's own time namespace step
                    resumes the tree under the policy; the original is kept as
                    timens-0.img.orig and every later restore starts from it
+                   (timens-0.img.keeptime-sha256 tells keeptime's rewrite from
+                   an image CRIU wrote again since)
     post-restore,  have keeptimed verify that the restored tree's clocks are not
     post-resume    below the dumped ones, and store the verdict
 
