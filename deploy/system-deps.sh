@@ -12,6 +12,7 @@ PY
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v pkill >/dev/null || need+=(procps)
+command -v openssl >/dev/null || need+=(openssl)   # tests make TLS certificates
 if ((${#need[@]})); then
     echo "keeptime: installing Debian packages: ${need[*]}"
     apt-get update -qq

@@ -9,6 +9,7 @@
 Every failed call raises a keeptime.errors.KeeptimeError subclass.
 """
 import os
+import time
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
@@ -20,6 +21,7 @@ from .v1 import keeptime_pb2 as pb
 from .v1 import keeptime_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT = 30.0
+WAIT_SLICE = 60.0
 POLICY_ENUMS = {"freeze": pb.POLICY_FREEZE, "suspend": pb.POLICY_SUSPEND, "elapsed": pb.POLICY_ELAPSED}
 MECHANISM_NAMES = {
     pb.MECHANISM_CLONE3_TIMENS_OFFSET: "clone3-timens-offset",
@@ -95,13 +97,36 @@ def _command(argv: Sequence[str], env: Optional[Mapping[str, str] | Iterable[str
     return command
 
 
-class Client:
-    """A connection to keeptimed over its unix socket."""
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
-    def __init__(self, socket: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT):
-        self.socket = socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+
+class Client:
+    """A connection to keeptimed: its unix socket, or TCP with mutual TLS.
+
+    Client(socket=None) uses the unix socket (KEEPTIME_SOCKET, else
+    /run/keeptime/keeptime.sock). Client(address="host:port", tls_ca=...,
+    tls_cert=..., tls_key=...) talks to a keeptimed started with --tcp;
+    the paths are PEM files: the CA that signed the daemon's certificate and
+    this client's certificate and key. Every call has a deadline (timeout).
+    """
+
+    def __init__(self, socket: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
+                 address: Optional[str] = None, tls_ca: Optional[str] = None,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+                 tls_server_name: Optional[str] = None):
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(f"unix:{os.path.abspath(self.socket)}")
+        if address:
+            self.socket = address
+            options = [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
+            if not (tls_ca and tls_cert and tls_key):
+                raise errors.InvalidArgument("TCP needs tls_ca, tls_cert and tls_key (keeptimed requires mutual TLS)")
+            credentials = grpc.ssl_channel_credentials(_read(tls_ca), _read(tls_key), _read(tls_cert))
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self.socket = socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+            self._channel = grpc.insecure_channel(f"unix:{os.path.abspath(self.socket)}")
         self._stub = pb_grpc.KeeptimeStub(self._channel)
 
     def close(self) -> None:
@@ -190,9 +215,23 @@ class Client:
         )
 
     def wait_status(self, pid: int, timeout: Optional[float] = None) -> ExitStatus:
-        """Block until pid (started by restore or exec) exits; timeout None waits forever."""
-        response = self._call("Wait", pb.WaitRequest(pid=pid), timeout=timeout)
-        return ExitStatus(response.pid, response.exit_code, response.signal, response.status)
+        """Block until pid (started by restore or exec) exits; timeout None waits forever.
+
+        Even an endless wait is made of calls with deadlines (WAIT_SLICE
+        seconds each), so a daemon that vanishes is noticed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
+            try:
+                response = self._call("Wait", pb.WaitRequest(pid=pid), timeout=max(remaining, 0.001))
+            except (errors.DeadlineExceeded, errors.ResourceExhausted) as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                if isinstance(exc, errors.ResourceExhausted):   # the daemon caps blocked Waits
+                    time.sleep(0.2)
+                continue
+            return ExitStatus(response.pid, response.exit_code, response.signal, response.status)
 
     def wait(self, pid: int, timeout: Optional[float] = None) -> int:
         """The exit status of pid in shell convention (exit code, or 128 + signal)."""

@@ -171,7 +171,8 @@ class Daemon:
         self.relay = CallerRelay(s.socket_path, socket_gid)
         access = Access(self.relay, s.tls_allow_names)
         pb_grpc.add_KeeptimeServicer_to_server(
-            KeeptimeService(self.store, self.host, self.children, access, s.default_policy), self.server
+            KeeptimeService(self.store, self.host, self.children, access, s.default_policy,
+                            max_waits=max(1, s.workers // 2)), self.server
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -7,6 +7,7 @@ status codes with their one-line message and logs one line per call.
 import functools
 import logging
 import os
+import threading
 import time
 
 import grpc
@@ -17,7 +18,7 @@ from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 from . import checkpoint, commands, criu, native, procfs, recordfile, timens, verify
 from .access import Access, current_caller, reset_current_caller, set_current_caller
 from .children import Children
-from .errors import InvalidArgument, KeeptimeError, NotFound
+from .errors import InvalidArgument, KeeptimeError, NotFound, ResourceExhausted
 from .hostclock import HostClock
 from .policies import Checkpointed, Clocks, RestorePlan, plan_restore
 from .store import RecordStore
@@ -91,8 +92,10 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     """The daemon's API; one instance serves every connection."""
 
     def __init__(self, store: RecordStore, host: HostClock, children: Children, access: Access,
-                 default_policy: str = "suspend"):
+                 default_policy: str = "suspend", max_waits: int = 16):
         self.store = store
+        self.max_waits = max_waits
+        self._wait_slots = threading.BoundedSemaphore(max_waits)
         self.host = host
         self.children = children
         self.access = access
@@ -205,7 +208,16 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         caller = current_caller()
         if not caller.privileged and self.children.owner_of(pid) != caller.uid:
             raise NotFound(f"pid {pid} was not started by keeptimed for uid {caller.uid}")
-        status = self.children.wait(pid, timeout=context.time_remaining(), still_wanted=context.is_active)
+        status = self.children.wait(pid, timeout=0)
+        if status is None:
+            # A blocked Wait holds a worker thread: cap them, so waiting
+            # callers can never starve everyone else of workers.
+            if not self._wait_slots.acquire(blocking=False):
+                raise ResourceExhausted(f"{self.max_waits} Wait calls are already blocked in keeptimed; retry")
+            try:
+                status = self.children.wait(pid, timeout=context.time_remaining(), still_wanted=context.is_active)
+            finally:
+                self._wait_slots.release()
         if status is None:
             if not context.is_active():
                 context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled")

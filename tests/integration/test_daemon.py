@@ -1,4 +1,5 @@
 """keeptimed as a process: its socket, persistence, shutdown and services."""
+import concurrent.futures
 import os
 import signal
 import stat
@@ -13,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from helpers.daemon import RunningDaemon
 from keeptime import errors
+from keeptime.v1 import keeptime_pb2 as pb
 
 pytestmark = pytest.mark.root
 
@@ -108,3 +110,27 @@ def test_delete_removes_and_list_orders(client):
     with pytest.raises(errors.NotFound):
         client.get(first)
     assert second in [r.id for r in client.list()]
+
+
+@pytest.mark.root
+def test_blocked_waits_are_capped_so_other_callers_keep_their_workers(tmp_path, clockprobe):
+    daemon = RunningDaemon(tmp_path).start("--workers", "4")   # at most 2 blocked Waits
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        with daemon.client() as kt:
+            record_id = kt.checkpoint(sleeper.pid)
+            pids = [kt.restore(record_id, [clockprobe, "30"]).pid for _ in range(3)]
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                blocked = [pool.submit(kt.wait, pid, 60) for pid in pids[:2]]
+                time.sleep(1.0)
+                with pytest.raises(errors.ResourceExhausted, match="Wait calls are already blocked"):
+                    kt._call("Wait", pb.WaitRequest(pid=pids[2]), timeout=5)
+                assert kt.list()   # other calls are still served
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                assert [f.result(timeout=30) for f in blocked] == [128 + 9, 128 + 9]
+            assert kt.wait(pids[2], timeout=30) == 128 + 9   # an exited pid needs no slot
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        daemon.stop()

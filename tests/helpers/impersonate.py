@@ -1,0 +1,89 @@
+"""Call keeptimed as another user without running the test suite as that user.
+
+SO_PEERCRED is fixed when connect() is called, so a small process running
+as the other uid/gid (a tiny C program, connect_as.c, so it needs nothing a
+root-only home directory might hide) connects to keeptimed's socket and hands the connected socket back over SCM_RIGHTS. ConnectAs serves
+a socket path of its own and pumps each connection to such a handed-back
+socket: a keeptime.Client pointed at ConnectAs.path is, to keeptimed, a
+client running as uid/gid.
+"""
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_built: dict[str, str] = {}
+
+
+def connector() -> str:
+    """The compiled connect_as helper, in a directory every user can read."""
+    if "path" not in _built:
+        out_dir = tempfile.mkdtemp(prefix="keeptime-connect-as-")
+        os.chmod(out_dir, 0o755)
+        out = os.path.join(out_dir, "connect_as")
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", out, os.path.join(HERE, "connect_as.c")], check=True)
+        _built["path"] = out
+    return _built["path"]
+
+
+def connect_as(uid: int, gid: int, target: str) -> subprocess.CompletedProcess:
+    """Try one connect() to target as uid/gid; returncode 0 on success, else stdout names the error."""
+    return subprocess.run([connector(), "once", target], user=uid, group=gid, extra_groups=[],
+                          capture_output=True, text=True, timeout=30)
+
+
+class ConnectAs:
+    """A unix socket at `path` whose connections reach `target` as uid/gid."""
+
+    def __init__(self, workdir: str, target: str, uid: int, gid: int):
+        self.path = os.path.join(workdir, f"as-{uid}.sock")
+        ours, theirs = socket.socketpair()
+        self._control = ours
+        self._connector = subprocess.Popen(
+            [connector(), "serve", str(theirs.fileno()), target],
+            user=uid, group=gid, extra_groups=[], pass_fds=(theirs.fileno(),),
+        )
+        theirs.close()
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(16)
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+        self._control.close()
+        self._connector.wait(timeout=10)
+
+    def _impersonated_connection(self) -> socket.socket:
+        with self._lock:
+            self._control.send(b"c")
+            message, fds, _, _ = socket.recv_fds(self._control, 64, 1)
+        if not fds:
+            raise ConnectionError(f"connect as the other user failed: {message.decode()}")
+        return socket.socket(fileno=fds[0])
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = self._impersonated_connection()
+            except (OSError, ConnectionError):
+                client.close()
+                continue
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(src, dst), daemon=True).start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass

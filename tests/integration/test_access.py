@@ -1,0 +1,194 @@
+"""Who may call keeptimed and what they may do, proven with real credentials.
+
+A non-root caller is simulated with real SO_PEERCRED: a process running as
+nobody connects to keeptimed's socket (see helpers/impersonate.py).
+"""
+import os
+import socket
+import stat
+import subprocess
+import tempfile
+
+import grpc
+import pytest
+
+from helpers.daemon import RunningDaemon
+from helpers.impersonate import ConnectAs, connect_as
+from keeptime import Client, errors
+from keeptime.v1 import keeptime_pb2 as pb
+from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.root
+
+NOBODY = 65534
+NOGROUP = 65534
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user may traverse (pytest's tmp_path is root-only)."""
+    path = tempfile.mkdtemp(prefix="keeptime-access-")
+    os.chmod(path, 0o755)
+    yield path
+    subprocess.run(["rm", "-rf", path], check=False)
+
+
+@pytest.fixture
+def group_daemon(open_dir):
+    """keeptimed with its socket opened to the nobody user's group."""
+    running = RunningDaemon(open_dir).start("--socket-group", str(NOGROUP))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def as_nobody(group_daemon, open_dir):
+    proxy = ConnectAs(open_dir, group_daemon.socket, NOBODY, NOGROUP)
+    with Client(socket=proxy.path, timeout=20) as client:
+        yield client
+    proxy.close()
+
+
+@pytest.fixture
+def nobody_sleeper():
+    proc = subprocess.Popen(["sleep", "300"], user=NOBODY, group=NOGROUP, extra_groups=[])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def root_sleeper():
+    proc = subprocess.Popen(["sleep", "300"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_default_socket_is_root_only_and_the_private_listener_hides_in_a_0700_directory(fresh_daemon):
+    st = os.stat(fresh_daemon.socket)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+    private = fresh_daemon.socket + ".private"
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
+    assert connect_as(NOBODY, NOGROUP, fresh_daemon.socket).returncode != 0
+
+
+def test_socket_group_opens_the_socket_to_that_group_only(group_daemon):
+    st = os.stat(group_daemon.socket)
+    assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == NOGROUP and st.st_uid == 0
+    assert connect_as(NOBODY, NOGROUP, group_daemon.socket).returncode == 0
+    assert connect_as(NOBODY, 1, group_daemon.socket).returncode != 0   # another group: the kernel refuses
+
+
+def test_a_connection_that_bypasses_the_relay_is_refused(fresh_daemon):
+    with grpc.insecure_channel(f"unix:{fresh_daemon.socket}.private/grpc.sock") as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.KeeptimeStub(channel).ListRecords(pb.ListRecordsRequest(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "did not come through" in caught.value.details()
+    with fresh_daemon.client() as kt:   # and the daemon keeps serving
+        kt.list()
+
+
+def test_every_call_is_logged_with_the_callers_pid_and_uid(group_daemon, as_nobody, root_sleeper):
+    with group_daemon.client() as root:
+        root.checkpoint(root_sleeper)
+    as_nobody.list()
+    log = group_daemon.log()
+    assert f"rpc=Checkpoint status=OK" in log and f"pid={os.getpid()} uid=0" in log
+    assert f"rpc=ListRecords status=OK" in log and f"uid={NOBODY} gid={NOGROUP}" in log
+
+
+def test_non_root_checkpoints_its_own_processes_only(as_nobody, nobody_sleeper, root_sleeper):
+    record_id = as_nobody.checkpoint(nobody_sleeper)
+    assert as_nobody.get(record_id).root_pid == nobody_sleeper
+    with pytest.raises(errors.PermissionDenied, match=f"pid {root_sleeper} does not belong to uid {NOBODY}"):
+        as_nobody.checkpoint(root_sleeper)
+    with pytest.raises(errors.PermissionDenied):
+        as_nobody.clocks(root_sleeper)
+    assert as_nobody.clocks(nobody_sleeper).pid == nobody_sleeper
+
+
+def test_non_root_sees_and_uses_only_its_own_records(group_daemon, as_nobody, nobody_sleeper, root_sleeper):
+    with group_daemon.client() as root:
+        roots_record = root.checkpoint(root_sleeper)
+        own_record = as_nobody.checkpoint(nobody_sleeper)
+        assert {r.id for r in root.list()} >= {roots_record, own_record}   # root sees everything
+    assert [r.id for r in as_nobody.list()] == [own_record]
+    for call in (as_nobody.get, as_nobody.plan, as_nobody.delete, as_nobody.export_record):
+        with pytest.raises(errors.NotFound):
+            call(roots_record)
+    with pytest.raises(errors.NotFound):
+        as_nobody.restore(roots_record, ["/bin/true"])
+
+
+def test_non_root_restores_run_as_the_caller_with_no_new_privs(as_nobody, nobody_sleeper, open_dir):
+    record_id = as_nobody.checkpoint(nobody_sleeper)
+    out = os.path.join(open_dir, "identity.txt")
+    os.chmod(open_dir, 0o777)
+    restored = as_nobody.restore(
+        record_id, ["/bin/sh", "-c", "id -u; id -g; id -G; grep NoNewPrivs /proc/self/status"],
+        policy="freeze", stdout=out,
+    )
+    assert as_nobody.wait(restored.pid, timeout=30) == 0
+    uid, gid, groups, no_new_privs = open(out).read().splitlines()
+    assert (int(uid), int(gid)) == (NOBODY, NOGROUP)
+    assert set(groups.split()) <= {str(NOGROUP)}
+    assert no_new_privs.split() == ["NoNewPrivs:", "1"]
+    assert os.stat(out).st_uid == NOBODY   # stdio was opened after the privileges were dropped
+
+
+def test_non_root_cannot_restore_or_exec_as_anyone_else(as_nobody, nobody_sleeper, root_sleeper):
+    record_id = as_nobody.checkpoint(nobody_sleeper)
+    with pytest.raises(errors.PermissionDenied, match="only run programs as itself"):
+        as_nobody.restore(record_id, ["/bin/true"], uid=0)
+    with pytest.raises(errors.PermissionDenied, match="only run programs as itself"):
+        as_nobody.restore(record_id, ["/bin/true"], gid=0)
+    with pytest.raises(errors.PermissionDenied):
+        as_nobody.exec(root_sleeper, ["/bin/true"])
+
+
+def test_non_root_waits_only_for_what_it_started(group_daemon, as_nobody, nobody_sleeper, root_sleeper):
+    with group_daemon.client() as root:
+        record_id = root.checkpoint(root_sleeper)
+        restored = root.restore(record_id, ["/bin/sleep", "30"])
+        try:
+            with pytest.raises(errors.NotFound, match="not started by keeptimed for uid"):
+                as_nobody.wait(restored.pid, timeout=5)
+        finally:
+            os.kill(restored.pid, 9)
+            assert root.wait(restored.pid, timeout=30) == 128 + 9
+
+
+def test_unprivileged_connect_attempt_is_refused_by_the_kernel_without_socket_group(fresh_daemon):
+    result = connect_as(NOBODY, NOGROUP, fresh_daemon.socket)
+    assert result.returncode == 1 and "Permission denied" in result.stdout
+
+
+def test_a_record_owned_by_a_user_survives_a_restart_with_its_owner(open_dir, nobody_sleeper):
+    daemon = RunningDaemon(open_dir).start("--socket-group", str(NOGROUP))
+    proxy = ConnectAs(open_dir, daemon.socket, NOBODY, NOGROUP)
+    try:
+        with Client(socket=proxy.path, timeout=20) as kt:
+            record_id = kt.checkpoint(nobody_sleeper)
+    finally:
+        proxy.close()
+        daemon.stop()
+    os.unlink(proxy.path)
+    daemon = RunningDaemon(open_dir).start("--socket-group", str(NOGROUP))
+    proxy = ConnectAs(open_dir, daemon.socket, NOBODY, NOGROUP)
+    try:
+        with Client(socket=proxy.path, timeout=20) as kt:
+            assert [r.id for r in kt.list()] == [record_id]
+    finally:
+        proxy.close()
+        daemon.stop()
+
+
+def test_peer_credentials_are_read_from_the_kernel():
+    from keeptimed.relay import peer_credentials
+
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b:
+        creds = peer_credentials(a)
+    assert (creds.pid, creds.uid, creds.gid) == (os.getpid(), os.getuid(), os.getgid())

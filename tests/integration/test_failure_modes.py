@@ -1,0 +1,157 @@
+"""Every row of docs/failure-modes.md, run against a real keeptimed.
+
+Each case must give the documented status with a one-line message, write
+nothing, and leave the daemon healthy.
+"""
+import os
+import re
+import subprocess
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from keeptime.v1 import keeptime_pb2 as pb
+from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
+from keeptimed import policies, recordfile
+
+pytestmark = pytest.mark.root
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TABLE = os.path.join(ROOT, "docs", "failure-modes.md")
+ROW = re.compile(r"^\| ([a-z0-9-]+) \| (\w+) \| (.+?) \| ([A-Z_]+) \|$")
+
+
+def documented_cases() -> dict[str, tuple[str, str]]:
+    """case id -> (RPC, status) from the first table of docs/failure-modes.md."""
+    cases = {}
+    with open(TABLE, encoding="utf-8") as f:
+        for line in f:
+            match = ROW.match(line.strip())
+            if match:
+                cases[match.group(1)] = (match.group(2), match.group(4))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def world(daemon, tmp_path_factory):
+    """A stub, a live process, its record, and pids in interesting states."""
+    channel = grpc.insecure_channel(f"unix:{daemon.socket}")
+    stub = pb_grpc.KeeptimeStub(channel)
+    sleeper = subprocess.Popen(["sleep", "600"])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    zombie = subprocess.Popen(["true"])
+    for _ in range(200):   # exited, not reaped
+        with open(f"/proc/{zombie.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        subprocess.run(["sleep", "0.01"])
+    record = stub.Checkpoint(pb.CheckpointRequest(pid=sleeper.pid), timeout=30).record
+    exported = stub.ExportRecord(pb.ExportRecordRequest(record_id=record.id), timeout=30).data
+    huge = pb.Record()
+    huge.CopyFrom(record)
+    huge.id = "f" * 32
+    huge.clocks.monotonic_ns = huge.clocks.boottime_ns = policies.MAX_TARGET_NS - 1
+    stub.ImportRecord(pb.ImportRecordRequest(data=recordfile.encode(huge)), timeout=30)
+    not_a_program = tmp_path_factory.mktemp("exe") / "not-a-program"
+    not_a_program.write_bytes(b"\x00\x01 neither ELF nor a script\n")
+    not_a_program.chmod(0o755)
+    yield {
+        "not_a_program": str(not_a_program),
+        "stub": stub, "channel": channel, "sleeper": sleeper.pid, "gone": gone.pid, "zombie": zombie.pid,
+        "record": record.id, "exported": exported, "huge": huge.id,
+    }
+    sleeper.kill()
+    sleeper.wait()
+    zombie.wait()
+    channel.close()
+
+
+def _restore(w, **command):
+    return w["stub"].Restore(pb.RestoreRequest(record_id=w["record"], policy=pb.POLICY_FREEZE,
+                                               command=pb.Command(**command)), timeout=30)
+
+
+def _future_version(data: bytes) -> bytes:
+    envelope = pb.RecordEnvelope()
+    envelope.ParseFromString(data[len(recordfile.MAGIC):])
+    envelope.format_version = 99
+    return recordfile.MAGIC + envelope.SerializeToString()
+
+
+def _flip(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+
+
+CASES = {
+    "pid-zero": lambda w: w["stub"].Checkpoint(pb.CheckpointRequest(pid=0), timeout=30),
+    "pid-negative": lambda w: w["stub"].Checkpoint(pb.CheckpointRequest(pid=-5), timeout=30),
+    "pid-huge": lambda w: w["stub"].Checkpoint(pb.CheckpointRequest(pid=2**31 - 1), timeout=30),
+    "pid-gone": lambda w: w["stub"].Checkpoint(pb.CheckpointRequest(pid=w["gone"]), timeout=30),
+    "pid-zombie": lambda w: w["stub"].Checkpoint(pb.CheckpointRequest(pid=w["zombie"]), timeout=30),
+    "pid-kernel-thread": lambda w: w["stub"].Checkpoint(pb.CheckpointRequest(pid=2), timeout=30),
+    "clocks-kernel-thread": lambda w: w["stub"].Clocks(pb.ClocksRequest(pid=2), timeout=30),
+    "clocks-gone": lambda w: w["stub"].Clocks(pb.ClocksRequest(pid=w["gone"]), timeout=30),
+    "exec-kernel-thread": lambda w: w["stub"].Exec(
+        pb.ExecRequest(pid=2, command=pb.Command(argv=["/bin/true"])), timeout=30),
+    "wait-not-ours": lambda w: w["stub"].Wait(pb.WaitRequest(pid=1), timeout=30),
+    "record-id-invalid": lambda w: w["stub"].GetRecord(pb.GetRecordRequest(record_id="not-an-id!"), timeout=30),
+    "record-id-short": lambda w: w["stub"].GetRecord(pb.GetRecordRequest(record_id="abc"), timeout=30),
+    "record-unknown": lambda w: w["stub"].GetRecord(pb.GetRecordRequest(record_id="deadbeef"), timeout=30),
+    "delete-unknown": lambda w: w["stub"].DeleteRecord(pb.DeleteRecordRequest(record_id="deadbeef"), timeout=30),
+    "plan-unknown": lambda w: w["stub"].Plan(pb.PlanRequest(record_id="deadbeef"), timeout=30),
+    "plan-policy-unknown": lambda w: w["stub"].Plan(pb.PlanRequest(record_id=w["record"], policy=99), timeout=30),
+    "plan-out-of-range": lambda w: w["stub"].Plan(
+        pb.PlanRequest(record_id=w["huge"], policy=pb.POLICY_ELAPSED), timeout=30),
+    "restore-out-of-range": lambda w: w["stub"].Restore(pb.RestoreRequest(
+        record_id=w["huge"], policy=pb.POLICY_ELAPSED, command=pb.Command(argv=["/bin/true"])), timeout=30),
+    "import-empty": lambda w: w["stub"].ImportRecord(pb.ImportRecordRequest(data=b""), timeout=30),
+    "import-truncated": lambda w: w["stub"].ImportRecord(
+        pb.ImportRecordRequest(data=w["exported"][: len(w["exported"]) // 2]), timeout=30),
+    "import-corrupt": lambda w: w["stub"].ImportRecord(pb.ImportRecordRequest(data=_flip(w["exported"])), timeout=30),
+    "import-wrong-magic": lambda w: w["stub"].ImportRecord(pb.ImportRecordRequest(data=b"GIF89a" * 20), timeout=30),
+    "import-future-version": lambda w: w["stub"].ImportRecord(
+        pb.ImportRecordRequest(data=_future_version(w["exported"])), timeout=30),
+    "import-too-large": lambda w: w["stub"].ImportRecord(
+        pb.ImportRecordRequest(data=b"x" * (9 * 1024 * 1024)), timeout=30),
+    "argv-empty": lambda w: _restore(w, argv=[]),
+    "argv-nul": lambda w: _restore(w, argv=["/bin/true", "a\0b"]),
+    "env-no-equals": lambda w: _restore(w, argv=["/bin/true"], env=["JUSTAKEY"]),
+    "env-nul": lambda w: _restore(w, argv=["/bin/true"], env=["K=a\0b"]),
+    "cwd-missing": lambda w: _restore(w, argv=["/bin/true"], cwd="/nonexistent/dir"),
+    "cwd-relative": lambda w: _restore(w, argv=["/bin/true"], cwd="relative/dir"),
+    "uid-missing": lambda w: _restore(w, argv=["/bin/true"], uid=4242424),
+    "gid-missing": lambda w: _restore(w, argv=["/bin/true"], gid=4242424),
+    "exe-missing": lambda w: _restore(w, argv=["/nonexistent/program"]),
+    "exe-not-on-path": lambda w: _restore(w, argv=["no-such-program-anywhere"]),
+    "exe-not-executable": lambda w: _restore(w, argv=["/dev/null"]),
+    "exe-bad-format": lambda w: _restore(w, argv=[w["not_a_program"]]),
+    "stdout-dir-missing": lambda w: _restore(w, argv=["/bin/true"], stdout_path="/nonexistent/out.txt"),
+    "exec-argv-empty": lambda w: w["stub"].Exec(
+        pb.ExecRequest(pid=w["sleeper"], command=pb.Command(argv=[])), timeout=30),
+    "exec-gone": lambda w: w["stub"].Exec(
+        pb.ExecRequest(pid=w["gone"], command=pb.Command(argv=["/bin/true"])), timeout=30),
+}
+
+
+def test_every_documented_case_has_a_test_and_every_test_a_row():
+    assert set(documented_cases()) == set(CASES)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_failure_mode(case, world, daemon):
+    rpc, status = documented_cases()[case]
+    stub = world["stub"]
+    records_before = {r.id for r in stub.ListRecords(pb.ListRecordsRequest(), timeout=30).records}
+    with pytest.raises(grpc.RpcError) as caught:
+        CASES[case](world)
+    error = caught.value
+    assert error.code() == grpc.StatusCode[status], f"{rpc} {case}: {error.code()} {error.details()}"
+    message = error.details() or ""
+    assert message and "\n" not in message and "Traceback" not in message
+    records_after = {r.id for r in stub.ListRecords(pb.ListRecordsRequest(), timeout=30).records}
+    assert records_after == records_before, "a failed call wrote a record"
+    health = health_pb2_grpc.HealthStub(world["channel"]).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
