@@ -107,8 +107,8 @@ def far_process():
 
 
 @pytest.fixture
-def sleeper():
-    """pid of a process in the host's time namespace: ten days behind a far_process record."""
+def root_sleeper():
+    """pid of a root process in the host's time namespace: ten days behind a far_process record."""
     proc = subprocess.Popen(["sleep", "60"])
     yield proc.pid
     proc.kill()

@@ -63,14 +63,6 @@ def nobody_sleeper():
     proc.wait()
 
 
-@pytest.fixture
-def root_sleeper():
-    proc = subprocess.Popen(["sleep", "300"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
 def test_default_socket_is_root_only_and_the_private_listener_hides_in_a_0700_directory(fresh_daemon):
     st = os.stat(fresh_daemon.socket)
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0

@@ -102,7 +102,7 @@ def dump(client, images, pid) -> tuple[bytes, int]:
     return image, seen.host_clocks.boottime_ns
 
 
-def test_dump_restore_cycle_under_suspend(client, far_process, images, hook, sleeper):
+def test_dump_restore_cycle_under_suspend(client, far_process, images, hook, root_sleeper):
     inside, _ = far_process
     original, dumped_at = dump(client, images, inside)
 
@@ -150,15 +150,15 @@ def test_dump_restore_cycle_under_suspend(client, far_process, images, hook, sle
         client.wait(restored.pid)
 
     # post-restore on a tree whose clocks went back ten days: loud, and fails the restore.
-    fails(hook("post-restore", images, pid=sleeper), 1, f"CLOCK REGRESSION in restored pid {sleeper}")
+    fails(hook("post-restore", images, pid=root_sleeper), 1, f"CLOCK REGRESSION in restored pid {root_sleeper}")
     # post-resume is too late to abort: loud, exit 0; and fail_on_regression = false never fails.
-    assert "CLOCK REGRESSION" in ok(hook("post-resume", images, pid=sleeper))
-    assert "CLOCK REGRESSION" in ok(hook("post-restore", images, pid=sleeper, fail_on_regression=False))
+    assert "CLOCK REGRESSION" in ok(hook("post-resume", images, pid=root_sleeper))
+    assert "CLOCK REGRESSION" in ok(hook("post-restore", images, pid=root_sleeper, fail_on_regression=False))
 
     events = client.restores(record.id)
     assert [(e.pid, e.stage, e.ok) for e in events] == [
-        (restored.pid, "post-restore", True), (sleeper, "post-restore", False),
-        (sleeper, "post-resume", False), (sleeper, "post-restore", False)]
+        (restored.pid, "post-restore", True), (root_sleeper, "post-restore", False),
+        (root_sleeper, "post-resume", False), (root_sleeper, "post-restore", False)]
     assert all(e.dumped.monotonic_ns == dumped.monotonic_ns for e in events)
     assert all(e.policy == 2 for e in events)  # POLICY_SUSPEND: pre-restore rewrote the image
 
@@ -325,8 +325,7 @@ def test_a_dump_again_with_the_hook_starts_afresh(client, far_process, images, h
     assert decode_timens(images.read("timens-0.img")).monotonic_ns == decode_timens(second).monotonic_ns
 
 
-def test_a_dump_again_without_the_hook_is_not_planned_from_the_old_record(client, far_process, images, hook,
-                                                                          sleeper):
+def test_a_dump_again_without_the_hook_is_not_planned_from_the_old_record(client, far_process, images, hook):
     inside, _ = far_process
     dump(client, images, inside)
     ok(hook("post-dump", images, pid=inside))
