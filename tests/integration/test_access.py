@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from helpers.daemon import RunningDaemon
-from helpers.impersonate import ConnectAs, connect_as
+from helpers.impersonate import ConnectAs, as_user, connect_as
 from keeptime import Client, errors
 from keeptime.criu import hook as criu_hook
 from keeptime.criu.image import TimensClocks, encode_timens
@@ -57,7 +57,7 @@ def as_nobody(group_daemon, open_dir):
 
 @pytest.fixture
 def nobody_sleeper():
-    proc = subprocess.Popen(["sleep", "300"], user=NOBODY, group=NOGROUP, extra_groups=[])
+    proc = subprocess.Popen(as_user(NOBODY, NOGROUP, ["sleep", "300"]))
     yield proc.pid
     proc.kill()
     proc.wait()
