@@ -28,8 +28,16 @@ ln -sf "$prefix/bin/keeptimed" /usr/local/bin/keeptimed
 mkdir -p /etc/bash_completion.d
 "$prefix/bin/keeptime" completion bash > /etc/bash_completion.d/keeptime
 
+# The CRIU action script and its configuration (an existing one is kept).
+# CRIU uses it once /etc/criu/default.conf (or runc.conf, crun.conf) names it:
+# see deploy/criu/default.conf.
+install -D -m 0755 "$here/deploy/criu/criu-hook" /usr/libexec/keeptime/criu-hook
+if [ ! -e /etc/keeptime/criu-hook.toml ]; then
+    install -D -m 0644 "$here/deploy/criu/criu-hook.toml" /etc/keeptime/criu-hook.toml
+fi
+
 if $client_only; then
-    echo "keeptime: installed the CLI; it talks to the keeptimed serving $socket"
+    echo "keeptime: installed the CLI and the CRIU hook; they talk to the keeptimed serving $socket"
     exit 0
 fi
 

@@ -69,7 +69,7 @@ def fresh_daemon(tmp_path):
 def nobody_sleeper():
     """pid of a process running as nobody (uid and gid 65534), as most
     processes on a host belong to someone other than root."""
-    proc = subprocess.Popen(as_user(["sleep", "300"], 65534, 65534))
+    proc = subprocess.Popen(as_user(65534, 65534, ["sleep", "300"]))
     yield proc.pid
     proc.kill()
     proc.wait()
@@ -116,3 +116,11 @@ def far_process():
         parent.wait()
         subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
 
+
+@pytest.fixture
+def root_sleeper():
+    """pid of a root process in the host's time namespace: ten days behind a far_process record."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()

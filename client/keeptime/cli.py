@@ -15,6 +15,8 @@ from typing import Optional
 
 from . import __version__, completion, doctor, errors
 from .client import Client
+from .criu import hook as criu_hook
+from .criu.hook import RECORD_FILE, TIMENS_IMAGE
 from .defaults import CONFIG_ENV, DEFAULT_CONFIG, DEFAULT_SOCKET, POLICIES, SOCKET_ENV
 from .timefmt import format_duration, format_ns
 from .v1 import keeptime_pb2 as pb
@@ -33,6 +35,8 @@ examples:
   keeptime wait 5150                         exit status of a restored process
   keeptime exec 5150 -- date                 run a command in pid 5150's clocks
   keeptime list; keeptime show 3f9a; keeptime rm 3f9a; keeptime clocks 5150
+  keeptime restore --criu-images /var/lib/ckpt -- criu restore --unprivileged -D /var/lib/ckpt
+  keeptime restores 3f9a                     verified restores of a record
   keeptime doctor                            is this host ready? what is wrong?
   keeptime COMMAND --help                    each command's options and examples
 
@@ -141,8 +145,12 @@ def build_parser() -> Parser:
 
     p = command("restore", "start CMD in a new time namespace continuing the record's clocks; prints the pid",
                 "  keeptime restore 3f9a --policy freeze -- /usr/bin/myapp --resume\n"
-                "  keeptime restore 3f9a --uid app --env PATH=/usr/bin:/bin --stdout /var/log/app.out -- myapp\n")
-    p.add_argument("record", metavar="ID")
+                "  keeptime restore 3f9a --uid app --env PATH=/usr/bin:/bin --stdout /var/log/app.out -- myapp\n"
+                "  keeptime restore --criu-images /var/lib/ckpt -- criu restore --unprivileged -D /var/lib/ckpt\n")
+    p.add_argument("record", metavar="ID", nargs="?", help="the record (not with --criu-images)")
+    p.add_argument("--criu-images", metavar="DIR",
+                   help=f"take the record from CRIU image directory DIR ({RECORD_FILE}, written by the "
+                        f"criu-hook at dump) and import it; CMD is typically criu restore --unprivileged -D DIR")
     p.add_argument("--policy", choices=POLICIES, default=None, help="freeze, suspend or elapsed (default: the daemon's, suspend)")
     add_command_options(p)
 
@@ -165,6 +173,11 @@ def build_parser() -> Parser:
     p = command("clocks", "print the clocks a live process sees and its time namespace offsets",
                 "  keeptime clocks 5150\n")
     p.add_argument("pid", type=_pid)
+    p = command("restores", "list verified restores (CRIU's post-restore checks), oldest first",
+                "  keeptime restores\n  keeptime restores --json 3f9a\n")
+    p.add_argument("record", metavar="ID", nargs="?", default="", help="only this record's")
+    command("criu-hook", "CRIU action script: run by CRIU with CRTOOLS_* set (see README)",
+            "  keeptime criu-hook     (what /usr/libexec/keeptime/criu-hook runs as CRIU's --action-script)\n")
 
     command("info", "print what keeptimed is and can do: version, kernel support, privileges, configuration",
             "  keeptime info\n  keeptime info --json\n")
@@ -272,6 +285,17 @@ def _print_list(records) -> None:
               f"{r.hostname[:16]:<16}  {format_ns(r.clocks.monotonic_ns)}")
 
 
+def _print_restores(events) -> None:
+    if not events:
+        print("no restores")
+        return
+    print(f"{'#':>5}  {'RECORD':<32}  {'PID':>7}  {'POLICY':<8}  {'STAGE':<13}  {'VERIFIED (UTC)':<29}  VERDICT")
+    for e in events:
+        verdict = "ok" if e.ok else "REGRESSED"
+        print(f"{e.id:>5}  {e.record_id:<32}  {e.pid:>7}  {_policy_name(e.policy):<8}  {e.stage[:13]:<13}  "
+              f"{_when(e.realtime_ns):<29}  {verdict}: {e.message}")
+
+
 def _print_clocks(c: pb.ClocksResponse) -> None:
     where = "the host's" if c.host_namespace else "its own"
     print(f"pid        {c.pid}")
@@ -340,7 +364,9 @@ def run(args, client: Client) -> int:
         plan = client.plan(args.record, args.policy)
         _print_json(message_to_dict(plan)) if as_json else _print_plan(plan)
     elif args.command == "restore":
-        result = client.restore(args.record, policy=args.policy, **_command_kwargs(args))
+        kwargs = _command_kwargs(args)
+        record_id = _criu_record(args, client) if args.criu_images else args.record
+        result = client.restore(record_id, policy=args.policy, **kwargs)
         if as_json:
             _print_json({
                 "pid": result.pid, "mechanism": result.mechanism, "timens_inode": result.timens_inode,
@@ -389,6 +415,9 @@ def run(args, client: Client) -> int:
         status = client.health()
         _print_json({"status": status}) if as_json else print(status)
         return EXIT_OK if status == "SERVING" else EXIT_ERROR
+    elif args.command == "restores":
+        events = client.restores(args.record)
+        _print_json([message_to_dict(e) for e in events]) if as_json else _print_restores(events)
     return EXIT_OK
 
 
@@ -417,6 +446,25 @@ def _fail(status: int, code: str, message: str, line: str, as_json: bool) -> int
     return status
 
 
+def _criu_record(args, client: Client) -> str:
+    """Import the record CRIU's image directory carries; returns its id."""
+    if args.record:
+        raise UsageError("keeptime restore: give a record ID or --criu-images DIR, not both")
+    path = os.path.join(args.criu_images, RECORD_FILE)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise UsageError(f"keeptime restore: cannot read {path}: {exc.strerror} "
+                         f"(was the dump made with the keeptime criu-hook?)") from None
+    record = client.import_record(data)
+    if os.path.exists(os.path.join(args.criu_images, TIMENS_IMAGE)) and "--unprivileged" not in args.argv:
+        print(f"keeptime: warning: {args.criu_images} has {TIMENS_IMAGE}: unless CMD is criu restore "
+              f"--unprivileged, CRIU applies that image itself and the namespace keeptime prepares does "
+              f"not change the restored clocks", file=sys.stderr)
+    return record.id
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the keeptime command."""
     parser = build_parser()
@@ -431,6 +479,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             split = argv.index("--")
             argv, command = argv[:split], argv[split + 1:]
         args = parser.parse_args(argv)
+        if args.command == "criu-hook":
+            if command:
+                raise UsageError("keeptime criu-hook: takes no arguments; CRIU passes everything in CRTOOLS_*")
+            return criu_hook.main(socket=args.socket, timeout=args.timeout)
+        if args.command == "restore" and not args.record and not args.criu_images:
+            raise UsageError("keeptime restore: give a record ID or --criu-images DIR")
         if command:
             if args.command not in ("restore", "exec"):
                 raise UsageError(f"keeptime {args.command}: unexpected arguments after --")

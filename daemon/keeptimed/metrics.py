@@ -186,7 +186,8 @@ class KeeptimeMetrics:
             CLOCK_JUMP_BUCKETS, ("clock",)))
         self.regressions = r.add(Counter(
             "keeptime_clock_regressions_total",
-            "Restores where a clock was seen below its recorded or target value. Must stay 0.", ("clock",)))
+            "Restores (keeptimed's own, and CRIU restores VerifyRestore checked) where a clock was seen below "
+            "its recorded or target value. Must stay 0.", ("clock",)))
         for clock in CLOCKS + ("unknown",):
             self.regressions.inc(0, clock=clock)
 

@@ -212,6 +212,8 @@ class CallerRelay:
             with self._lock:   # registered before gRPC can see a byte of it
                 self._callers[peer] = credentials
             upstream.connect(self.private_socket)
+            # The connection keeps its name for getpeername(); the file is not needed.
+            os.unlink(bound_path)
         except OSError:
             upstream.close()
             self._forget(peer, bound_path)

@@ -19,7 +19,7 @@ import grpc
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import __version__, caps, checkpoint, commands, native, procfs, recordfile, timens
+from . import __version__, caps, checkpoint, commands, criu, native, procfs, recordfile, timens, verify
 from .access import Access, Caller, current_caller, reset_current_caller, set_current_caller
 from .children import Children
 from .errors import Cancelled, DeadlineExceeded, InvalidArgument, KeeptimeError, NotFound, ResourceExhausted
@@ -38,6 +38,7 @@ MECHANISM_ENUMS = {
     "setns": pb.MECHANISM_SETNS,
 }
 OFFSET_ABI_ENUMS = {None: pb.OFFSET_ABI_UNTRIED, True: pb.OFFSET_ABI_SUPPORTED, False: pb.OFFSET_ABI_UNSUPPORTED}
+MAX_STAGE_LENGTH = 64
 DOWNTIME_SOURCES = {
     "same_boot": pb.DOWNTIME_SOURCE_SAME_BOOT,
     "realtime": pb.DOWNTIME_SOURCE_REALTIME,
@@ -184,15 +185,27 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             raise InvalidArgument(f"unknown policy {value}; expected one of freeze, suspend, elapsed")
         return POLICY_NAMES[value]
 
-    def _plan(self, record: pb.Record, policy_value: int) -> RestorePlan:
-        checkpointed = Checkpointed(
+    @staticmethod
+    def _checkpointed(record: pb.Record) -> Checkpointed:
+        return Checkpointed(
             clocks=Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns),
             realtime_ns=record.realtime_ns,
             host_boottime_ns=record.host_clocks.boottime_ns,
             boot_id=record.boot_id,
             hostname=record.hostname,
         )
-        return plan_restore(self._policy(policy_value), checkpointed, self.host.now())
+
+    def _plan(self, record: pb.Record, policy_value: int) -> RestorePlan:
+        return plan_restore(self._policy(policy_value), self._checkpointed(record), self.host.now())
+
+    def _record(self, ref: pb.RecordRef) -> pb.Record:
+        """The record a RecordRef names: from the store, or decoded from its bytes."""
+        which = ref.WhichOneof("ref")
+        if which == "record_id":
+            return self.store.get(ref.record_id, self._owner())
+        if which == "record_file":
+            return recordfile.decode(ref.record_file)
+        raise InvalidArgument("no record given: set record_id or record_file")
 
     @staticmethod
     def _plan_message(record_id: str, plan: RestorePlan) -> pb.Plan:
@@ -425,3 +438,47 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             hostname=socket.gethostname(),
             boot_id=self.host.boot_id,
         )
+
+    @rpc
+    def CheckpointCriuImage(self, request, context):
+        record = criu.record_from_image(request.timens_image, request.root_pid, self.host, dict(request.labels))
+        self.store.add(record, current_caller().owner_uid)
+        note(record=record.id, root_pid=request.root_pid)
+        return pb.CheckpointResponse(record=record)
+
+    @rpc
+    def PlanCriuRestore(self, request, context):
+        record = self._record(request.record)
+        data, plan = criu.plan_image(
+            self._checkpointed(record), request.timens_image, self._policy(request.policy), self.host.now()
+        )
+        note(record=record.id, policy=plan.policy)
+        return pb.PlanCriuRestoreResponse(timens_image=data, plan=self._plan_message(record.id, plan))
+
+    @rpc
+    def VerifyRestore(self, request, context):
+        record = self._record(request.record)
+        pid = _positive_pid(request.pid)
+        caller = current_caller()
+        self.access.check_owns(caller, [pid])
+        if len(request.stage) > MAX_STAGE_LENGTH:
+            raise InvalidArgument(f"stage is longer than {MAX_STAGE_LENGTH} characters")
+        policy = self._policy(request.policy)
+        if request.timens_image:
+            dumped = criu.timens_clocks(request.timens_image)
+        else:
+            dumped = Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns)
+        event = verify.verify(pid, record.id, dumped, self.host)
+        event.policy = POLICY_ENUMS[policy]
+        event.stage = request.stage
+        event.id = self.store.add_restore(event, caller.owner_uid)
+        note(record=record.id, stage=request.stage, ok=event.ok)
+        if not event.ok:
+            for clock in ("monotonic", "boottime"):
+                if getattr(event.clocks, f"{clock}_ns") < getattr(event.dumped, f"{clock}_ns"):
+                    self._regression(clock, f"record {record.id}, pid {pid}, {request.stage}: {event.message}")
+        return pb.VerifyRestoreResponse(event=event)
+
+    @rpc
+    def ListRestores(self, request, context):
+        return pb.ListRestoresResponse(events=self.store.list_restores(request.record_id, self._owner()))

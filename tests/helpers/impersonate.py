@@ -28,17 +28,19 @@ def connector() -> str:
     return _built["path"]
 
 
-def as_user(argv: list, uid: int, gid: int) -> list:
-    """argv run as uid/gid with no supplementary groups, through setpriv
-    (util-linux). Not subprocess's user=/group=: those make it fork() instead
-    of vfork(), and a fork() of this process, which runs gRPC threads, can
-    hang in gRPC's fork handlers."""
+def as_user(uid: int, gid: int, argv: list[str]) -> list[str]:
+    """argv to run argv as uid/gid with no supplementary groups.
+
+    Not subprocess's user=/group=: with those it calls fork() instead of
+    vfork(), holding the GIL, and fork() runs gRPC's atfork handler, which
+    waits for gRPC threads that may be waiting for the GIL: a hang.
+    """
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv]
 
 
 def connect_as(uid: int, gid: int, target: str) -> subprocess.CompletedProcess:
     """Try one connect() to target as uid/gid; returncode 0 on success, else stdout names the error."""
-    return subprocess.run(as_user([connector(), "once", target], uid, gid),
+    return subprocess.run(as_user(uid, gid, [connector(), "once", target]),
                           capture_output=True, text=True, timeout=30)
 
 
@@ -50,7 +52,7 @@ class ConnectAs:
         ours, theirs = socket.socketpair()
         self._control = ours
         self._connector = subprocess.Popen(
-            as_user([connector(), "serve", str(theirs.fileno()), target], uid, gid), pass_fds=(theirs.fileno(),),
+            as_user(uid, gid, [connector(), "serve", str(theirs.fileno()), target]), pass_fds=(theirs.fileno(),),
         )
         theirs.close()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -254,3 +254,22 @@ def test_health_and_watchdog_follow_the_daemons_own_checks(tmp_path):
     finally:
         daemon.stop()
         listener.close()
+
+
+def test_a_regression_verify_restore_finds_is_counted(fresh_daemon, far_process, root_sleeper):
+    """CRIU's post-restore check (VerifyRestore) is the other place a clock
+    regression can be seen: it counts in the same metric, per clock."""
+    fresh_daemon.stop()
+    fresh_daemon.start("--metrics-address", "127.0.0.1:0")
+    inside, _ = far_process
+    with fresh_daemon.client() as c:
+        address = c.info().metrics_address
+        record = c.checkpoint_record(inside)          # ten days ahead of the host
+        event = c.verify_restore(root_sleeper, record_id=record.id, stage="post-restore")
+    assert not event.ok
+    samples, _, _ = scrape(address)
+    assert value(samples, "keeptime_clock_regressions_total", clock="monotonic") == 1
+    assert value(samples, "keeptime_clock_regressions_total", clock="boottime") == 1
+    assert value(samples, "keeptime_requests_total", rpc="VerifyRestore", status="OK") == 1
+    errors_logged = [json.loads(line) for line in fresh_daemon.log().splitlines() if '"level": "error"' in line]
+    assert [line["clock"] for line in errors_logged] == ["monotonic", "boottime"]

@@ -23,7 +23,7 @@ def cli(*args, socket=None, user=None, timeout=120):
     """The keeptime CLI, optionally as another user (setpriv, util-linux)."""
     argv = [sys.executable, "-m", "keeptime.cli", *(["--socket", socket] if socket else []), *args]
     if user is not None:
-        argv = as_user(argv, user, user)
+        argv = as_user(user, user, argv)
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 

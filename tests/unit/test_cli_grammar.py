@@ -70,3 +70,15 @@ def test_help_has_examples(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "keeptime restore 3f9a --policy freeze --" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["restore", "--", "true"], "give a record ID or --criu-images DIR"),
+    (["restore", "abcd", "--criu-images", "/", "--", "true"], "not both"),
+    (["restore", "--criu-images", "/nonexistent-dir", "--", "true"], "cannot read /nonexistent-dir/keeptime-record.bin"),
+    (["criu-hook", "--", "x"], "takes no arguments"),
+])
+def test_criu_usage_errors_are_one_line_and_exit_2(capsys, argv, message):
+    assert cli.main(["--socket", "/nonexistent", *argv]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -32,7 +32,7 @@ def complete(script: str, line: str) -> list[str]:
 
 
 @pytest.mark.parametrize("line, expected", [
-    ("keeptime res", ["restore"]),
+    ("keeptime res", ["restore", "restores"]),
     ("keeptime --socket /tmp/k.sock d", ["doctor"]),
     ("keeptime plan 3f9a --policy ", ["elapsed", "freeze", "suspend"]),
     ("keeptime doctor --no", ["--no-criu"]),
