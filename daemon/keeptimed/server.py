@@ -43,7 +43,7 @@ class Settings:
     workers: int = 32
     grace_seconds: float = 10.0
     default_policy: str = "suspend"
-    socket_group: Optional[str] = None      # opens the socket to a group: root-equivalent
+    socket_group: Optional[str] = None      # opens the socket to a group (members confined, see access.py)
     tcp_address: Optional[str] = None       # HOST:PORT, mutual TLS unless insecure_loopback
     tls_cert: Optional[str] = None
     tls_key: Optional[str] = None
