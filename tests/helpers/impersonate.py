@@ -7,7 +7,9 @@ a socket path of its own and pumps each connection to such a handed-back
 socket: a keeptime.Client pointed at ConnectAs.path is, to keeptimed, a
 client running as uid/gid.
 """
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -21,6 +23,7 @@ def connector() -> str:
     """The compiled connect_as helper, in a directory every user can read."""
     if "path" not in _built:
         out_dir = tempfile.mkdtemp(prefix="keeptime-connect-as-")
+        atexit.register(shutil.rmtree, out_dir, True)
         os.chmod(out_dir, 0o755)
         out = os.path.join(out_dir, "connect_as")
         subprocess.run(["gcc", "-O2", "-Wall", "-o", out, os.path.join(HERE, "connect_as.c")], check=True)
