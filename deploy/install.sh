@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Install keeptime system-wide and start keeptimed on its embedded defaults:
 #   socket /run/keeptime/keeptime.sock (0600), records /var/lib/keeptime/keeptime.db
-# Usage: sudo deploy/install.sh        (KEEPTIME_PREFIX overrides /opt/keeptime)
+# Usage: sudo deploy/install.sh [--client-only]   (KEEPTIME_PREFIX overrides /opt/keeptime)
+#   --client-only  install the keeptime CLI and library but start no daemon:
+#                  for nodes where keeptimed runs as the Kubernetes DaemonSet
 set -euo pipefail
+client_only=false
+case "${1:-}" in
+    "") ;;
+    --client-only) client_only=true ;;
+    *) echo "usage: install.sh [--client-only]" >&2; exit 2 ;;
+esac
 here=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${KEEPTIME_PREFIX:-/opt/keeptime}
 socket=/run/keeptime/keeptime.sock
@@ -15,6 +23,29 @@ python3 -m venv "$prefix"
 "$prefix/bin/pip" install --quiet --disable-pip-version-check "$here"
 ln -sf "$prefix/bin/keeptime" /usr/local/bin/keeptime
 ln -sf "$prefix/bin/keeptimed" /usr/local/bin/keeptimed
+
+# Bash completion for keeptime, in new shells.
+mkdir -p /etc/bash_completion.d
+"$prefix/bin/keeptime" completion bash > /etc/bash_completion.d/keeptime
+
+# The CRIU action script and its configuration (an existing one is kept).
+# CRIU uses it once /etc/criu/default.conf (or runc.conf, crun.conf) names it:
+# see deploy/criu/default.conf.
+install -D -m 0755 "$here/deploy/criu/criu-hook" /usr/libexec/keeptime/criu-hook
+if [ ! -e /etc/keeptime/criu-hook.toml ]; then
+    install -D -m 0644 "$here/deploy/criu/criu-hook.toml" /etc/keeptime/criu-hook.toml
+fi
+
+if $client_only; then
+    echo "keeptime: installed the CLI and the CRIU hook; they talk to the keeptimed serving $socket"
+    exit 0
+fi
+
+# An example configuration, every key commented out (the defaults apply);
+# an existing one is never overwritten.
+if [ ! -e /etc/keeptime/keeptimed.toml ]; then
+    install -D -m 0644 "$here/deploy/keeptimed.toml" /etc/keeptime/keeptimed.toml
+fi
 
 if [ -d /run/systemd/system ]; then
     install -m 0644 "$here/deploy/systemd/keeptimed.service" /etc/systemd/system/keeptimed.service

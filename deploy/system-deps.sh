@@ -2,8 +2,14 @@
 # Debian packages keeptime needs to build and run: a C compiler and Python's
 # headers for the cffi module, venv, and util-linux's unshare (used by tests
 # and operators). Installs only what is missing.
+# Usage: deploy/system-deps.sh [--test]
+#   --test  also what the test suite uses: systemd's systemd-analyze, to verify
+#           the unit file (installing the package does not start systemd)
 set -euo pipefail
 need=()
+if [ "${1:-}" = --test ]; then
+    command -v systemd-analyze >/dev/null || need+=(systemd)
+fi
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 python3 - <<'PY' || need+=(python3-dev)
 import os, sys, sysconfig

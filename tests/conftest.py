@@ -9,6 +9,7 @@ import time
 import pytest
 
 from helpers.daemon import RunningDaemon
+from helpers.impersonate import as_user
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -65,6 +66,16 @@ def fresh_daemon(tmp_path):
 
 
 @pytest.fixture
+def nobody_sleeper():
+    """pid of a process running as nobody (uid and gid 65534), as most
+    processes on a host belong to someone other than root."""
+    proc = subprocess.Popen(as_user(65534, 65534, ["sleep", "300"]))
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
 def client(daemon):
     with daemon.client() as c:
         yield c
@@ -114,3 +125,11 @@ def far_process():
         parent.wait()
         subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
 
+
+@pytest.fixture
+def root_sleeper():
+    """pid of a root process in the host's time namespace: ten days behind a far_process record."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${KEEPTIME_TEST_VENV:-.venv}
-bash deploy/system-deps.sh
+bash deploy/system-deps.sh --test
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -e '.[test]'
 exec "$venv/bin/python" -m pytest "$@"

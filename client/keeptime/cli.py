@@ -13,9 +13,11 @@ import sys
 from typing import Optional
 
 
-from . import __version__, errors
+from . import __version__, completion, doctor, errors
 from .client import Client
-from .defaults import DEFAULT_SOCKET, POLICIES, SOCKET_ENV
+from .criu import hook as criu_hook
+from .criu.hook import RECORD_FILE, TIMENS_IMAGE
+from .defaults import CONFIG_ENV, DEFAULT_CONFIG, DEFAULT_SOCKET, POLICIES, SOCKET_ENV
 from .timefmt import format_duration, format_ns
 from .v1 import keeptime_pb2 as pb
 
@@ -33,9 +35,15 @@ examples:
   keeptime wait 5150                         exit status of a restored process
   keeptime exec 5150 -- date                 run a command in pid 5150's clocks
   keeptime list; keeptime show 3f9a; keeptime rm 3f9a; keeptime clocks 5150
+  keeptime restore --criu-images /var/lib/ckpt -- criu restore --unprivileged -D /var/lib/ckpt
+  keeptime restores 3f9a                     verified restores of a record
+  keeptime doctor                            is this host ready? what is wrong?
+  keeptime COMMAND --help                    each command's options and examples
 
-exit status: 0 ok, 1 the daemon refused or failed, 2 usage or invalid argument,
-3 keeptimed unreachable; `wait` exits with the waited process's status.
+exit status: 0 ok, 1 the daemon refused or failed (doctor: a blocking problem;
+health: not serving), 2 usage or invalid argument, 3 keeptimed unreachable;
+`wait` exits with the waited process's status. Errors are one line on stderr;
+with --json, one JSON object: {"error": {"code", "message"}, "exit_status"}.
 """
 
 
@@ -106,15 +114,19 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"keeptime {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
-    def command(name: str, help_text: str) -> Parser:
-        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+    def command(name: str, help_text: str, examples: str = "") -> Parser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text,
+                              epilog=f"examples:\n{examples}" if examples else None,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    p = command("checkpoint", "record the clocks of the process tree rooted at PID; prints the record id")
+    p = command("checkpoint", "record the clocks of the process tree rooted at PID; prints the record id",
+                "  keeptime checkpoint 4242\n  keeptime checkpoint --label app=db --json 4242\n")
     p.add_argument("pid", type=_pid)
     p.add_argument("--label", action="append", type=_key_value, default=[], metavar="K=V",
                    help="attach a label to the record (repeatable)")
 
-    p = command("plan", "show the targets and offsets a restore would use now, without spawning")
+    p = command("plan", "show the targets and offsets a restore would use now, without spawning",
+                "  keeptime plan 3f9a --policy suspend\n")
     p.add_argument("record", metavar="ID")
     p.add_argument("--policy", choices=POLICIES, default=None, help="freeze, suspend or elapsed (default: the daemon's, suspend)")
 
@@ -131,27 +143,56 @@ def build_parser() -> Parser:
         p.add_argument("argv", nargs="*", default=[], metavar="CMD ARGS",
                        help="the command to run; put it after -- when it has options of its own")
 
-    p = command("restore", "start CMD in a new time namespace continuing the record's clocks; prints the pid")
-    p.add_argument("record", metavar="ID")
+    p = command("restore", "start CMD in a new time namespace continuing the record's clocks; prints the pid",
+                "  keeptime restore 3f9a --policy freeze -- /usr/bin/myapp --resume\n"
+                "  keeptime restore 3f9a --uid app --env PATH=/usr/bin:/bin --stdout /var/log/app.out -- myapp\n"
+                "  keeptime restore --criu-images /var/lib/ckpt -- criu restore --unprivileged -D /var/lib/ckpt\n")
+    p.add_argument("record", metavar="ID", nargs="?", help="the record (not with --criu-images)")
+    p.add_argument("--criu-images", metavar="DIR",
+                   help=f"take the record from CRIU image directory DIR ({RECORD_FILE}, written by the "
+                        f"criu-hook at dump) and import it; CMD is typically criu restore --unprivileged -D DIR")
     p.add_argument("--policy", choices=POLICIES, default=None, help="freeze, suspend or elapsed (default: the daemon's, suspend)")
     add_command_options(p)
 
-    p = command("exec", "start CMD inside the time namespace of the live process PID; prints the pid")
+    p = command("exec", "start CMD inside the time namespace of the live process PID; prints the pid",
+                "  keeptime exec 5150 -- cat /proc/uptime\n")
     p.add_argument("pid", type=_pid)
     add_command_options(p)
 
-    p = command("wait", "wait for a process started by restore or exec; prints and exits with its status")
+    p = command("wait", "wait for a process started by restore or exec; prints and exits with its status",
+                "  keeptime wait 5150; echo $?\n  keeptime wait --timeout 10 5150\n")
     p.add_argument("pid", type=_pid)
     p.add_argument("--timeout", type=float, default=argparse.SUPPRESS, dest="wait_timeout",
                    help="give up after this many seconds (default: wait forever)")
 
-    p = command("show", "print a record")
+    p = command("show", "print a record", "  keeptime show 3f9a\n  keeptime show --json 3f9a\n")
     p.add_argument("record", metavar="ID")
-    command("list", "list records, oldest first")
-    p = command("rm", "delete a record")
+    command("list", "list records, oldest first", "  keeptime list\n  keeptime list --json\n")
+    p = command("rm", "delete a record", "  keeptime rm 3f9a\n")
     p.add_argument("record", metavar="ID")
-    p = command("clocks", "print the clocks a live process sees and its time namespace offsets")
+    p = command("clocks", "print the clocks a live process sees and its time namespace offsets",
+                "  keeptime clocks 5150\n")
     p.add_argument("pid", type=_pid)
+    p = command("restores", "list verified restores (CRIU's post-restore checks), oldest first",
+                "  keeptime restores\n  keeptime restores --json 3f9a\n")
+    p.add_argument("record", metavar="ID", nargs="?", default="", help="only this record's")
+    command("criu-hook", "CRIU action script: run by CRIU with CRTOOLS_* set (see README)",
+            "  keeptime criu-hook     (what /usr/libexec/keeptime/criu-hook runs as CRIU's --action-script)\n")
+
+    command("info", "print what keeptimed is and can do: version, kernel support, privileges, configuration",
+            "  keeptime info\n  keeptime info --json\n")
+    command("health", "exit 0 when keeptimed serves, 1 when it does not (shutting down), 3 when unreachable",
+            "  keeptime --timeout 5 health       (the Kubernetes probe)\n")
+    p = command("doctor", "check that this host can checkpoint and restore; exit 1 on a blocking problem",
+                "  keeptime doctor\n  keeptime doctor --json --no-criu\n")
+    p.add_argument("--config", metavar="FILE",
+                   help=f"configuration file to validate (default: the daemon's, else ${CONFIG_ENV} "
+                        f"or {DEFAULT_CONFIG})")
+    p.add_argument("--no-criu", action="store_true", help="do not look for CRIU or run `criu check`")
+    p = command("completion", "print a shell completion script",
+                "  keeptime completion bash > /etc/bash_completion.d/keeptime\n"
+                "  source <(keeptime completion bash)\n")
+    p.add_argument("shell", choices=completion.SHELLS)
     return parser
 
 
@@ -244,6 +285,17 @@ def _print_list(records) -> None:
               f"{r.hostname[:16]:<16}  {format_ns(r.clocks.monotonic_ns)}")
 
 
+def _print_restores(events) -> None:
+    if not events:
+        print("no restores")
+        return
+    print(f"{'#':>5}  {'RECORD':<32}  {'PID':>7}  {'POLICY':<8}  {'STAGE':<13}  {'VERIFIED (UTC)':<29}  VERDICT")
+    for e in events:
+        verdict = "ok" if e.ok else "REGRESSED"
+        print(f"{e.id:>5}  {e.record_id:<32}  {e.pid:>7}  {_policy_name(e.policy):<8}  {e.stage[:13]:<13}  "
+              f"{_when(e.realtime_ns):<29}  {verdict}: {e.message}")
+
+
 def _print_clocks(c: pb.ClocksResponse) -> None:
     where = "the host's" if c.host_namespace else "its own"
     print(f"pid        {c.pid}")
@@ -251,6 +303,41 @@ def _print_clocks(c: pb.ClocksResponse) -> None:
     print(_clock_line("sees", c.clocks))
     print(_clock_line("offsets", c.offsets))
     print(_clock_line("host", c.host_clocks))
+
+
+def _print_info(info: pb.GetInfoResponse) -> None:
+    missing = ", ".join(m.name for m in info.missing_capabilities) or "none"
+    abi = pb.OffsetAbi.Name(info.offset_abi).removeprefix("OFFSET_ABI_").lower()
+    limit = "unknown" if info.max_time_namespaces < 0 else str(info.max_time_namespaces)
+    rows = [
+        ("version", f"keeptimed {info.version}, pid {info.pid}, started {_when(info.started_realtime_ns)}"),
+        ("kernel", f"{info.kernel_release}, time namespaces {'yes' if info.time_namespaces else 'NO'}, "
+                   f"limit {limit} per user namespace"),
+        ("clone3 offsets", abi),
+        ("time namespace", f"{info.timens_inode} ({'the host' if info.host_time_namespace else 'its own'})"),
+        ("capabilities", f"{len(info.capabilities)} effective; missing needed: {missing}"),
+        ("records", str(info.record_count)),
+        ("children", f"{info.children_running} running"),
+        ("socket", info.socket_path),
+        ("db", info.db_path),
+        ("config", info.config_path + ("" if info.config_file_loaded else " (absent: embedded defaults)")),
+        ("metrics", f"http://{info.metrics_address}/metrics" if info.metrics_address else "off"),
+        ("default policy", _policy_name(info.default_policy)),
+        ("host", f"{info.hostname} (boot {info.boot_id})"),
+    ]
+    for key, value in rows:
+        print(f"{key:<16}{value}")
+
+
+def _print_doctor(report: dict) -> None:
+    for check in report["checks"]:
+        print(f"{check['status']:<6}{check['name']:<17}{check['summary']}")
+    warnings = sum(c["status"] == doctor.WARN for c in report["checks"])
+    problems = sum(c["status"] == doctor.FAIL for c in report["checks"])
+    if problems:
+        print(f"{problems} blocking problem(s), {warnings} warning(s)")
+    else:
+        print(f"no blocking problem, {warnings} warning(s)")
 
 
 # -- commands -----------------------------------------------------------------
@@ -277,7 +364,9 @@ def run(args, client: Client) -> int:
         plan = client.plan(args.record, args.policy)
         _print_json(message_to_dict(plan)) if as_json else _print_plan(plan)
     elif args.command == "restore":
-        result = client.restore(args.record, policy=args.policy, **_command_kwargs(args))
+        kwargs = _command_kwargs(args)
+        record_id = _criu_record(args, client) if args.criu_images else args.record
+        result = client.restore(record_id, policy=args.policy, **kwargs)
         if as_json:
             _print_json({
                 "pid": result.pid, "mechanism": result.mechanism, "timens_inode": result.timens_inode,
@@ -319,13 +408,69 @@ def run(args, client: Client) -> int:
     elif args.command == "clocks":
         clocks = client.clocks(args.pid)
         _print_json(message_to_dict(clocks)) if as_json else _print_clocks(clocks)
+    elif args.command == "info":
+        info = client.info()
+        _print_json(message_to_dict(info)) if as_json else _print_info(info)
+    elif args.command == "health":
+        status = client.health()
+        _print_json({"status": status}) if as_json else print(status)
+        return EXIT_OK if status == "SERVING" else EXIT_ERROR
+    elif args.command == "restores":
+        events = client.restores(args.record)
+        _print_json([message_to_dict(e) for e in events]) if as_json else _print_restores(events)
     return EXIT_OK
+
+
+def run_local(args) -> int:
+    """Commands that do not go through one daemon call: completion, doctor."""
+    if args.command == "completion":
+        sys.stdout.write(completion.bash(build_parser()))
+        return EXIT_OK
+    socket_path = args.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+    report = doctor.run(socket_path, min(args.timeout, 10.0), args.config, criu=not args.no_criu)
+    if args.json:
+        info = report["daemon"]
+        _print_json({**report, "daemon": message_to_dict(info) if info is not None else None})
+    else:
+        _print_doctor(report)
+    return EXIT_OK if report["ok"] else EXIT_ERROR
+
+
+def _fail(status: int, code: str, message: str, line: str, as_json: bool) -> int:
+    """Report an error on stderr: its line, or with --json one JSON object
+    {"error": {"code", "message"}, "exit_status"}; returns the exit status."""
+    if as_json:
+        print(json.dumps({"error": {"code": code, "message": message}, "exit_status": status}), file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
+    return status
+
+
+def _criu_record(args, client: Client) -> str:
+    """Import the record CRIU's image directory carries; returns its id."""
+    if args.record:
+        raise UsageError("keeptime restore: give a record ID or --criu-images DIR, not both")
+    path = os.path.join(args.criu_images, RECORD_FILE)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise UsageError(f"keeptime restore: cannot read {path}: {exc.strerror} "
+                         f"(was the dump made with the keeptime criu-hook?)") from None
+    record = client.import_record(data)
+    if os.path.exists(os.path.join(args.criu_images, TIMENS_IMAGE)) and "--unprivileged" not in args.argv:
+        print(f"keeptime: warning: {args.criu_images} has {TIMENS_IMAGE}: unless CMD is criu restore "
+              f"--unprivileged, CRIU applies that image itself and the namespace keeptime prepares does "
+              f"not change the restored clocks", file=sys.stderr)
+    return record.id
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the keeptime command."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Known before parsing, so that even a usage error comes out as JSON.
+    as_json = "--json" in argv[:argv.index("--")] if "--" in argv else "--json" in argv
     try:
         # Everything after the first "--" is the command to run, untouched by
         # option parsing (argparse would otherwise read its options as ours).
@@ -334,22 +479,29 @@ def main(argv: Optional[list[str]] = None) -> int:
             split = argv.index("--")
             argv, command = argv[:split], argv[split + 1:]
         args = parser.parse_args(argv)
+        if args.command == "criu-hook":
+            if command:
+                raise UsageError("keeptime criu-hook: takes no arguments; CRIU passes everything in CRTOOLS_*")
+            return criu_hook.main(socket=args.socket, timeout=args.timeout)
+        if args.command == "restore" and not args.record and not args.criu_images:
+            raise UsageError("keeptime restore: give a record ID or --criu-images DIR")
         if command:
             if args.command not in ("restore", "exec"):
                 raise UsageError(f"keeptime {args.command}: unexpected arguments after --")
             args.argv = list(args.argv) + command
+        if args.command in ("completion", "doctor"):
+            return run_local(args)
         with Client(socket=args.socket, timeout=args.timeout) as client:
             return run(args, client)
     except UsageError as exc:
-        print(f"{exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(EXIT_USAGE, "USAGE", str(exc), f"{exc}", as_json)
     except errors.KeeptimeError as exc:
-        print(f"keeptime: {exc}", file=sys.stderr)
+        status = EXIT_ERROR
         if isinstance(exc, errors.Unavailable):
-            return EXIT_UNAVAILABLE
-        if isinstance(exc, errors.InvalidArgument):
-            return EXIT_USAGE
-        return EXIT_ERROR
+            status = EXIT_UNAVAILABLE
+        elif isinstance(exc, errors.InvalidArgument):
+            status = EXIT_USAGE
+        return _fail(status, exc.code.name, exc.message, f"keeptime: {exc}", as_json)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

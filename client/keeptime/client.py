@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import errors
 from .defaults import DEFAULT_SOCKET, POLICIES, SOCKET_ENV
@@ -50,6 +51,12 @@ class ExecResult:
 
 
 @dataclass(frozen=True)
+class CriuRestorePlan:
+    timens_image: bytes     # the timens-0.img CRIU should read
+    plan: pb.Plan
+
+
+@dataclass(frozen=True)
 class ExitStatus:
     pid: int
     exit_code: int          # meaningful when signal == 0
@@ -63,6 +70,12 @@ def _policy(policy: Optional[str]) -> int:
     if policy not in POLICY_ENUMS:
         raise errors.InvalidArgument(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
     return POLICY_ENUMS[policy]
+
+
+def _record_ref(record_id: Optional[str], record_file: Optional[bytes]) -> pb.RecordRef:
+    if (record_id is None) == (record_file is None):
+        raise errors.InvalidArgument("give exactly one of record_id and record_file")
+    return pb.RecordRef(record_id=record_id) if record_id is not None else pb.RecordRef(record_file=record_file)
 
 
 def _command(argv: Sequence[str], env: Optional[Mapping[str, str] | Iterable[str]], cwd: Optional[str],
@@ -116,6 +129,7 @@ class Client:
             self.socket = socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
             self._channel = grpc.insecure_channel(f"unix:{os.path.abspath(self.socket)}")
         self._stub = pb_grpc.KeeptimeStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -126,9 +140,9 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, method: str, request, timeout: Optional[float] = -1.0):
+    def _call(self, method: str, request, timeout: Optional[float] = -1.0, stub=None):
         try:
-            return getattr(self._stub, method)(request, timeout=self.timeout if timeout == -1.0 else timeout)
+            return getattr(stub or self._stub, method)(request, timeout=self.timeout if timeout == -1.0 else timeout)
         except grpc.RpcError as exc:
             raise errors.from_rpc_error(exc, self.socket) from None
 
@@ -230,3 +244,50 @@ class Client:
     def clocks(self, pid: int) -> pb.ClocksResponse:
         """The clocks pid sees now, its time namespace and offsets."""
         return self._call("Clocks", pb.ClocksRequest(pid=pid))
+
+    # -- the daemon itself ----------------------------------------------------
+
+    def info(self) -> pb.GetInfoResponse:
+        """Version, kernel support, privileges and configuration of keeptimed."""
+        return self._call("GetInfo", pb.GetInfoRequest())
+
+    def health(self, service: str = "") -> str:
+        """grpc.health.v1 status of keeptimed ("" is the whole server): "SERVING",
+        "NOT_SERVING" (e.g. shutting down), ..."""
+        reply = self._call("Check", health_pb2.HealthCheckRequest(service=service), stub=self._health)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    # -- CRIU ---------------------------------------------------------------
+
+    def checkpoint_criu_image(self, timens_image: bytes, root_pid: int = 0,
+                              labels: Optional[Mapping[str, str]] = None) -> pb.Record:
+        """Record the clocks a CRIU dump saw, from its timens-0.img bytes."""
+        return self._call("CheckpointCriuImage", pb.CheckpointCriuImageRequest(
+            timens_image=timens_image, root_pid=root_pid, labels=dict(labels or {}),
+        )).record
+
+    def plan_criu_restore(self, timens_image: bytes, record_id: Optional[str] = None,
+                          record_file: Optional[bytes] = None, policy: Optional[str] = None) -> CriuRestorePlan:
+        """The timens-0.img that makes CRIU resume the dump under policy.
+
+        timens_image is CRIU's original image; the record is named by id or
+        given as record-file bytes (exactly one of them).
+        """
+        response = self._call("PlanCriuRestore", pb.PlanCriuRestoreRequest(
+            record=_record_ref(record_id, record_file), timens_image=timens_image, policy=_policy(policy),
+        ))
+        return CriuRestorePlan(response.timens_image, response.plan)
+
+    def verify_restore(self, pid: int, record_id: Optional[str] = None, record_file: Optional[bytes] = None,
+                       policy: Optional[str] = None, timens_image: Optional[bytes] = None,
+                       stage: str = "") -> pb.RestoreEvent:
+        """Check that restored pid's clocks are not below the dumped ones; the
+        daemon stores and returns the verdict (``.ok``, ``.message``)."""
+        return self._call("VerifyRestore", pb.VerifyRestoreRequest(
+            record=_record_ref(record_id, record_file), pid=pid, policy=_policy(policy),
+            timens_image=timens_image or b"", stage=stage,
+        )).event
+
+    def restores(self, record_id: str = "") -> "list[pb.RestoreEvent]":
+        """Stored restore events, oldest first; only one record's when given."""
+        return list(self._call("ListRestores", pb.ListRestoresRequest(record_id=record_id)).events)

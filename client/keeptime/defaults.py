@@ -6,3 +6,5 @@ DEFAULT_SOCKET = "/run/keeptime/keeptime.sock"
 DEFAULT_DB = "/var/lib/keeptime/keeptime.db"
 POLICIES = ("freeze", "suspend", "elapsed")
 DEFAULT_POLICY = "suspend"
+CONFIG_ENV = "KEEPTIME_CONFIG"
+DEFAULT_CONFIG = "/etc/keeptime/keeptimed.toml"

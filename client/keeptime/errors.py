@@ -59,9 +59,15 @@ class Unavailable(KeeptimeError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Unimplemented(KeeptimeError):
+    """The daemon does not know the call: it is older than this client."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 _BY_CODE = {cls.code: cls for cls in (
     InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, OutOfRange,
-    PermissionDenied, ResourceExhausted, DataLoss, DeadlineExceeded, Unavailable,
+    PermissionDenied, ResourceExhausted, DataLoss, DeadlineExceeded, Unavailable, Unimplemented,
 )}
 
 
@@ -70,6 +76,9 @@ def from_rpc_error(exc: grpc.RpcError, socket_path: str) -> KeeptimeError:
     daemon could not be reached at all."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        details = (f"keeptimed at {socket_path} does not know this call: it is older than this keeptime "
+                   f"(restart it after upgrading): {details}")
     if code == grpc.StatusCode.UNAVAILABLE:
         details = f"cannot reach keeptimed at {socket_path} (is it running, and may you use its socket?): {details}"
     return _BY_CODE.get(code, KeeptimeError)(details, code)

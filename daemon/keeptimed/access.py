@@ -25,6 +25,8 @@ from .relay import CallerRelay
 UNPRIVILEGED_RPCS = frozenset({
     "Checkpoint", "Plan", "Restore", "Wait", "GetRecord", "ListRecords", "DeleteRecord",
     "Clocks", "Exec", "ExportRecord", "ImportRecord",
+    # The CRIU hook runs as the user under rootless CRIU.
+    "CheckpointCriuImage", "PlanCriuRestore", "VerifyRestore", "ListRestores",
 })
 
 

@@ -3,12 +3,12 @@
 The tree is walked first and the clocks are read last, in one burst, so the
 recorded values are as late as anything in the tree could have read.
 """
-import uuid
 from collections import deque
 from typing import Optional
 
 import psutil
 
+from keeptime.recordfile import new_record_id
 from keeptime.v1 import keeptime_pb2 as pb
 
 from . import procfs, timens
@@ -17,11 +17,6 @@ from .hostclock import HostClock
 from .policies import Clocks
 
 MAX_TREE_SIZE = 100_000
-
-
-def new_record_id() -> str:
-    """A fresh record id: 32 lowercase hex digits."""
-    return uuid.uuid4().hex
 
 
 def _tree(root: int) -> list[tuple[int, int]]:

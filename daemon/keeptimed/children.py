@@ -56,6 +56,10 @@ class Children:
             self._owners[pid] = owner_uid
         self._epoll.register(pidfd, select.EPOLLIN)
 
+    def alive(self) -> bool:
+        """Whether the reaper still runs (it only stops at close())."""
+        return self._thread.is_alive()
+
     def owner_of(self, pid: int) -> Optional[int]:
         """The uid pid was started for, while its status is still known."""
         with self._cond:

@@ -48,3 +48,11 @@ class DataLoss(KeeptimeError):
 
 class Internal(KeeptimeError):
     status = "INTERNAL"
+
+
+class DeadlineExceeded(KeeptimeError):
+    status = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(KeeptimeError):
+    status = "CANCELLED"

@@ -1,14 +1,39 @@
-"""keeptimed command line: ``keeptimed [--socket PATH] [--db PATH]``."""
+"""keeptimed command line: ``keeptimed [--config FILE] [--socket PATH] [--db PATH] ...``.
+
+Exit status: 0 after a clean shutdown (or --print-config, --version), 1 when
+the daemon cannot start (the message says why), 2 for a bad flag or
+configuration value.
+"""
 import argparse
-import logging
 import os
 import sys
 
-from keeptime.defaults import DB_ENV, DEFAULT_DB, DEFAULT_SOCKET, SOCKET_ENV
+from keeptime.defaults import CONFIG_ENV, DEFAULT_CONFIG
 
-from . import __version__
-from .policies import POLICIES
-from .server import Daemon, Settings, StartupError
+from . import __version__, config, logs
+from .sdnotify import Notifier
+from .server import Daemon, StartupError
+
+EXIT_STARTUP = 1
+EXIT_CONFIG = 2
+
+EPILOG = f"""\
+Every setting can also be given in the configuration file ({DEFAULT_CONFIG},
+or --config / {CONFIG_ENV}) as `key = value` with the flag's name in snake_case,
+or as KEEPTIME_<KEY> in the environment. Precedence: flags > environment > file > defaults.
+
+examples:
+  keeptimed                                   serve with the file's settings or the defaults
+  keeptimed --metrics-address 127.0.0.1:9540  also serve Prometheus metrics
+  keeptimed --config ./keeptimed.toml --print-config
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and exit status 2 instead of a usage dump."""
+
+    def error(self, message: str):
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _ensure_standard_fds() -> None:
@@ -20,64 +45,49 @@ def _ensure_standard_fds() -> None:
             os.open(os.devnull, os.O_RDWR)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    """keeptimed's flags: --config, --print-config, --version and one per setting."""
+    parser = Parser(
         prog="keeptimed",
         description="keeptime daemon: records process-tree clocks and restores them in time namespaces.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--socket", default=os.environ.get(SOCKET_ENV, DEFAULT_SOCKET),
-                        help=f"unix socket to serve on (env {SOCKET_ENV}; default {DEFAULT_SOCKET})")
-    parser.add_argument("--db", default=os.environ.get(DB_ENV, DEFAULT_DB),
-                        help=f"SQLite record store (env {DB_ENV}; default {DEFAULT_DB})")
-    parser.add_argument("--default-policy", choices=POLICIES, default="suspend",
-                        help="policy used when a request names none (default suspend)")
-    parser.add_argument("--workers", type=int, default=32, help="concurrent RPCs served (default 32)")
-    parser.add_argument("--grace", type=float, default=10.0,
-                        help="seconds in-flight calls get to finish at shutdown (default 10)")
-    parser.add_argument("--socket-group", default=None, metavar="GROUP",
-                        help="let GROUP's members call keeptimed (socket mode 0660). They are confined to their "
-                             "own processes and uid, but reach a root daemon: grant it like the docker group")
-    parser.add_argument("--tcp", default=None, metavar="HOST:PORT",
-                        help="also listen on TCP for migration tooling; needs mutual TLS")
-    parser.add_argument("--tls-cert", default=None, help="server certificate (PEM) for --tcp")
-    parser.add_argument("--tls-key", default=None, help="server private key (PEM) for --tcp")
-    parser.add_argument("--tls-client-ca", default=None, help="CA (PEM) that signs accepted client certificates")
-    parser.add_argument("--tls-allow-name", action="append", default=[], metavar="NAME",
-                        help="accept only client certificates with this common or subject-alternative name "
-                             "(repeatable; default any certificate the CA signed)")
-    parser.add_argument("--insecure-loopback", action="store_true",
-                        help="allow --tcp without TLS on a loopback address (any local user becomes root-equivalent)")
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"configuration file (env {CONFIG_ENV}; default {DEFAULT_CONFIG}, "
+                             "which may be absent; a file named here must exist)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective configuration as TOML and exit")
+    config.add_flags(parser)
     parser.add_argument("--version", action="version", version=f"keeptimed {__version__}")
-    return parser.parse_args(argv)
+    return parser
+
+
+def load_config(argv=None, environ=None) -> tuple[argparse.Namespace, config.Config]:
+    """Parse flags and build the effective configuration (may raise ConfigError)."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    flags = {s.key: getattr(args, s.key) for s in config.SETTINGS if hasattr(args, s.key)}
+    path, explicit = config.config_path(args.config, environ)
+    return args, config.load(flags, environ, path, explicit)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    _ensure_standard_fds()
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    settings = Settings(
-        socket_path=os.path.abspath(args.socket),
-        db_path=os.path.abspath(args.db),
-        workers=args.workers,
-        grace_seconds=args.grace,
-        default_policy=args.default_policy,
-        socket_group=args.socket_group,
-        tcp_address=args.tcp,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        tls_allow_names=args.tls_allow_name,
-        insecure_loopback=args.insecure_loopback,
-    )
     try:
-        return Daemon(settings).run()
+        args, cfg = load_config(argv)
+    except config.ConfigError as exc:
+        print(f"keeptimed: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.print_config:
+        sys.stdout.write(cfg.to_toml())
+        return 0
+    _ensure_standard_fds()
+    logs.setup(cfg.log_level, cfg.log_format)
+    try:
+        return Daemon(cfg, Notifier.from_environment()).run()
     except StartupError as exc:
         print(f"keeptimed: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_STARTUP
 
 
 if __name__ == "__main__":

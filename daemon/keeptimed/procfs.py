@@ -1,12 +1,14 @@
 """Small readers of /proc: process identity, tree links and time namespaces.
 
 Every function raises ProcessLookupError when the process is gone (or never
-existed), so callers can tell a vanished process from other failures.
+existed), so callers can tell a vanished process from other failures, and
+PermissionDenied when keeptimed may not read it.
 """
 import errno
 import os
 from dataclasses import dataclass
 
+from .errors import PermissionDenied
 from .policies import Clocks
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h
@@ -30,9 +32,16 @@ class ProcStat:
         return bool(self.flags & PF_KTHREAD)
 
 
-def _gone(pid: int, exc: OSError) -> OSError:
+def _gone(pid: int, exc: OSError) -> Exception:
+    """ProcessLookupError for a vanished process; PermissionDenied (a gRPC
+    status, not INTERNAL) when keeptimed may not look at it."""
     if exc.errno in (errno.ENOENT, errno.ESRCH):
         return ProcessLookupError(errno.ESRCH, f"no process with pid {pid}")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PermissionDenied(
+            f"keeptimed may not read {exc.filename or f'{PROC}/{pid}'}: {exc.strerror} (reading another "
+            "process's /proc needs CAP_SYS_PTRACE, and no AppArmor or SELinux policy refusing it)"
+        )
     return exc
 
 
@@ -128,3 +137,12 @@ def boot_id() -> str:
 
 def has_time_namespaces() -> bool:
     return os.path.exists(f"{PROC}/self/ns/time")
+
+
+def max_time_namespaces() -> int:
+    """/proc/sys/user/max_time_namespaces (0: none may be created), -1 when unknown."""
+    try:
+        with open(f"{PROC}/sys/user/max_time_namespaces", encoding="ascii") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return -1

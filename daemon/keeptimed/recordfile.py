@@ -4,53 +4,29 @@ The same bytes are what ExportRecord returns, ImportRecord accepts and the
 store keeps, so a record moves between hosts and disks unchanged:
 
     b"keeptime-record\\n" + RecordEnvelope{format_version, record, sha256}
+
+The format is shared with the CRIU hook and lives in keeptime.recordfile;
+the daemon's errors and the validation of the content live here.
 """
-import hashlib
-import re
-
-from google.protobuf.message import DecodeError
-
+from keeptime.recordfile import (  # noqa: F401 (MAGIC, encode: re-exported)
+    FORMAT_VERSION, MAGIC, RECORD_ID, RecordFileError, encode, parse,
+)
 from keeptime.v1 import keeptime_pb2 as pb
 
 from .errors import DataLoss, FailedPrecondition
 
-MAGIC = b"keeptime-record\n"
-FORMAT_VERSION = 1
-RECORD_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def encode(record: pb.Record) -> bytes:
-    """Serialize a record into record-file bytes."""
-    payload = record.SerializeToString(deterministic=True)
-    envelope = pb.RecordEnvelope(
-        format_version=FORMAT_VERSION, record=payload, sha256=hashlib.sha256(payload).digest()
-    )
-    return MAGIC + envelope.SerializeToString(deterministic=True)
-
 
 def decode(data: bytes) -> pb.Record:
     """Parse and verify record-file bytes; any damage is DataLoss."""
-    if not data.startswith(MAGIC):
-        raise DataLoss("not a keeptime record (bad magic)")
-    envelope = pb.RecordEnvelope()
     try:
-        envelope.ParseFromString(data[len(MAGIC):])
-    except DecodeError:
-        raise DataLoss("corrupt keeptime record: the envelope does not parse") from None
-    if envelope.format_version > FORMAT_VERSION:
-        raise FailedPrecondition(
-            f"record format version {envelope.format_version} is newer than this keeptimed "
-            f"understands ({FORMAT_VERSION}); upgrade keeptimed"
-        )
-    if envelope.format_version < 1:
-        raise DataLoss("corrupt keeptime record: no format version")
-    if hashlib.sha256(envelope.record).digest() != envelope.sha256:
-        raise DataLoss("corrupt keeptime record: checksum mismatch")
-    record = pb.Record()
-    try:
-        record.ParseFromString(envelope.record)
-    except DecodeError:
-        raise DataLoss("corrupt keeptime record: the record does not parse") from None
+        record = parse(data)
+    except RecordFileError as exc:
+        if exc.newer_version is not None:
+            raise FailedPrecondition(
+                f"record format version {exc.newer_version} is newer than this keeptimed "
+                f"understands ({FORMAT_VERSION}); upgrade keeptimed"
+            ) from None
+        raise DataLoss(str(exc)) from None
     problem = validation_error(record)
     if problem:
         raise DataLoss(f"invalid keeptime record: {problem}")

@@ -1,5 +1,6 @@
 """Assemble and run keeptimed: store, host clock, reaper, gRPC server on a
-unix socket, health and reflection; stop gracefully on SIGTERM/SIGINT."""
+unix socket, health and reflection, metrics endpoint, systemd notifications;
+stop gracefully on SIGTERM/SIGINT."""
 import errno
 import grp
 import ipaddress
@@ -10,8 +11,8 @@ import socket
 import sqlite3
 import stat
 import threading
+import time
 from concurrent import futures
-from dataclasses import dataclass, field
 from typing import Optional
 
 import grpc
@@ -21,56 +22,34 @@ from grpc_reflection.v1alpha import reflection
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import native, procfs
+from . import __version__, caps, native, procfs
 from .access import Access
 from .children import Children
+from .config import Config
 from .hostclock import HostClock
+from .metrics import KeeptimeMetrics
+from .metrics_http import MetricsServer
 from .relay import CallerRelay
-from .service import KeeptimeService
+from .sdnotify import Notifier
+from .service import About, KeeptimeService
 from .store import RecordStore
 
 log = logging.getLogger("keeptimed")
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Keeptime"].full_name
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # A client that has not sent the HTTP/2 preface and its SETTINGS by then is
 # cut off (real clients send both at once), so stalled connections cannot
 # pile up; gRPC's default is two minutes.
 HANDSHAKE_TIMEOUT_MS = 10_000
-CAP_SYS_ADMIN = 21
-CAP_SYS_TIME = 25
-
-
-@dataclass
-class Settings:
-    socket_path: str
-    db_path: str
-    workers: int = 32
-    grace_seconds: float = 10.0
-    default_policy: str = "suspend"
-    socket_group: Optional[str] = None      # opens the socket to a group: root-equivalent
-    tcp_address: Optional[str] = None       # HOST:PORT, mutual TLS unless insecure_loopback
-    tls_cert: Optional[str] = None
-    tls_key: Optional[str] = None
-    tls_client_ca: Optional[str] = None
-    tls_allow_names: list[str] = field(default_factory=list)
-    insecure_loopback: bool = False
+HEALTH_INTERVAL = 5.0        # seconds between self-checks (shorter when systemd's watchdog asks)
+STORE_CHECK_TIMEOUT = 2.0    # seconds the record store gets to answer a self-check
 
 
 class StartupError(Exception):
     """keeptimed cannot start; the message says why and what to do."""
-
-
-def _missing_capabilities() -> list[str]:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                effective = int(line.split()[1], 16)
-                break
-        else:
-            return []
-    return [name for bit, name in ((CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_SYS_TIME, "CAP_SYS_TIME"))
-            if not effective & (1 << bit)]
 
 
 def _prepare_socket_path(path: str) -> None:
@@ -96,8 +75,8 @@ def _prepare_socket_path(path: str) -> None:
         probe.close()
 
 
-def _group_id(name: Optional[str]) -> Optional[int]:
-    if name is None:
+def _group_id(name: str) -> Optional[int]:
+    if not name:
         return None
     try:
         return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
@@ -123,29 +102,6 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def tcp_credentials(s: Settings) -> Optional[grpc.ServerCredentials]:
-    """Mutual-TLS credentials for the TCP listener; None for --insecure-loopback.
-
-    Refuses every other combination: TCP without TLS would hand root to
-    anyone who can reach the port.
-    """
-    tls = (s.tls_cert, s.tls_key, s.tls_client_ca)
-    if all(tls):
-        return grpc.ssl_server_credentials(
-            [(_read(s.tls_key, "TLS key"), _read(s.tls_cert, "TLS certificate"))],
-            root_certificates=_read(s.tls_client_ca, "client CA"),
-            require_client_auth=True,
-        )
-    if any(tls):
-        raise StartupError("TCP needs all of --tls-cert, --tls-key and --tls-client-ca")
-    if not s.insecure_loopback:
-        raise StartupError(f"refusing TCP on {s.tcp_address} without mutual TLS "
-                           "(give --tls-cert/--tls-key/--tls-client-ca, or --insecure-loopback on a loopback address)")
-    if not _is_loopback(s.tcp_address):
-        raise StartupError(f"--insecure-loopback needs a loopback address, not {s.tcp_address}")
-    return None
-
-
 def started_thread_pool(workers: int) -> futures.ThreadPoolExecutor:
     """The RPC thread pool with all its threads already running.
 
@@ -162,49 +118,85 @@ def started_thread_pool(workers: int) -> futures.ThreadPoolExecutor:
     return pool
 
 
-def open_store(path: str) -> RecordStore:
-    """The record store, or a StartupError saying why it cannot be opened
-    (a full or read-only disk must not end in a traceback)."""
-    try:
-        return RecordStore(path)
-    except (sqlite3.Error, OSError) as exc:
-        raise StartupError(f"cannot open the record store {path}: {exc} "
-                           "(is its disk full or read-only? free space or choose --db)") from None
+def tcp_credentials(c: Config) -> Optional[grpc.ServerCredentials]:
+    """Mutual-TLS credentials for the TCP listener; None for --insecure-loopback.
+
+    Refuses every other combination: TCP without TLS would hand root to
+    anyone who can reach the port.
+    """
+    tls = (c.tls_cert, c.tls_key, c.tls_client_ca)
+    if all(tls):
+        return grpc.ssl_server_credentials(
+            [(_read(c.tls_key, "TLS key"), _read(c.tls_cert, "TLS certificate"))],
+            root_certificates=_read(c.tls_client_ca, "client CA"),
+            require_client_auth=True,
+        )
+    if any(tls):
+        raise StartupError("TCP needs all of --tls-cert, --tls-key and --tls-client-ca")
+    if not c.insecure_loopback:
+        raise StartupError(f"refusing TCP on {c.tcp} without mutual TLS "
+                           "(give --tls-cert/--tls-key/--tls-client-ca, or --insecure-loopback on a loopback address)")
+    if not _is_loopback(c.tcp):
+        raise StartupError(f"--insecure-loopback needs a loopback address, not {c.tcp}")
+    return None
 
 
 class Daemon:
     """A running keeptimed. start(), then stop() (or run() until a signal)."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, config: Config, notifier: Notifier = None):
+        self.config = config
+        self.notifier = notifier or Notifier(None)
+        self.metrics_server = None
         self._stopping = threading.Event()
 
     def start(self) -> None:
-        s = self.settings
+        c = self.config
         if not procfs.has_time_namespaces():
             raise StartupError("this kernel has no time namespaces (needs Linux >= 5.6 with CONFIG_TIME_NS)")
-        missing = _missing_capabilities()
-        if missing:
-            log.warning("running without %s: restore and exec will fail with PERMISSION_DENIED", ", ".join(missing))
-        credentials = tcp_credentials(s) if s.tcp_address else None
-        socket_gid = _group_id(s.socket_group)
-        self.store = open_store(s.db_path)
+        for need in caps.missing():
+            log.warning("running without %s, needed for %s", need.name, need.needed_for)
+        credentials = tcp_credentials(c) if c.tcp else None
+        socket_gid = _group_id(c.socket_group)
+        try:
+            self.store = RecordStore(c.db)
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(f"cannot open the record store {c.db}: {exc} "
+                               "(is its disk full or read-only? free space or choose --db)") from None
+        except RuntimeError as exc:
+            raise StartupError(f"cannot open the record store {c.db}: {exc}") from None
         self.host = HostClock()
         self.children = Children()
+        self.metrics = KeeptimeMetrics(__version__)
+        self.metrics.add_gauge("keeptime_records_stored", "Records in the store.", self.store.count)
+        self.metrics.add_gauge("keeptime_children_running",
+                               "Processes this keeptimed started (restore, exec) that still run.",
+                               lambda: len(self.children.running()))
+        if c.metrics_address:
+            try:
+                self.metrics_server = MetricsServer(c.metrics_address, self.metrics.render)
+            except OSError as exc:
+                raise StartupError(f"cannot serve metrics on {c.metrics_address}: {exc.strerror}") from None
+        about = About(
+            config_path=c.path, config_file_loaded=c.file_loaded, socket_path=c.socket, db_path=c.db,
+            metrics_address=self.metrics_server.address if self.metrics_server else "",
+            started_realtime_ns=time.time_ns(),
+        )
         self.server = grpc.server(
-            started_thread_pool(s.workers),
+            started_thread_pool(c.workers),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
             ],
         )
-        _prepare_socket_path(s.socket_path)
-        self.relay = CallerRelay(s.socket_path, socket_gid)
-        access = Access(self.relay, s.tls_allow_names)
+        _prepare_socket_path(c.socket)
+        self.relay = CallerRelay(c.socket, socket_gid)
+        access = Access(self.relay, c.tls_allow_name)
         pb_grpc.add_KeeptimeServicer_to_server(
-            KeeptimeService(self.store, self.host, self.children, access, s.default_policy,
-                            max_waits=max(1, s.workers // 2)), self.server
+            KeeptimeService(self.store, self.host, self.children, access, self.metrics, c.default_policy, about,
+                            max_waits=max(1, c.workers // 2)),
+            self.server,
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -215,30 +207,74 @@ class Daemon:
         # directory); callers reach it through the relay, which knows who they are.
         if self.server.add_insecure_port(f"unix:{self.relay.private_socket}") == 0:
             raise StartupError(f"cannot listen on {self.relay.private_socket}")
-        if s.tcp_address:
-            bound = (self.server.add_secure_port(s.tcp_address, credentials) if credentials
-                     else self.server.add_insecure_port(s.tcp_address))
+        if c.tcp:
+            bound = (self.server.add_secure_port(c.tcp, credentials) if credentials
+                     else self.server.add_insecure_port(c.tcp))
             if bound == 0:
-                raise StartupError(f"cannot listen on {s.tcp_address}")
+                raise StartupError(f"cannot listen on {c.tcp}")
             self.tcp_port = bound
-            log.info("keeptimed serving %s on %s", "mutual TLS" if credentials else "INSECURE loopback TCP",
-                     s.tcp_address)
+            log.info("keeptimed serving %s on %s", "mutual TLS" if credentials else "INSECURE loopback TCP", c.tcp)
         self.server.start()
-        self.relay.start()
+        try:
+            self.relay.start()
+        except PermissionError as exc:
+            hint = " (giving it to socket_group needs CAP_CHOWN)" if c.socket_group else ""
+            raise StartupError(f"cannot set up {c.socket}: {exc.strerror}{hint}") from None
+        self._set_health(SERVING)
+        if self.metrics_server:
+            self.metrics_server.start()
+        fields = {"socket": c.socket, "db": c.db, "config": c.path if c.file_loaded else None,
+                  "metrics": about.metrics_address or None, "tcp": c.tcp or None, "version": __version__}
+        log.info("keeptimed serving on %s, records in %s", c.socket, c.db,
+                 extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+        # Only now: the socket accepts calls and health says SERVING.
+        self.notifier.ready(f"serving on {c.socket}")
+        threading.Thread(target=self._monitor, name="keeptimed-health", daemon=True).start()
+
+    def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("keeptimed serving on %s, records in %s", s.socket_path, s.db_path)
+            self.health.set(name, status)
+
+    def healthy(self) -> bool:
+        """Whether the parts a request needs still work: the reaper runs and
+        the record store answers (a wedged store lock would hang every call)."""
+        return self.children.alive() and self.store.responsive(STORE_CHECK_TIMEOUT)
+
+    def _monitor(self) -> None:
+        """Check healthy() periodically: grpc.health.v1 (what Kubernetes
+        probes ask) says NOT_SERVING while it fails, and the systemd watchdog
+        ping is withheld, so either supervisor restarts keeptimed."""
+        interval = min(self.notifier.watchdog_interval or HEALTH_INTERVAL, HEALTH_INTERVAL)
+        serving = True
+        while not self._stopping.wait(interval):
+            healthy = self.healthy()
+            if healthy:
+                self.notifier.watchdog()
+            if healthy == serving or self._stopping.is_set():
+                continue
+            serving = healthy
+            self._set_health(SERVING if healthy else NOT_SERVING)
+            if healthy:
+                log.warning("healthy again: reporting SERVING")
+            else:
+                log.error("unhealthy (reaper stopped or record store not answering): reporting NOT_SERVING and "
+                          "withholding the systemd watchdog ping, so a supervisor restarts keeptimed")
 
     def stop(self) -> None:
         """Refuse new work, let in-flight calls finish (up to the grace period), release everything."""
+        self._stopping.set()
+        self.notifier.stopping(f"draining in-flight calls for up to {self.config.grace:g} s")
         self.health.enter_graceful_shutdown()
         self.relay.stop_accepting()
-        self.server.stop(self.settings.grace_seconds).wait()
+        self.server.stop(self.config.grace).wait()
         self.relay.stop()
+        if self.metrics_server:
+            self.metrics_server.stop()
         self.children.close()
         native.shutdown()
         self.store.close()
         log.info("keeptimed stopped")
+        self.notifier.close()
 
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; returns the process exit status."""
@@ -246,6 +282,6 @@ class Daemon:
             signal.signal(sig, lambda signum, frame: self._stopping.set())
         self.start()
         self._stopping.wait()
-        log.info("shutting down: draining in-flight calls for up to %.0f s", self.settings.grace_seconds)
+        log.info("shutting down: draining in-flight calls for up to %.0f s", self.config.grace)
         self.stop()
         return 0

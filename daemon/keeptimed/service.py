@@ -4,22 +4,27 @@ Handlers stay thin: validation and work live in the domain modules, which
 raise KeeptimeError subclasses; the wrapper here turns those into gRPC
 status codes with their one-line message and logs one line per call.
 """
+import contextvars
 import functools
 import logging
 import os
+import socket
 import threading
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 import grpc
 
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import checkpoint, commands, native, procfs, recordfile, timens
-from .access import Access, current_caller, reset_current_caller, set_current_caller
+from . import __version__, caps, checkpoint, commands, criu, native, procfs, recordfile, timens, verify
+from .access import Access, Caller, current_caller, reset_current_caller, set_current_caller
 from .children import Children
-from .errors import InvalidArgument, KeeptimeError, NotFound, ResourceExhausted
+from .errors import Cancelled, DeadlineExceeded, InvalidArgument, KeeptimeError, NotFound, ResourceExhausted
 from .hostclock import HostClock
+from .metrics import KeeptimeMetrics
 from .policies import Checkpointed, Clocks, RestorePlan, plan_restore
 from .store import RecordStore
 
@@ -32,6 +37,8 @@ MECHANISM_ENUMS = {
     "unshare_proc_offsets": pb.MECHANISM_UNSHARE_PROC_OFFSETS,
     "setns": pb.MECHANISM_SETNS,
 }
+OFFSET_ABI_ENUMS = {None: pb.OFFSET_ABI_UNTRIED, True: pb.OFFSET_ABI_SUPPORTED, False: pb.OFFSET_ABI_UNSUPPORTED}
+MAX_STAGE_LENGTH = 64
 DOWNTIME_SOURCES = {
     "same_boot": pb.DOWNTIME_SOURCE_SAME_BOOT,
     "realtime": pb.DOWNTIME_SOURCE_REALTIME,
@@ -39,36 +46,90 @@ DOWNTIME_SOURCES = {
 }
 
 
+# Fields for the current call's log line; handlers add theirs with note().
+_call_fields: contextvars.ContextVar[dict] = contextvars.ContextVar("keeptimed_call_fields")
+# Statuses that mean keeptimed itself (or its store) failed, not the caller.
+SERVER_FAULTS = ("INTERNAL", "DATA_LOSS", "UNKNOWN")
+
+
+def note(**fields) -> None:
+    """Add fields (record id, child pid, ...) to the current call's log line."""
+    current = _call_fields.get(None)
+    if current is not None:
+        current.update(fields)
+
+
+def caller_fields(caller: Optional[Caller], context) -> dict:
+    """Who is calling, for the log: on the unix socket the pid, uid and gid
+    the kernel reported at connect time (SO_PEERCRED, through the relay) and
+    that process's name; over TCP the transport and the certificate's name;
+    the bare peer address of a call refused before it was identified."""
+    if caller is None:
+        return {"peer": context.peer()}
+    if caller.transport != "unix":
+        return {"transport": caller.transport, "caller": caller.name or "-"}
+    try:
+        program = procfs.read_stat(caller.pid).comm
+    except (OSError, KeeptimeError):  # gone, or not ours to read
+        program = "?"
+    return {"caller": program, "caller_pid": caller.pid, "caller_uid": caller.uid, "caller_gid": caller.gid}
+
+
+def request_fields(request) -> dict:
+    """What a request is about, for the log: pid, record id, policy and the
+    command's argv[0] and uid -- never its arguments or environment."""
+    fields = {}
+    names = request.DESCRIPTOR.fields_by_name
+    if "pid" in names:
+        fields["pid"] = request.pid
+    if "record_id" in names:
+        fields["record"] = request.record_id
+    if "policy" in names:
+        fields["policy"] = POLICY_NAMES.get(request.policy, "default")
+    if "command" in names and request.HasField("command"):
+        if request.command.argv:
+            fields["argv0"] = request.command.argv[0]
+        if request.command.HasField("uid"):
+            fields["uid"] = request.command.uid
+    return fields
+
+
 def rpc(method):
     """Identify the caller and apply the access policy, map domain errors to
-    statuses, hide internal ones, log one line per call with the caller."""
+    statuses, hide internal ones; log one line per call with the caller, and
+    count it in the metrics."""
     name = method.__name__
 
     @functools.wraps(method)
     def handler(self, request, context):
         started = time.monotonic()
+        fields = request_fields(request)
+        fields_token = _call_fields.set(fields)
         status = "OK"
-        caller = token = None
+        caller = caller_token = None
         try:
             caller = self.access.identify(context)
             self.access.check_rpc(caller, name)
-            token = set_current_caller(caller)
+            caller_token = set_current_caller(caller)
             return method(self, request, context)
         except KeeptimeError as exc:
             status = exc.status
+            fields["error"] = exc.message
             context.abort(grpc.StatusCode[exc.status], exc.message)
         except Exception:
             status = "INTERNAL"
-            log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error in keeptimed during {method.__name__}; see its log")
+            log.exception("%s failed", name, extra={"fields": {"rpc": name}})
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error in keeptimed during {name}; see its log")
         finally:
-            if token is not None:
-                reset_current_caller(token)
-            log.info(
-                "rpc=%s status=%s duration_ms=%.3f caller=%s",
-                name, status, (time.monotonic() - started) * 1e3,
-                caller.describe() if caller else f"unidentified peer={context.peer()}",
-            )
+            if caller_token is not None:
+                reset_current_caller(caller_token)
+            _call_fields.reset(fields_token)
+            seconds = time.monotonic() - started
+            line = {"rpc": name, **caller_fields(caller, context), **fields,
+                    "status": status, "duration_ms": round(seconds * 1e3, 3)}
+            self.metrics.observe_call(name, status, seconds)
+            level = logging.ERROR if status in SERVER_FAULTS else logging.INFO
+            log.log(level, "%s %s", name, status, extra={"fields": line})
 
     return handler
 
@@ -87,18 +148,33 @@ def _positive_pid(pid: int) -> int:
     return pid
 
 
+@dataclass(frozen=True)
+class About:
+    """What GetInfo reports about the daemon itself, fixed at startup."""
+
+    config_path: str = ""
+    config_file_loaded: bool = False
+    socket_path: str = ""
+    db_path: str = ""
+    metrics_address: str = ""       # as bound; empty when off
+    started_realtime_ns: int = 0
+
+
 class KeeptimeService(pb_grpc.KeeptimeServicer):
     """The daemon's API; one instance serves every connection."""
 
     def __init__(self, store: RecordStore, host: HostClock, children: Children, access: Access,
-                 default_policy: str = "suspend", max_waits: int = 16):
+                 metrics: KeeptimeMetrics, default_policy: str = "suspend", about: About = About(),
+                 max_waits: int = 16):
         self.store = store
         self.max_waits = max_waits
         self._wait_slots = threading.BoundedSemaphore(max_waits)
         self.host = host
         self.children = children
         self.access = access
+        self.metrics = metrics
         self.default_policy = default_policy
+        self.about = about
 
     # -- helpers -----------------------------------------------------------
 
@@ -109,15 +185,27 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             raise InvalidArgument(f"unknown policy {value}; expected one of freeze, suspend, elapsed")
         return POLICY_NAMES[value]
 
-    def _plan(self, record: pb.Record, policy_value: int) -> RestorePlan:
-        checkpointed = Checkpointed(
+    @staticmethod
+    def _checkpointed(record: pb.Record) -> Checkpointed:
+        return Checkpointed(
             clocks=Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns),
             realtime_ns=record.realtime_ns,
             host_boottime_ns=record.host_clocks.boottime_ns,
             boot_id=record.boot_id,
             hostname=record.hostname,
         )
-        return plan_restore(self._policy(policy_value), checkpointed, self.host.now())
+
+    def _plan(self, record: pb.Record, policy_value: int) -> RestorePlan:
+        return plan_restore(self._policy(policy_value), self._checkpointed(record), self.host.now())
+
+    def _record(self, ref: pb.RecordRef) -> pb.Record:
+        """The record a RecordRef names: from the store, or decoded from its bytes."""
+        which = ref.WhichOneof("ref")
+        if which == "record_id":
+            return self.store.get(ref.record_id, self._owner())
+        if which == "record_file":
+            return recordfile.decode(ref.record_file)
+        raise InvalidArgument("no record given: set record_id or record_file")
 
     @staticmethod
     def _plan_message(record_id: str, plan: RestorePlan) -> pb.Plan:
@@ -158,29 +246,31 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         record = checkpoint.checkpoint(pid, self.host, dict(request.labels))
         self.access.check_owns(caller, [process.pid for process in record.processes])
         self.store.add(record, caller.owner_uid)
-        log.info("checkpoint pid=%d record=%s processes=%d", request.pid, record.id, len(record.processes))
+        note(record=record.id, processes=len(record.processes))
         return pb.CheckpointResponse(record=record)
 
     @rpc
     def Plan(self, request, context):
         record = self.store.get(request.record_id, self._owner())
+        note(record=record.id)
         return pb.PlanResponse(plan=self._plan_message(record.id, self._plan(record, request.policy)))
 
     @rpc
     def Restore(self, request, context):
         record = self.store.get(request.record_id, self._owner())
         plan = self._plan(record, request.policy)
+        note(record=record.id, policy=plan.policy)
         spec = self._command_spec(request.command)
         try:
             spawned = native.spawn_in_new_timens(spec, plan.targets, self.host.own_offsets)
         except native.NativeError as exc:
+            if exc.step == "verify clocks":
+                self._regression("unknown", "the restored program read a clock below its target before exec")
             raise commands.spawn_error(exc, spec) from None
+        host_after_exec = self.host.now().clocks  # first thing: the measured step grows with every delay
         self.children.adopt(spawned.pid, current_caller().owner_uid)
-        log.info(
-            "restore record=%s policy=%s pid=%d mechanism=%s offsets=%d,%d",
-            record.id, plan.policy, spawned.pid, spawned.mechanism,
-            spawned.offsets.monotonic_ns, spawned.offsets.boottime_ns,
-        )
+        self._check_restored_clocks(plan, spawned, host_after_exec)
+        note(child_pid=spawned.pid, mechanism=spawned.mechanism)
         return pb.RestoreResponse(
             pid=spawned.pid,
             offsets=_offsets(spawned.offsets),
@@ -188,6 +278,29 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             timens_inode=spawned.timens_inode,
             plan=self._plan_message(record.id, plan),
         )
+
+    def _check_restored_clocks(self, plan: RestorePlan, spawned: native.Spawned, host_after_exec: Clocks) -> None:
+        """Measure how far above its targets the restored namespace's clocks
+        were when keeptimed saw the exec succeed (host clock then + offsets
+        written), and count a regression if a target is below the record or a
+        clock below its target -- neither can happen while the policies hold."""
+        self.metrics.observe_restore(plan.policy, spawned.mechanism)
+        seen = host_after_exec + spawned.offsets
+        jumps = {}
+        for clock, recorded, target, value in (
+            ("monotonic", plan.recorded.monotonic_ns, plan.targets.monotonic_ns, seen.monotonic_ns),
+            ("boottime", plan.recorded.boottime_ns, plan.targets.boottime_ns, seen.boottime_ns),
+        ):
+            if target < recorded or value < target:
+                self._regression(clock, f"recorded {recorded} ns, target {target} ns, restored clock read {value} ns")
+                continue
+            self.metrics.observe_clock_jump(clock, (value - target) / 1e9)
+            jumps[f"{clock}_jump_us"] = round((value - target) / 1e3, 1)
+        note(**jumps)
+
+    def _regression(self, clock: str, detail: str) -> None:
+        self.metrics.regression(clock)
+        log.error("clock regression on restore: %s", detail, extra={"fields": {"clock": clock}})
 
     @rpc
     def Wait(self, request, context):
@@ -207,15 +320,17 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
                 self._wait_slots.release()
         if status is None:
             if not context.is_active():
-                context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled")
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"pid {pid} is still running")
+                raise Cancelled("the call was cancelled")
+            raise DeadlineExceeded(f"pid {pid} is still running")
         return pb.WaitResponse(
             pid=pid, exit_code=status.exit_code, signal=status.signal, status=status.shell_status
         )
 
     @rpc
     def GetRecord(self, request, context):
-        return self.store.get(request.record_id, self._owner())
+        record = self.store.get(request.record_id, self._owner())
+        note(record=record.id)
+        return record
 
     @rpc
     def ListRecords(self, request, context):
@@ -240,7 +355,9 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     @rpc
     def DeleteRecord(self, request, context):
-        return pb.DeleteRecordResponse(record_id=self.store.delete(request.record_id, self._owner()))
+        record_id = self.store.delete(request.record_id, self._owner())
+        note(record=record_id)
+        return pb.DeleteRecordResponse(record_id=record_id)
 
     @rpc
     def Clocks(self, request, context):
@@ -269,7 +386,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         finally:
             os.close(pidfd)
         self.children.adopt(spawned.pid, current_caller().owner_uid)
-        log.info("exec target=%d pid=%d timens=%d", pid, spawned.pid, namespace.inode)
+        note(child_pid=spawned.pid, timens=namespace.inode)
         return pb.ExecResponse(
             pid=spawned.pid,
             timens_inode=namespace.inode,
@@ -280,6 +397,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     @rpc
     def ExportRecord(self, request, context):
         record_id, data = self.store.export(request.record_id, self._owner())
+        note(record=record_id)
         return pb.ExportRecordResponse(record_id=record_id, data=data)
 
     @rpc
@@ -288,5 +406,79 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             raise InvalidArgument("no record data given")
         record = recordfile.decode(request.data)
         self.store.add(record, current_caller().owner_uid)
-        log.info("import record=%s", record.id)
+        note(record=record.id)
         return pb.ImportRecordResponse(record=record)
+
+    @rpc
+    def GetInfo(self, request, context):
+        a = self.about
+        return pb.GetInfoResponse(
+            version=__version__,
+            pid=os.getpid(),
+            started_realtime_ns=a.started_realtime_ns,
+            kernel_release=os.uname().release,
+            time_namespaces=procfs.has_time_namespaces(),
+            max_time_namespaces=procfs.max_time_namespaces(),
+            offset_abi=OFFSET_ABI_ENUMS[native.offset_abi_supported()],
+            capabilities=caps.effective(),
+            missing_capabilities=[
+                pb.MissingCapability(name=n.name, needed_for=n.needed_for, blocking=n.blocking)
+                for n in caps.missing()
+            ],
+            record_count=self.store.count(),
+            children_running=len(self.children.running()),
+            config_path=a.config_path,
+            config_file_loaded=a.config_file_loaded,
+            socket_path=a.socket_path,
+            db_path=a.db_path,
+            metrics_address=a.metrics_address,
+            default_policy=POLICY_ENUMS[self.default_policy],
+            timens_inode=self.host.own_timens_inode,
+            host_time_namespace=self.host.own_timens_inode == procfs.INITIAL_TIMENS_INODE,
+            hostname=socket.gethostname(),
+            boot_id=self.host.boot_id,
+        )
+
+    @rpc
+    def CheckpointCriuImage(self, request, context):
+        record = criu.record_from_image(request.timens_image, request.root_pid, self.host, dict(request.labels))
+        self.store.add(record, current_caller().owner_uid)
+        note(record=record.id, root_pid=request.root_pid)
+        return pb.CheckpointResponse(record=record)
+
+    @rpc
+    def PlanCriuRestore(self, request, context):
+        record = self._record(request.record)
+        data, plan = criu.plan_image(
+            self._checkpointed(record), request.timens_image, self._policy(request.policy), self.host.now()
+        )
+        note(record=record.id, policy=plan.policy)
+        return pb.PlanCriuRestoreResponse(timens_image=data, plan=self._plan_message(record.id, plan))
+
+    @rpc
+    def VerifyRestore(self, request, context):
+        record = self._record(request.record)
+        pid = _positive_pid(request.pid)
+        caller = current_caller()
+        self.access.check_owns(caller, [pid])
+        if len(request.stage) > MAX_STAGE_LENGTH:
+            raise InvalidArgument(f"stage is longer than {MAX_STAGE_LENGTH} characters")
+        policy = self._policy(request.policy)
+        if request.timens_image:
+            dumped = criu.timens_clocks(request.timens_image)
+        else:
+            dumped = Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns)
+        event = verify.verify(pid, record.id, dumped, self.host)
+        event.policy = POLICY_ENUMS[policy]
+        event.stage = request.stage
+        event.id = self.store.add_restore(event, caller.owner_uid)
+        note(record=record.id, stage=request.stage, ok=event.ok)
+        if not event.ok:
+            for clock in ("monotonic", "boottime"):
+                if getattr(event.clocks, f"{clock}_ns") < getattr(event.dumped, f"{clock}_ns"):
+                    self._regression(clock, f"record {record.id}, pid {pid}, {request.stage}: {event.message}")
+        return pb.VerifyRestoreResponse(event=event)
+
+    @rpc
+    def ListRestores(self, request, context):
+        return pb.ListRestoresResponse(events=self.store.list_restores(request.record_id, self._owner()))

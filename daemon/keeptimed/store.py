@@ -2,6 +2,8 @@
 
 Records are kept as record-file bytes (see recordfile), so what is stored is
 exactly what is exported, and a damaged row is detected by its checksum.
+Restore events (verdicts of VerifyRestore) are kept in plain columns, so an
+operator can query them with sqlite3.
 """
 import os
 import re
@@ -14,7 +16,8 @@ from keeptime.v1 import keeptime_pb2 as pb
 from . import recordfile
 from .errors import AlreadyExists, DataLoss, InvalidArgument, NotFound, ResourceExhausted
 
-SCHEMA_VERSION = 2   # 2: owner_uid, the uid whose record it is (0: the administrators')
+# 2: owner_uid, the uid whose record it is (0: the administrators'); 3: restores
+SCHEMA_VERSION = 3
 ID_OR_PREFIX = re.compile(r"[0-9a-f]{4,32}")
 
 
@@ -53,6 +56,28 @@ class RecordStore:
                 columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
                 if "owner_uid" not in columns:   # a version 1 store
                     self._db.execute("ALTER TABLE records ADD COLUMN owner_uid INTEGER NOT NULL DEFAULT 0")
+                # No foreign key: a restore may be verified against a record given as
+                # bytes, and its history outlives the record's deletion.
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS restores ("
+                    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                    " record_id TEXT NOT NULL,"
+                    " pid INTEGER NOT NULL,"
+                    " policy TEXT NOT NULL,"
+                    " stage TEXT NOT NULL,"
+                    " ok INTEGER NOT NULL,"
+                    " dumped_monotonic_ns INTEGER NOT NULL,"
+                    " dumped_boottime_ns INTEGER NOT NULL,"
+                    " monotonic_ns INTEGER NOT NULL,"
+                    " boottime_ns INTEGER NOT NULL,"
+                    " monotonic_offset_ns INTEGER NOT NULL,"
+                    " boottime_offset_ns INTEGER NOT NULL,"
+                    " timens_inode INTEGER NOT NULL,"
+                    " realtime_ns INTEGER NOT NULL,"
+                    " message TEXT NOT NULL,"
+                    " owner_uid INTEGER NOT NULL DEFAULT 0)"
+                )
+                self._db.execute("CREATE INDEX IF NOT EXISTS restores_by_record ON restores (record_id)")
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -142,10 +167,61 @@ class RecordStore:
                 out.append((record_id, exc))
         return out
 
+    def responsive(self, timeout: float) -> bool:
+        """Whether the store answers a trivial query: False when a call has
+        held it for timeout seconds, or SQLite fails (or stays locked by
+        another process beyond busy_timeout)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:
+            self._db.execute("SELECT COUNT(*) FROM records").fetchone()
+            return True
+        except sqlite3.Error:
+            return False
+        finally:
+            self._lock.release()
+
+    def count(self) -> int:
+        """How many records are stored (damaged ones included)."""
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM records").fetchone()
+        return n
+
     def delete(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> str:
         record_id = self.resolve(id_or_prefix, owner_uid)
         self._write("DELETE FROM records WHERE id = ?", (record_id,))
         return record_id
+
+    # -- restore events -------------------------------------------------------
+
+    def add_restore(self, event: pb.RestoreEvent, owner_uid: int = 0) -> int:
+        """Store a restore event verified for owner_uid; returns its id."""
+        columns = _RESTORE_COLUMNS + ("owner_uid",)
+        cursor = self._write(
+            f"INSERT INTO restores ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            (
+                event.record_id, event.pid, _policy_name(event.policy), event.stage, int(event.ok),
+                event.dumped.monotonic_ns, event.dumped.boottime_ns,
+                event.clocks.monotonic_ns, event.clocks.boottime_ns,
+                event.offsets.monotonic_ns, event.offsets.boottime_ns,
+                # SQLite integers are signed 64-bit; namespace inodes fit in 32 bits.
+                event.timens_inode, event.realtime_ns, event.message, owner_uid,
+            ),
+        )
+        return cursor.lastrowid
+
+    def list_restores(self, record_id_prefix: str = "", owner_uid: Optional[int] = None) -> "list[pb.RestoreEvent]":
+        """Restore events, oldest first; only one record's when a prefix is
+        given, only those verified for owner_uid when it is given."""
+        if record_id_prefix and not ID_OR_PREFIX.fullmatch(record_id_prefix):
+            raise InvalidArgument(f"{record_id_prefix!r} is not a record id (4 to 32 lowercase hex digits)")
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, {', '.join(_RESTORE_COLUMNS)} FROM restores"
+                " WHERE record_id >= ? AND record_id < ? AND (? IS NULL OR owner_uid = ?) ORDER BY id",
+                (record_id_prefix, record_id_prefix + "g", owner_uid, owner_uid),
+            ).fetchall()
+        return [_restore_event(row) for row in rows]
 
     @staticmethod
     def _decode(record_id: str, data: bytes) -> pb.Record:
@@ -156,3 +232,27 @@ class RecordStore:
         if record.id != record_id:
             raise DataLoss(f"record {record_id}: stored under the wrong id ({record.id})")
         return record
+
+
+_RESTORE_COLUMNS = (
+    "record_id", "pid", "policy", "stage", "ok", "dumped_monotonic_ns", "dumped_boottime_ns",
+    "monotonic_ns", "boottime_ns", "monotonic_offset_ns", "boottime_offset_ns", "timens_inode",
+    "realtime_ns", "message",
+)
+
+
+def _policy_name(value: int) -> str:
+    return pb.Policy.Name(value).removeprefix("POLICY_").lower()
+
+
+def _restore_event(row: tuple) -> pb.RestoreEvent:
+    (event_id, record_id, pid, policy, stage, ok, dumped_mono, dumped_boot, mono, boot,
+     mono_offset, boot_offset, inode, realtime, message) = row
+    return pb.RestoreEvent(
+        id=event_id, record_id=record_id, pid=pid, policy=pb.Policy.Value("POLICY_" + policy.upper()),
+        stage=stage, ok=bool(ok),
+        dumped=pb.ClockValues(monotonic_ns=dumped_mono, boottime_ns=dumped_boot),
+        clocks=pb.ClockValues(monotonic_ns=mono, boottime_ns=boot),
+        offsets=pb.Offsets(monotonic_ns=mono_offset, boottime_ns=boot_offset),
+        timens_inode=inode, realtime_ns=realtime, message=message,
+    )

@@ -22,15 +22,25 @@ class RunningDaemon:
         self.db = db or os.path.join(workdir, "keeptime.db")
         self.log_path = os.path.join(workdir, "keeptimed.log")
         self.command_prefix = list(command_prefix)
+        # An empty configuration file of its own: whatever /etc/keeptime holds
+        # on this machine does not leak into the tests.
+        self.config = os.path.join(workdir, "keeptimed.toml")
+        open(self.config, "a").close()
         self.proc = None
 
-    def start(self, *extra: str) -> "RunningDaemon":
+    def start(self, *extra: str, env: dict = None, wait: bool = True, wrapper: tuple = None) -> "RunningDaemon":
+        """Start keeptimed with extra flags (and extra environment), run
+        through wrapper (a command prefix such as setpriv; default the
+        command_prefix given at construction); wait until it serves."""
         self._log = open(self.log_path, "ab")
+        prefix = self.command_prefix if wrapper is None else list(wrapper)
         self.proc = subprocess.Popen(
-            [*self.command_prefix, sys.executable, "-m", "keeptimed", "--socket", self.socket, "--db", self.db, *extra],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [*prefix, sys.executable, "-m", "keeptimed", "--config", self.config, "--socket", self.socket,
+             "--db", self.db, *extra],
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
-        self.wait_serving()
+        if wait:
+            self.wait_serving()
         return self
 
     def wait_serving(self, timeout: float = 20.0) -> None:

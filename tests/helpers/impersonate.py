@@ -7,7 +7,9 @@ a socket path of its own and pumps each connection to such a handed-back
 socket: a keeptime.Client pointed at ConnectAs.path is, to keeptimed, a
 client running as uid/gid.
 """
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -21,6 +23,7 @@ def connector() -> str:
     """The compiled connect_as helper, in a directory every user can read."""
     if "path" not in _built:
         out_dir = tempfile.mkdtemp(prefix="keeptime-connect-as-")
+        atexit.register(shutil.rmtree, out_dir, True)
         os.chmod(out_dir, 0o755)
         out = os.path.join(out_dir, "connect_as")
         subprocess.run(["gcc", "-O2", "-Wall", "-o", out, os.path.join(HERE, "connect_as.c")], check=True)
@@ -28,9 +31,19 @@ def connector() -> str:
     return _built["path"]
 
 
+def as_user(uid: int, gid: int, argv: list[str]) -> list[str]:
+    """argv to run argv as uid/gid with no supplementary groups.
+
+    Not subprocess's user=/group=: with those it calls fork() instead of
+    vfork(), holding the GIL, and fork() runs gRPC's atfork handler, which
+    waits for gRPC threads that may be waiting for the GIL: a hang.
+    """
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv]
+
+
 def connect_as(uid: int, gid: int, target: str) -> subprocess.CompletedProcess:
     """Try one connect() to target as uid/gid; returncode 0 on success, else stdout names the error."""
-    return subprocess.run([connector(), "once", target], user=uid, group=gid, extra_groups=[],
+    return subprocess.run(as_user(uid, gid, [connector(), "once", target]),
                           capture_output=True, text=True, timeout=30)
 
 
@@ -42,8 +55,7 @@ class ConnectAs:
         ours, theirs = socket.socketpair()
         self._control = ours
         self._connector = subprocess.Popen(
-            [connector(), "serve", str(theirs.fileno()), target],
-            user=uid, group=gid, extra_groups=[], pass_fds=(theirs.fileno(),),
+            as_user(uid, gid, [connector(), "serve", str(theirs.fileno()), target]), pass_fds=(theirs.fileno(),),
         )
         theirs.close()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

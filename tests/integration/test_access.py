@@ -3,6 +3,9 @@
 A non-root caller is simulated with real SO_PEERCRED: a process running as
 nobody connects to keeptimed's socket (see helpers/impersonate.py).
 """
+import contextlib
+import io
+import json
 import os
 import socket
 import stat
@@ -13,8 +16,11 @@ import grpc
 import pytest
 
 from helpers.daemon import RunningDaemon
-from helpers.impersonate import ConnectAs, connect_as
+from helpers.impersonate import ConnectAs, as_user, connect_as
 from keeptime import Client, errors
+from keeptime.criu import hook as criu_hook
+from keeptime.criu.image import TimensClocks, encode_timens
+from keeptime.recordfile import parse as parse_record
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
@@ -22,6 +28,7 @@ pytestmark = pytest.mark.root
 
 NOBODY = 65534
 NOGROUP = 65534
+S = 10**9
 
 
 @pytest.fixture
@@ -47,22 +54,6 @@ def as_nobody(group_daemon, open_dir):
     with Client(socket=proxy.path, timeout=20) as client:
         yield client
     proxy.close()
-
-
-@pytest.fixture
-def nobody_sleeper():
-    proc = subprocess.Popen(["sleep", "300"], user=NOBODY, group=NOGROUP, extra_groups=[])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
-def root_sleeper():
-    proc = subprocess.Popen(["sleep", "300"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
 
 
 def test_default_socket_is_root_only_and_the_private_listener_hides_in_a_0700_directory(fresh_daemon):
@@ -94,9 +85,11 @@ def test_every_call_is_logged_with_the_callers_pid_and_uid(group_daemon, as_nobo
     with group_daemon.client() as root:
         root.checkpoint(root_sleeper)
     as_nobody.list()
-    log = group_daemon.log()
-    assert f"rpc=Checkpoint status=OK" in log and f"pid={os.getpid()} uid=0" in log
-    assert f"rpc=ListRecords status=OK" in log and f"uid={NOBODY} gid={NOGROUP}" in log
+    lines = [json.loads(line) for line in group_daemon.log().splitlines() if '"logger": "keeptimed.rpc"' in line]
+    calls = {(line["rpc"], line["status"]): line for line in lines}
+    assert calls["Checkpoint", "OK"]["caller_pid"] == os.getpid() and calls["Checkpoint", "OK"]["caller_uid"] == 0
+    listed = calls["ListRecords", "OK"]
+    assert (listed["caller_uid"], listed["caller_gid"]) == (NOBODY, NOGROUP)
 
 
 def test_non_root_checkpoints_its_own_processes_only(as_nobody, nobody_sleeper, root_sleeper):
@@ -192,3 +185,69 @@ def test_peer_credentials_are_read_from_the_kernel():
     with a, b:
         creds = peer_credentials(a)
     assert (creds.pid, creds.uid, creds.gid) == (os.getpid(), os.getuid(), os.getgid())
+
+
+# -- the CRIU RPCs: rootless CRIU runs its action script as the user ----------
+
+IMAGE = encode_timens(TimensClocks(S, 2 * S))
+
+
+def test_non_root_records_from_criu_images_and_plans_from_its_own_records(group_daemon, as_nobody):
+    own = as_nobody.checkpoint_criu_image(IMAGE, 1)
+    with group_daemon.client() as root:
+        assert root.get(own.id) == own
+        roots = root.checkpoint_criu_image(IMAGE, 1)
+        roots_file = root.export_record(roots.id)
+    assert [r.id for r in as_nobody.list()] == [own.id]
+    assert as_nobody.plan_criu_restore(IMAGE, record_id=own.id, policy="freeze").timens_image == IMAGE
+    with pytest.raises(errors.NotFound):
+        as_nobody.plan_criu_restore(IMAGE, record_id=roots.id)
+    # Record bytes are the caller's to plan from: they prove nothing about anyone's processes.
+    assert as_nobody.plan_criu_restore(IMAGE, record_file=roots_file).plan.record_id == roots.id
+
+
+def test_non_root_verifies_its_own_processes_and_sees_its_own_verdicts(group_daemon, as_nobody, nobody_sleeper,
+                                                                        root_sleeper):
+    record = as_nobody.checkpoint_criu_image(IMAGE)
+    assert as_nobody.verify_restore(nobody_sleeper, record_id=record.id, stage="post-restore").ok
+    with pytest.raises(errors.PermissionDenied, match=f"pid {root_sleeper} does not belong to uid {NOBODY}"):
+        as_nobody.verify_restore(root_sleeper, record_id=record.id)
+    with group_daemon.client() as root:
+        root.verify_restore(root_sleeper, record_id=record.id, stage="post-restore")
+        assert [e.pid for e in root.restores(record.id)] == [nobody_sleeper, root_sleeper]
+    assert [e.pid for e in as_nobody.restores(record.id)] == [nobody_sleeper]
+
+
+def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, nobody_sleeper):
+    images = tempfile.mkdtemp(dir=open_dir)
+    with group_daemon.client() as root:
+        seen = root.clocks(nobody_sleeper).clocks  # what CRIU writes before post-dump: the tree's clocks
+    with open(os.path.join(images, "timens-0.img"), "wb") as f:
+        f.write(encode_timens(TimensClocks(seen.monotonic_ns, seen.boottime_ns)))
+    config = os.path.join(open_dir, "criu-hook.toml")
+    with open(config, "w") as f:
+        f.write('policy = "suspend"\n')
+    proxy = ConnectAs(open_dir, group_daemon.socket, NOBODY, NOGROUP)
+    fd = os.open(images, os.O_RDONLY | os.O_DIRECTORY)
+
+    def run_hook(action: str) -> str:
+        environ = {"CRTOOLS_SCRIPT_ACTION": action, "CRTOOLS_IMAGE_DIR": f"/proc/{os.getpid()}/fd/{fd}",
+                   "CRTOOLS_INIT_PID": str(nobody_sleeper), "KEEPTIME_CRIU_HOOK_CONFIG": config}
+        with contextlib.redirect_stderr(io.StringIO()) as said:
+            status = criu_hook.main(environ, socket=proxy.path)
+        assert status == 0, said.getvalue()
+        return said.getvalue()
+
+    try:
+        assert f"from pid {nobody_sleeper}'s tree" in run_hook("post-dump")
+        with open(os.path.join(images, "keeptime-record.bin"), "rb") as f:
+            record = parse_record(f.read())
+        with Client(socket=proxy.path, timeout=20) as kt:
+            assert [r.id for r in kt.list()] == [record.id]  # the user's own record
+        assert "suspend: timens-0.img now resumes" in run_hook("pre-restore")
+        assert f"pid {nobody_sleeper}: clocks continue" in run_hook("post-restore")
+        with Client(socket=proxy.path, timeout=20) as kt:
+            assert [(e.pid, e.ok) for e in kt.restores(record.id)] == [(nobody_sleeper, True)]
+    finally:
+        os.close(fd)
+        proxy.close()

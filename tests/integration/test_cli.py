@@ -90,6 +90,14 @@ def test_errors_are_one_line_with_exit_codes(daemon, args, code, words):
     assert daemon.health() == "SERVING"
 
 
+def test_with_json_a_refused_request_is_a_json_error(daemon):
+    result = daemon.cli("--json", "show", "0123456789abcdef0123456789abcdef")
+    assert result.returncode == 1 and result.stdout == ""
+    assert json.loads(result.stderr) == {
+        "error": {"code": "NOT_FOUND", "message": "no record 0123456789abcdef0123456789abcdef"}, "exit_status": 1,
+    }
+
+
 def test_restore_errors_name_the_cause(daemon):
     record_id = ok(daemon.cli("checkpoint", str(os.getpid()))).strip()
     one_line_error(daemon.cli("restore", record_id), 2, "give the command to run after --")

@@ -312,7 +312,8 @@ def test_keeptimed_on_a_full_disk_refuses_to_start_with_one_clear_line(tmp_path,
     small_disk.fill("ballast")
     db = os.path.join(small_disk.path, "keeptime.db")
     refused = subprocess.run(
-        [*small_disk.prefix, sys.executable, "-m", "keeptimed", "--socket", str(tmp_path / "k.sock"), "--db", db],
+        [*small_disk.prefix, sys.executable, "-m", "keeptimed", "--config", os.devnull,
+         "--socket", str(tmp_path / "k.sock"), "--db", db],
         capture_output=True, text=True, timeout=60,
     )
     assert refused.returncode == 1

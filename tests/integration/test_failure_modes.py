@@ -11,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from keeptime.criu.image import TimensClocks, encode_timens
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 from keeptimed import policies, recordfile
@@ -58,6 +59,9 @@ def world(daemon, tmp_path_factory):
     not_a_program.write_bytes(b"\x00\x01 neither ELF nor a script\n")
     not_a_program.chmod(0o755)
     yield {
+        "clocks": (record.clocks.monotonic_ns, record.clocks.boottime_ns),
+        "image": _image(record.clocks.monotonic_ns, record.clocks.boottime_ns),
+        "huge_image": _image(huge.clocks.monotonic_ns, huge.clocks.boottime_ns),
         "not_a_program": str(not_a_program),
         "stub": stub, "channel": channel, "sleeper": sleeper.pid, "gone": gone.pid, "zombie": zombie.pid,
         "record": record.id, "exported": exported, "huge": huge.id,
@@ -71,6 +75,25 @@ def world(daemon, tmp_path_factory):
 def _restore(w, **command):
     return w["stub"].Restore(pb.RestoreRequest(record_id=w["record"], policy=pb.POLICY_FREEZE,
                                                command=pb.Command(**command)), timeout=30)
+
+
+def _image(monotonic_ns: int, boottime_ns: int) -> bytes:
+    return encode_timens(TimensClocks(monotonic_ns, boottime_ns))
+
+
+def _plan_criu(w, image: bytes, policy=pb.POLICY_SUSPEND, **ref):
+    ref = ref or {"record_id": w["record"]}
+    return w["stub"].PlanCriuRestore(pb.PlanCriuRestoreRequest(
+        record=pb.RecordRef(**ref), timens_image=image, policy=policy), timeout=30)
+
+
+def _verify(w, pid: int, stage: str = "post-restore"):
+    return w["stub"].VerifyRestore(pb.VerifyRestoreRequest(
+        record=pb.RecordRef(record_id=w["record"]), pid=pid, stage=stage), timeout=30)
+
+
+def _checkpoint_criu(w, image: bytes):
+    return w["stub"].CheckpointCriuImage(pb.CheckpointCriuImageRequest(timens_image=image), timeout=30)
 
 
 def _future_version(data: bytes) -> bytes:
@@ -133,6 +156,21 @@ CASES = {
         pb.ExecRequest(pid=w["sleeper"], command=pb.Command(argv=[])), timeout=30),
     "exec-gone": lambda w: w["stub"].Exec(
         pb.ExecRequest(pid=w["gone"], command=pb.Command(argv=["/bin/true"])), timeout=30),
+    "criu-image-empty": lambda w: _checkpoint_criu(w, b""),
+    "criu-image-truncated": lambda w: _checkpoint_criu(w, w["image"][:-3]),
+    "criu-image-wrong-magic": lambda w: _checkpoint_criu(w, b"\0" * 30),
+    "criu-image-boottime-below": lambda w: _checkpoint_criu(w, _image(5 * 10**9, 4 * 10**9)),
+    "criu-plan-no-record": lambda w: w["stub"].PlanCriuRestore(
+        pb.PlanCriuRestoreRequest(timens_image=w["image"]), timeout=30),
+    "criu-plan-unknown": lambda w: _plan_criu(w, w["image"], record_id="deadbeef"),
+    "criu-plan-corrupt-record": lambda w: _plan_criu(w, w["image"], record_file=_flip(w["exported"])),
+    "criu-plan-garbage-image": lambda w: _plan_criu(w, b"junk"),
+    "criu-plan-stale-record": lambda w: _plan_criu(w, _image(*(clock + 10**9 for clock in w["clocks"]))),
+    "criu-plan-out-of-range": lambda w: _plan_criu(w, w["huge_image"], pb.POLICY_ELAPSED, record_id=w["huge"]),
+    "verify-gone": lambda w: _verify(w, w["gone"]),
+    "verify-stage-too-long": lambda w: _verify(w, w["sleeper"], stage="x" * 65),
+    "restores-id-invalid": lambda w: w["stub"].ListRestores(
+        pb.ListRestoresRequest(record_id="not-an-id!"), timeout=30),
 }
 
 

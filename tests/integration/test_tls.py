@@ -84,7 +84,7 @@ def test_a_client_with_an_allowed_certificate_has_the_full_api(tls_daemon, pki):
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert "caller=tls=migrator" in daemon.log()
+    assert '"transport": "tls", "caller": "migrator"' in daemon.log()
 
 
 def test_a_certificate_of_the_ca_but_not_in_the_allow_list_is_refused(tls_daemon, pki):

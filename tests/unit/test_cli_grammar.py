@@ -46,6 +46,18 @@ def test_unreachable_daemon_exits_3_with_one_line(capsys, tmp_path):
     assert "cannot reach keeptimed" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv, status, code", [
+    (["list"], cli.EXIT_UNAVAILABLE, "UNAVAILABLE"),
+    (["checkpoint", "notapid"], cli.EXIT_USAGE, "USAGE"),
+])
+def test_with_json_errors_are_one_json_object_on_stderr(capsys, tmp_path, argv, status, code):
+    assert cli.main(["--socket", str(tmp_path / "none.sock"), "--json", *argv]) == status
+    out, err = capsys.readouterr()
+    error = json.loads(err)
+    assert out == "" and err.count("\n") == 1
+    assert error["error"]["code"] == code and error["exit_status"] == status and error["error"]["message"]
+
+
 def test_json_keeps_int64_as_numbers_and_enums_as_names():
     plan = pb.Plan(record_id="ab", policy=pb.POLICY_SUSPEND, downtime_ns=2**40)
     plan.offsets.monotonic_ns = -(2**62)
@@ -58,3 +70,15 @@ def test_help_has_examples(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "keeptime restore 3f9a --policy freeze --" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["restore", "--", "true"], "give a record ID or --criu-images DIR"),
+    (["restore", "abcd", "--criu-images", "/", "--", "true"], "not both"),
+    (["restore", "--criu-images", "/nonexistent-dir", "--", "true"], "cannot read /nonexistent-dir/keeptime-record.bin"),
+    (["criu-hook", "--", "x"], "takes no arguments"),
+])
+def test_criu_usage_errors_are_one_line_and_exit_2(capsys, argv, message):
+    assert cli.main(["--socket", "/nonexistent", *argv]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

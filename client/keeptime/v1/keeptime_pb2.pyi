@@ -27,6 +27,13 @@ class DowntimeSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DOWNTIME_SOURCE_SAME_BOOT: _ClassVar[DowntimeSource]
     DOWNTIME_SOURCE_REALTIME: _ClassVar[DowntimeSource]
     DOWNTIME_SOURCE_REALTIME_CLAMPED: _ClassVar[DowntimeSource]
+
+class OffsetAbi(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OFFSET_ABI_UNSPECIFIED: _ClassVar[OffsetAbi]
+    OFFSET_ABI_UNTRIED: _ClassVar[OffsetAbi]
+    OFFSET_ABI_SUPPORTED: _ClassVar[OffsetAbi]
+    OFFSET_ABI_UNSUPPORTED: _ClassVar[OffsetAbi]
 POLICY_UNSPECIFIED: Policy
 POLICY_FREEZE: Policy
 POLICY_SUSPEND: Policy
@@ -39,6 +46,10 @@ DOWNTIME_SOURCE_UNSPECIFIED: DowntimeSource
 DOWNTIME_SOURCE_SAME_BOOT: DowntimeSource
 DOWNTIME_SOURCE_REALTIME: DowntimeSource
 DOWNTIME_SOURCE_REALTIME_CLAMPED: DowntimeSource
+OFFSET_ABI_UNSPECIFIED: OffsetAbi
+OFFSET_ABI_UNTRIED: OffsetAbi
+OFFSET_ABI_SUPPORTED: OffsetAbi
+OFFSET_ABI_UNSUPPORTED: OffsetAbi
 
 class ClockValues(_message.Message):
     __slots__ = ("monotonic_ns", "boottime_ns")
@@ -384,3 +395,166 @@ class ImportRecordResponse(_message.Message):
     RECORD_FIELD_NUMBER: _ClassVar[int]
     record: Record
     def __init__(self, record: _Optional[_Union[Record, _Mapping]] = ...) -> None: ...
+
+class GetInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MissingCapability(_message.Message):
+    __slots__ = ("name", "needed_for", "blocking")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NEEDED_FOR_FIELD_NUMBER: _ClassVar[int]
+    BLOCKING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    needed_for: str
+    blocking: bool
+    def __init__(self, name: _Optional[str] = ..., needed_for: _Optional[str] = ..., blocking: _Optional[bool] = ...) -> None: ...
+
+class GetInfoResponse(_message.Message):
+    __slots__ = ("version", "pid", "started_realtime_ns", "kernel_release", "time_namespaces", "max_time_namespaces", "offset_abi", "capabilities", "missing_capabilities", "record_count", "children_running", "config_path", "config_file_loaded", "socket_path", "db_path", "metrics_address", "default_policy", "timens_inode", "host_time_namespace", "hostname", "boot_id")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_REALTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_RELEASE_FIELD_NUMBER: _ClassVar[int]
+    TIME_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TIME_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_ABI_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_PATH_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FILE_LOADED_FIELD_NUMBER: _ClassVar[int]
+    SOCKET_PATH_FIELD_NUMBER: _ClassVar[int]
+    DB_PATH_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TIMENS_INODE_FIELD_NUMBER: _ClassVar[int]
+    HOST_TIME_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    pid: int
+    started_realtime_ns: int
+    kernel_release: str
+    time_namespaces: bool
+    max_time_namespaces: int
+    offset_abi: OffsetAbi
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    missing_capabilities: _containers.RepeatedCompositeFieldContainer[MissingCapability]
+    record_count: int
+    children_running: int
+    config_path: str
+    config_file_loaded: bool
+    socket_path: str
+    db_path: str
+    metrics_address: str
+    default_policy: Policy
+    timens_inode: int
+    host_time_namespace: bool
+    hostname: str
+    boot_id: str
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., started_realtime_ns: _Optional[int] = ..., kernel_release: _Optional[str] = ..., time_namespaces: _Optional[bool] = ..., max_time_namespaces: _Optional[int] = ..., offset_abi: _Optional[_Union[OffsetAbi, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., missing_capabilities: _Optional[_Iterable[_Union[MissingCapability, _Mapping]]] = ..., record_count: _Optional[int] = ..., children_running: _Optional[int] = ..., config_path: _Optional[str] = ..., config_file_loaded: _Optional[bool] = ..., socket_path: _Optional[str] = ..., db_path: _Optional[str] = ..., metrics_address: _Optional[str] = ..., default_policy: _Optional[_Union[Policy, str]] = ..., timens_inode: _Optional[int] = ..., host_time_namespace: _Optional[bool] = ..., hostname: _Optional[str] = ..., boot_id: _Optional[str] = ...) -> None: ...
+
+class RecordRef(_message.Message):
+    __slots__ = ("record_id", "record_file")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FILE_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    record_file: bytes
+    def __init__(self, record_id: _Optional[str] = ..., record_file: _Optional[bytes] = ...) -> None: ...
+
+class CheckpointCriuImageRequest(_message.Message):
+    __slots__ = ("timens_image", "root_pid", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TIMENS_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_PID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    timens_image: bytes
+    root_pid: int
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, timens_image: _Optional[bytes] = ..., root_pid: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class PlanCriuRestoreRequest(_message.Message):
+    __slots__ = ("record", "timens_image", "policy")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    TIMENS_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    record: RecordRef
+    timens_image: bytes
+    policy: Policy
+    def __init__(self, record: _Optional[_Union[RecordRef, _Mapping]] = ..., timens_image: _Optional[bytes] = ..., policy: _Optional[_Union[Policy, str]] = ...) -> None: ...
+
+class PlanCriuRestoreResponse(_message.Message):
+    __slots__ = ("timens_image", "plan")
+    TIMENS_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    timens_image: bytes
+    plan: Plan
+    def __init__(self, timens_image: _Optional[bytes] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ...) -> None: ...
+
+class VerifyRestoreRequest(_message.Message):
+    __slots__ = ("record", "pid", "policy", "timens_image", "stage")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TIMENS_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    record: RecordRef
+    pid: int
+    policy: Policy
+    timens_image: bytes
+    stage: str
+    def __init__(self, record: _Optional[_Union[RecordRef, _Mapping]] = ..., pid: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., timens_image: _Optional[bytes] = ..., stage: _Optional[str] = ...) -> None: ...
+
+class VerifyRestoreResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: RestoreEvent
+    def __init__(self, event: _Optional[_Union[RestoreEvent, _Mapping]] = ...) -> None: ...
+
+class RestoreEvent(_message.Message):
+    __slots__ = ("id", "record_id", "pid", "policy", "stage", "ok", "dumped", "clocks", "offsets", "timens_inode", "realtime_ns", "message")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    DUMPED_FIELD_NUMBER: _ClassVar[int]
+    CLOCKS_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    TIMENS_INODE_FIELD_NUMBER: _ClassVar[int]
+    REALTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    record_id: str
+    pid: int
+    policy: Policy
+    stage: str
+    ok: bool
+    dumped: ClockValues
+    clocks: ClockValues
+    offsets: Offsets
+    timens_inode: int
+    realtime_ns: int
+    message: str
+    def __init__(self, id: _Optional[int] = ..., record_id: _Optional[str] = ..., pid: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., stage: _Optional[str] = ..., ok: _Optional[bool] = ..., dumped: _Optional[_Union[ClockValues, _Mapping]] = ..., clocks: _Optional[_Union[ClockValues, _Mapping]] = ..., offsets: _Optional[_Union[Offsets, _Mapping]] = ..., timens_inode: _Optional[int] = ..., realtime_ns: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ListRestoresRequest(_message.Message):
+    __slots__ = ("record_id",)
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    def __init__(self, record_id: _Optional[str] = ...) -> None: ...
+
+class ListRestoresResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[RestoreEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[RestoreEvent, _Mapping]]] = ...) -> None: ...

@@ -89,6 +89,31 @@ class KeeptimeStub:
                 request_serializer=keeptime_dot_v1_dot_keeptime__pb2.ImportRecordRequest.SerializeToString,
                 response_deserializer=keeptime_dot_v1_dot_keeptime__pb2.ImportRecordResponse.FromString,
                 _registered_method=True)
+        self.GetInfo = channel.unary_unary(
+                '/keeptime.v1.Keeptime/GetInfo',
+                request_serializer=keeptime_dot_v1_dot_keeptime__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=keeptime_dot_v1_dot_keeptime__pb2.GetInfoResponse.FromString,
+                _registered_method=True)
+        self.CheckpointCriuImage = channel.unary_unary(
+                '/keeptime.v1.Keeptime/CheckpointCriuImage',
+                request_serializer=keeptime_dot_v1_dot_keeptime__pb2.CheckpointCriuImageRequest.SerializeToString,
+                response_deserializer=keeptime_dot_v1_dot_keeptime__pb2.CheckpointResponse.FromString,
+                _registered_method=True)
+        self.PlanCriuRestore = channel.unary_unary(
+                '/keeptime.v1.Keeptime/PlanCriuRestore',
+                request_serializer=keeptime_dot_v1_dot_keeptime__pb2.PlanCriuRestoreRequest.SerializeToString,
+                response_deserializer=keeptime_dot_v1_dot_keeptime__pb2.PlanCriuRestoreResponse.FromString,
+                _registered_method=True)
+        self.VerifyRestore = channel.unary_unary(
+                '/keeptime.v1.Keeptime/VerifyRestore',
+                request_serializer=keeptime_dot_v1_dot_keeptime__pb2.VerifyRestoreRequest.SerializeToString,
+                response_deserializer=keeptime_dot_v1_dot_keeptime__pb2.VerifyRestoreResponse.FromString,
+                _registered_method=True)
+        self.ListRestores = channel.unary_unary(
+                '/keeptime.v1.Keeptime/ListRestores',
+                request_serializer=keeptime_dot_v1_dot_keeptime__pb2.ListRestoresRequest.SerializeToString,
+                response_deserializer=keeptime_dot_v1_dot_keeptime__pb2.ListRestoresResponse.FromString,
+                _registered_method=True)
 
 
 class KeeptimeServicer:
@@ -168,6 +193,45 @@ class KeeptimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInfo(self, request, context):
+        """What this keeptimed is and can do: version, kernel support, privileges,
+        configuration (for `keeptime info` and `keeptime doctor`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckpointCriuImage(self, request, context):
+        """CRIU: record the clocks a dump saw from its timens-0.img, for a tree that
+        is gone or cannot be read; host clocks and boot_id are read now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanCriuRestore(self, request, context):
+        """CRIU: the timens-0.img that makes CRIU's own time namespace step resume
+        the dumped tree under a policy, and the plan behind it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyRestore(self, request, context):
+        """Check that a restored tree's clocks are not below the dumped ones, and
+        store the verdict as a restore event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRestores(self, request, context):
+        """Stored restore events, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeeptimeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +289,31 @@ def add_KeeptimeServicer_to_server(servicer, server):
                     servicer.ImportRecord,
                     request_deserializer=keeptime_dot_v1_dot_keeptime__pb2.ImportRecordRequest.FromString,
                     response_serializer=keeptime_dot_v1_dot_keeptime__pb2.ImportRecordResponse.SerializeToString,
+            ),
+            'GetInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInfo,
+                    request_deserializer=keeptime_dot_v1_dot_keeptime__pb2.GetInfoRequest.FromString,
+                    response_serializer=keeptime_dot_v1_dot_keeptime__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'CheckpointCriuImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckpointCriuImage,
+                    request_deserializer=keeptime_dot_v1_dot_keeptime__pb2.CheckpointCriuImageRequest.FromString,
+                    response_serializer=keeptime_dot_v1_dot_keeptime__pb2.CheckpointResponse.SerializeToString,
+            ),
+            'PlanCriuRestore': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanCriuRestore,
+                    request_deserializer=keeptime_dot_v1_dot_keeptime__pb2.PlanCriuRestoreRequest.FromString,
+                    response_serializer=keeptime_dot_v1_dot_keeptime__pb2.PlanCriuRestoreResponse.SerializeToString,
+            ),
+            'VerifyRestore': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyRestore,
+                    request_deserializer=keeptime_dot_v1_dot_keeptime__pb2.VerifyRestoreRequest.FromString,
+                    response_serializer=keeptime_dot_v1_dot_keeptime__pb2.VerifyRestoreResponse.SerializeToString,
+            ),
+            'ListRestores': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRestores,
+                    request_deserializer=keeptime_dot_v1_dot_keeptime__pb2.ListRestoresRequest.FromString,
+                    response_serializer=keeptime_dot_v1_dot_keeptime__pb2.ListRestoresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -524,6 +613,141 @@ class Keeptime:
             '/keeptime.v1.Keeptime/ImportRecord',
             keeptime_dot_v1_dot_keeptime__pb2.ImportRecordRequest.SerializeToString,
             keeptime_dot_v1_dot_keeptime__pb2.ImportRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keeptime.v1.Keeptime/GetInfo',
+            keeptime_dot_v1_dot_keeptime__pb2.GetInfoRequest.SerializeToString,
+            keeptime_dot_v1_dot_keeptime__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckpointCriuImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keeptime.v1.Keeptime/CheckpointCriuImage',
+            keeptime_dot_v1_dot_keeptime__pb2.CheckpointCriuImageRequest.SerializeToString,
+            keeptime_dot_v1_dot_keeptime__pb2.CheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanCriuRestore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keeptime.v1.Keeptime/PlanCriuRestore',
+            keeptime_dot_v1_dot_keeptime__pb2.PlanCriuRestoreRequest.SerializeToString,
+            keeptime_dot_v1_dot_keeptime__pb2.PlanCriuRestoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyRestore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keeptime.v1.Keeptime/VerifyRestore',
+            keeptime_dot_v1_dot_keeptime__pb2.VerifyRestoreRequest.SerializeToString,
+            keeptime_dot_v1_dot_keeptime__pb2.VerifyRestoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRestores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keeptime.v1.Keeptime/ListRestores',
+            keeptime_dot_v1_dot_keeptime__pb2.ListRestoresRequest.SerializeToString,
+            keeptime_dot_v1_dot_keeptime__pb2.ListRestoresResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,109 @@
+"""CRIU image files, and the one keeptime reads and rewrites: timens-0.img.
+
+A CRIU image file is two little-endian u32 magics (the common image magic,
+then the image type's own) followed by entries, each a little-endian u32
+length and that many bytes of protobuf. timens-0.img holds exactly one
+``timens_entry``: the dumped tree's CLOCK_MONOTONIC and CLOCK_BOOTTIME as
+seen inside its time namespace.
+
+Pure functions, no I/O: shared by keeptimed and the CRIU hook (which must be
+able to record from an image when keeptimed is unreachable). Every problem
+with the bytes raises ImageError with a one-line message; callers turn it
+into their own error (DATA_LOSS in keeptimed).
+"""
+import struct
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from ..timefmt import NSEC_PER_SEC
+from . import timens_pb2
+
+COMMON_MAGIC = 0x54564319
+TIMENS_MAGIC = 0x43114433
+TIMENS_IMAGE = "timens-0.img"
+_U32 = struct.Struct("<I")
+# The kernel keeps time namespace clocks as signed 64-bit nanoseconds.
+MAX_CLOCK_NS = 2**63 - 1
+
+
+class ImageError(ValueError):
+    """Bytes that are not a well-formed CRIU image of the expected kind."""
+
+
+@dataclass(frozen=True)
+class TimensClocks:
+    """The clocks a timens image holds, in nanoseconds."""
+
+    monotonic_ns: int
+    boottime_ns: int
+
+
+def read_entries(data: bytes, magic: int, name: str) -> list[bytes]:
+    """The protobuf entries of a CRIU image file whose type magic is magic."""
+    if len(data) < 2 * _U32.size:
+        raise ImageError(f"{name} is truncated: {len(data)} bytes, too short for its header")
+    common, kind = _U32.unpack_from(data, 0), _U32.unpack_from(data, _U32.size)
+    if common[0] != COMMON_MAGIC:
+        raise ImageError(f"{name} is not a CRIU image (magic {common[0]:#010x}, expected {COMMON_MAGIC:#010x})")
+    if kind[0] != magic:
+        raise ImageError(f"{name} is another kind of CRIU image (magic {kind[0]:#010x}, expected {magic:#010x})")
+    entries = []
+    offset = 2 * _U32.size
+    while offset < len(data):
+        if len(data) - offset < _U32.size:
+            raise ImageError(f"{name} is truncated: {len(data) - offset} stray bytes after entry {len(entries)}")
+        (size,) = _U32.unpack_from(data, offset)
+        offset += _U32.size
+        if size > len(data) - offset:
+            raise ImageError(
+                f"{name} is truncated: entry {len(entries)} says {size} bytes, {len(data) - offset} remain"
+            )
+        entries.append(bytes(data[offset:offset + size]))
+        offset += size
+    return entries
+
+
+def write_entries(magic: int, entries: list[bytes]) -> bytes:
+    """A CRIU image file of type magic holding entries."""
+    parts = [_U32.pack(COMMON_MAGIC), _U32.pack(magic)]
+    for entry in entries:
+        parts += [_U32.pack(len(entry)), entry]
+    return b"".join(parts)
+
+
+def _ns(name: str, what: str, ts: "timens_pb2.timespec") -> int:
+    if ts.tv_nsec >= NSEC_PER_SEC:
+        raise ImageError(f"{name}: {what} tv_nsec {ts.tv_nsec} is not below 1e9")
+    value = ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec
+    if value > MAX_CLOCK_NS:
+        raise ImageError(f"{name}: {what} {ts.tv_sec} s does not fit a 64-bit nanosecond clock")
+    return value
+
+
+def decode_timens(data: bytes, name: str = TIMENS_IMAGE) -> TimensClocks:
+    """The clocks in timens-0.img bytes; ImageError when they are damaged."""
+    entries = read_entries(data, TIMENS_MAGIC, name)
+    if len(entries) != 1:
+        raise ImageError(f"{name} holds {len(entries)} entries, expected exactly one timens entry")
+    entry = timens_pb2.timens_entry()
+    try:
+        entry.ParseFromString(entries[0])
+    except DecodeError:
+        raise ImageError(f"{name}: the timens entry does not parse") from None
+    # upb does not enforce proto2's `required` while parsing: check it here.
+    if not entry.IsInitialized():
+        missing = ", ".join(entry.FindInitializationErrors())
+        raise ImageError(f"{name}: the timens entry lacks required fields ({missing})")
+    return TimensClocks(_ns(name, "monotonic", entry.monotonic), _ns(name, "boottime", entry.boottime))
+
+
+def encode_timens(clocks: TimensClocks) -> bytes:
+    """timens-0.img bytes holding clocks, exactly as CRIU writes them."""
+    for what, value in (("monotonic", clocks.monotonic_ns), ("boottime", clocks.boottime_ns)):
+        if not 0 <= value <= MAX_CLOCK_NS:
+            raise ImageError(f"{what} clock {value} ns cannot be stored in {TIMENS_IMAGE}")
+    entry = timens_pb2.timens_entry()
+    entry.monotonic.tv_sec, entry.monotonic.tv_nsec = divmod(clocks.monotonic_ns, NSEC_PER_SEC)
+    entry.boottime.tv_sec, entry.boottime.tv_nsec = divmod(clocks.boottime_ns, NSEC_PER_SEC)
+    return write_entries(TIMENS_MAGIC, [entry.SerializeToString(deterministic=True)])

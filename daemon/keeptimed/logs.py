@@ -1,0 +1,77 @@
+"""keeptimed's log output: JSON lines for machines, key=value text for people.
+
+Structured fields travel with a record as ``extra={"fields": {...}}``; both
+formats print them, JSON as top-level keys, text as ``key=value`` pairs after
+the message. Every record is one line (a traceback is folded into the JSON
+``exc`` field, or indented under a text line).
+"""
+import datetime
+import json
+import logging
+import sys
+
+# Attribute names that cannot be overridden by fields (they describe the record itself).
+RESERVED = ("ts", "level", "logger", "msg", "exc")
+
+
+def fields_of(record: logging.LogRecord) -> dict:
+    return getattr(record, "fields", None) or {}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (UTC, RFC 3339), level, logger, msg, then the fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": datetime.datetime.fromtimestamp(record.created, tz=datetime.timezone.utc)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in fields_of(record).items():
+            out[key if key not in RESERVED else f"field_{key}"] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def _text_value(value) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' "=\n'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-01-02 03:04:05,678 INFO keeptimed.rpc: message key=value ...``"""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        pairs = " ".join(f"{key}={_text_value(value)}" for key, value in fields_of(record).items())
+        return f"{line} {pairs}" if pairs else line
+
+
+def choose_format(log_format: str, stream=None) -> str:
+    """"json" or "text": auto means text on a terminal, JSON everywhere else."""
+    if log_format != "auto":
+        return log_format
+    stream = sys.stderr if stream is None else stream
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
+
+
+def setup(level: str, log_format: str) -> None:
+    """Send every log record to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if choose_format(log_format) == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

@@ -1,0 +1,75 @@
+"""Restore events in the store: round trip, filtering by record and owner,
+and the migration of schema 1 and 2 stores to 3."""
+import sqlite3
+
+import pytest
+
+from keeptime.v1 import keeptime_pb2 as pb
+from keeptimed.errors import InvalidArgument
+from keeptimed.store import RecordStore
+
+
+def event(record_id: str, ok: bool = True) -> pb.RestoreEvent:
+    return pb.RestoreEvent(
+        record_id=record_id, pid=99, policy=pb.POLICY_SUSPEND, stage="post-restore", ok=ok,
+        dumped=pb.ClockValues(monotonic_ns=5, boottime_ns=2**62),
+        clocks=pb.ClockValues(monotonic_ns=-7, boottime_ns=2**62 + 1),
+        offsets=pb.Offsets(monotonic_ns=-(2**40), boottime_ns=3),
+        timens_inode=0xEFFFFFFA, realtime_ns=1_700_000_000_000_000_001, message="clocks regressed: x",
+    )
+
+
+def test_events_round_trip_in_order_and_filter_by_record(tmp_path):
+    store = RecordStore(str(tmp_path / "k.db"))
+    a, b = "a" * 32, "b" * 32
+    ids = [store.add_restore(event(a)), store.add_restore(event(b, ok=False)), store.add_restore(event(a))]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    everything = store.list_restores()
+    expected = [event(a), event(b, ok=False), event(a)]
+    for e, event_id in zip(expected, ids):
+        e.id = event_id
+    assert everything == expected
+    assert [e.id for e in store.list_restores("aaaa")] == [ids[0], ids[2]]
+    assert store.list_restores("cccc") == []
+    with pytest.raises(InvalidArgument):
+        store.list_restores("a'; DROP TABLE restores; --")
+    store.close()
+
+
+def test_events_are_filtered_by_owner(tmp_path):
+    store = RecordStore(str(tmp_path / "k.db"))
+    admins, users = store.add_restore(event("a" * 32)), store.add_restore(event("a" * 32), owner_uid=1000)
+    assert [e.id for e in store.list_restores()] == [admins, users]
+    assert [e.id for e in store.list_restores("aaaa", owner_uid=1000)] == [users]
+    assert [e.id for e in store.list_restores(owner_uid=0)] == [admins]
+    assert store.list_restores(owner_uid=1001) == []
+    store.close()
+
+
+OLD_SCHEMAS = {
+    1: "CREATE TABLE records (id TEXT PRIMARY KEY, created_realtime_ns INTEGER NOT NULL, data BLOB NOT NULL)",
+    2: "CREATE TABLE records (id TEXT PRIMARY KEY, created_realtime_ns INTEGER NOT NULL, data BLOB NOT NULL,"
+       " owner_uid INTEGER NOT NULL DEFAULT 0)",
+}
+
+
+@pytest.mark.parametrize("version", sorted(OLD_SCHEMAS))
+def test_an_older_database_gains_owners_and_restores_and_keeps_its_records(tmp_path, version):
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path)
+    db.execute(OLD_SCHEMAS[version])
+    db.execute("INSERT INTO records (id, created_realtime_ns, data) VALUES ('x', 1, x'00')")
+    if version == 2:
+        db.execute("UPDATE records SET owner_uid = 1000")
+    db.execute(f"PRAGMA user_version={version}")
+    db.commit()
+    db.close()
+    store = RecordStore(path)
+    assert store.add_restore(event("c" * 32), owner_uid=1000) == 1
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (3,)
+    assert db.execute("SELECT id, owner_uid FROM records").fetchall() == [("x", 1000 if version == 2 else 0)]
+    assert db.execute("SELECT record_id, ok, policy, owner_uid FROM restores").fetchall() == [
+        ("c" * 32, 1, "suspend", 1000)]
+    db.close()
