@@ -184,8 +184,11 @@ def check_config(path: str, explicit: bool) -> Check:
         return Check("configuration", SKIP, f"keeptimed is not installed here to check {path}")
     # Only the file is judged: this shell's KEEPTIME_* variables are not the daemon's.
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPTIME_")}
-    result = subprocess.run([program, "--config", path, "--print-config"], capture_output=True, text=True,
-                            env=env, timeout=60)
+    try:
+        result = subprocess.run([program, "--config", path, "--print-config"], capture_output=True, text=True,
+                                env=env, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:   # e.g. an interpreter this user may not run
+        return Check("configuration", SKIP, f"cannot run {program} to check {path}: {exc}")
     if result.returncode != 0:
         return Check("configuration", FAIL, result.stderr.strip().removeprefix("keeptimed: "))
     return Check("configuration", OK, f"{path} is valid")

@@ -11,6 +11,7 @@ import tempfile
 import pytest
 
 import keeptime
+import keeptime.cli
 from helpers.daemon import RunningDaemon
 from helpers.impersonate import as_user
 from keeptime.v1 import keeptime_pb2 as pb
@@ -19,9 +20,30 @@ from keeptimed import config
 pytestmark = pytest.mark.root
 
 
+INSTALLED_PYTHON = "/opt/keeptime/bin/python"
+
+
+def python_for(user) -> str:
+    """An interpreter that runs this tree's keeptime as `user`.
+
+    The test's own virtualenv, when that user can read it; otherwise (a
+    checkout in a root-only directory, as CI's clone may be) the installed
+    /opt/keeptime, if it holds this very CLI; otherwise the test is skipped.
+    """
+    if user is None:
+        return sys.executable
+    probe = "import keeptime.cli, sys; sys.stdout.write(open(keeptime.cli.__file__, 'rb').read().hex())"
+    ours = open(keeptime.cli.__file__, "rb").read().hex()
+    for python in (sys.executable, INSTALLED_PYTHON):
+        result = subprocess.run(as_user(user, user, [python, "-c", probe]), capture_output=True, text=True)
+        if result.returncode == 0 and result.stdout == ours:
+            return python
+    pytest.skip(f"uid {user} can read neither this checkout's virtualenv nor an up-to-date {INSTALLED_PYTHON}")
+
+
 def cli(*args, socket=None, user=None, timeout=120):
     """The keeptime CLI, optionally as another user (setpriv, util-linux)."""
-    argv = [sys.executable, "-m", "keeptime.cli", *(["--socket", socket] if socket else []), *args]
+    argv = [python_for(user), "-m", "keeptime.cli", *(["--socket", socket] if socket else []), *args]
     if user is not None:
         argv = as_user(user, user, argv)
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

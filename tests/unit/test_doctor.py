@@ -29,3 +29,14 @@ def test_the_daemons_experience_wins_over_the_probe():
     untried = doctor.check_offset_abi(pb.GetInfoResponse(offset_abi=pb.OFFSET_ABI_UNTRIED))
     assert untried.summary.startswith("clone3() answered E2BIG: this kernel lacks the clone3 offset ABI")
     assert doctor.check_offset_abi(None).summary == untried.summary
+
+
+def test_a_keeptimed_this_user_cannot_run_is_a_skipped_check_not_a_traceback(tmp_path, monkeypatch):
+    config = tmp_path / "keeptimed.toml"
+    config.write_text("workers = 4\n")
+    not_runnable = tmp_path / "keeptimed"
+    not_runnable.write_text("#!/nonexistent/interpreter\n")
+    not_runnable.chmod(0o755)
+    monkeypatch.setattr(doctor, "find_keeptimed", lambda: str(not_runnable))
+    check = doctor.check_config(str(config), explicit=True)
+    assert check.status == doctor.SKIP and "cannot run" in check.summary
