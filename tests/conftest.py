@@ -81,15 +81,6 @@ def client(daemon):
         yield c
 
 
-@pytest.fixture
-def sleeper():
-    """The pid of a plain `sleep` to checkpoint: a process that does not change."""
-    proc = subprocess.Popen(["sleep", "600"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
 TEN_DAYS_S = 10 * 86_400
 
 

@@ -132,8 +132,8 @@ def assert_store_intact(daemon: RunningDaemon, acknowledged: dict) -> dict:
     return stored
 
 
-def test_sigkill_mid_stream_loses_no_acknowledged_record(fresh_daemon, sleeper):
-    with CheckpointStream(fresh_daemon, sleeper, stop_after_failure=True) as stream:
+def test_sigkill_mid_stream_loses_no_acknowledged_record(fresh_daemon, root_sleeper):
+    with CheckpointStream(fresh_daemon, root_sleeper, stop_after_failure=True) as stream:
         stream.wait_until(acknowledged=60, in_flight=THREADS // 2)
         fresh_daemon.stop(signal.SIGKILL)
     out = stream.outcomes
@@ -146,13 +146,13 @@ def test_sigkill_mid_stream_loses_no_acknowledged_record(fresh_daemon, sleeper):
     unacknowledged = set(stored) - set(out.acknowledged)
     assert len(unacknowledged) <= THREADS
     for record_id in unacknowledged:
-        assert stored[record_id].root_pid == sleeper and set(stored[record_id].labels) == {"thread", "seq"}
+        assert stored[record_id].root_pid == root_sleeper and set(stored[record_id].labels) == {"thread", "seq"}
     assert fresh_daemon.stop() == 0
 
 
-def test_sigterm_mid_stream_finishes_or_refuses_each_call(fresh_daemon, sleeper):
+def test_sigterm_mid_stream_finishes_or_refuses_each_call(fresh_daemon, root_sleeper):
     signalled_at = None
-    with CheckpointStream(fresh_daemon, sleeper, stop_after_failure=False) as stream:
+    with CheckpointStream(fresh_daemon, root_sleeper, stop_after_failure=False) as stream:
         stream.wait_until(acknowledged=30, in_flight=THREADS // 2)
         signalled_at = time.monotonic()
         assert fresh_daemon.stop(signal.SIGTERM) == 0, fresh_daemon.log()
@@ -171,14 +171,14 @@ def test_sigterm_mid_stream_finishes_or_refuses_each_call(fresh_daemon, sleeper)
     assert fresh_daemon.stop() == 0
 
 
-def test_a_restarted_store_accepts_new_records(fresh_daemon, sleeper):
+def test_a_restarted_store_accepts_new_records(fresh_daemon, root_sleeper):
     """The store a killed daemon left behind is not only readable but writable."""
     with fresh_daemon.client() as client:
-        first = client.checkpoint_record(sleeper)
+        first = client.checkpoint_record(root_sleeper)
     fresh_daemon.stop(signal.SIGKILL)
     fresh_daemon.start()
     with fresh_daemon.client() as client:
-        second = client.checkpoint_record(sleeper)
+        second = client.checkpoint_record(root_sleeper)
         assert [entry.id for entry in client.list()] == [first.id, second.id]
         assert client.get(second.id) == second
 
@@ -274,14 +274,14 @@ def fill_with_checkpoints(client, pid: int) -> tuple[dict, list]:
     return acknowledged, refused
 
 
-def test_a_full_disk_gives_resource_exhausted_and_loses_nothing(daemon_on_small_disk, small_disk, sleeper):
+def test_a_full_disk_gives_resource_exhausted_and_loses_nothing(daemon_on_small_disk, small_disk, root_sleeper):
     daemon = daemon_on_small_disk.start()
     ballast = os.path.join(small_disk.view, "ballast")
     with open(ballast, "wb") as f:
         f.write(b"\0" * (128 * 1024))
     with daemon.client() as client:
-        early = {r.id: r for r in (client.checkpoint_record(sleeper, labels={"n": str(n)}) for n in range(3))}
-        acknowledged, refused = fill_with_checkpoints(client, sleeper)
+        early = {r.id: r for r in (client.checkpoint_record(root_sleeper, labels={"n": str(n)}) for n in range(3))}
+        acknowledged, refused = fill_with_checkpoints(client, root_sleeper)
         assert acknowledged and len(refused) == 5, "the disk never filled up"
         assert small_disk.free_bytes() < len(BIG_LABEL)   # a real ENOSPC, not a quota of ours
         for exc in refused:
@@ -299,7 +299,7 @@ def test_a_full_disk_gives_resource_exhausted_and_loses_nothing(daemon_on_small_
 
         # Space freed by the operator: writes work again, no restart needed.
         os.unlink(ballast)
-        again = client.checkpoint_record(sleeper)
+        again = client.checkpoint_record(root_sleeper)
         acknowledged[again.id] = again
     assert daemon.stop() == 0, daemon.log()
 

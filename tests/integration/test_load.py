@@ -68,10 +68,10 @@ def wait_for(condition, timeout: float) -> bool:
     return condition()
 
 
-def test_stalled_connections_block_no_one_and_leak_no_fds(fresh_daemon, sleeper):
+def test_stalled_connections_block_no_one_and_leak_no_fds(fresh_daemon, root_sleeper):
     pid = fresh_daemon.proc.pid
     with fresh_daemon.client() as client:   # start what a first call starts, then measure
-        record_id = client.checkpoint(sleeper)
+        record_id = client.checkpoint(root_sleeper)
         assert client.wait(client.restore(record_id, ["/bin/true"]).pid, timeout=30) == 0
     time.sleep(0.5)
     idle_fds = open_fds(pid)
@@ -85,9 +85,9 @@ def test_stalled_connections_block_no_one_and_leak_no_fds(fresh_daemon, sleeper)
         def busy_client():
             with Client(socket=fresh_daemon.socket, timeout=10) as c:
                 for _ in range(20):
-                    c.checkpoint(sleeper)
+                    c.checkpoint(root_sleeper)
                     c.list()
-                    c.clocks(sleeper)
+                    c.clocks(root_sleeper)
                     rounds.append(1)
 
         threads = [threading.Thread(target=busy_client) for _ in range(4)]
