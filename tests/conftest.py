@@ -110,11 +110,13 @@ def far_process():
         "sleep", "600",
     ])
     try:
-        yield _wait_for_child(parent.pid), parent.pid
+        child = _wait_for_child(parent.pid)
+        yield child, parent.pid
     finally:
+        # The child first: once unshare is dead it is reparented and pkill -P no longer finds it.
+        subprocess.run(["pkill", "-KILL", "-P", str(parent.pid)], check=False)
         parent.kill()
         parent.wait()
-        subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
 
 
 @pytest.fixture
