@@ -418,10 +418,21 @@ checkpoint path, the native spawn measured alone, gRPC measured alone).
   jump could be hidden by aiming the targets below the recorded values by an
   expected exec latency, but any exec slower than the guess would then read
   a clock that went backwards, so keeptime does not.
-- **Checkpoint of one process ≤ 2 ms** sits near the limit on this VM: about
-  0.35 ms reading /proc, 0.45 ms for the fsync'd SQLite commit (WAL,
-  synchronous=FULL, so an acknowledged record survives a power cut) and one
-  gRPC round trip.
+- **Every call crosses the caller relay.** To know who calls (SO_PEERCRED,
+  which grpcio hides), keeptimed accepts on its public socket and relays
+  each connection to the gRPC server's private socket from one Python
+  thread. Measured side by side, that costs 0.1 to 0.3 ms per round trip on
+  this VM (thread hand-offs under the GIL, not CPU: a py-spy profile of a
+  checkpoint stream shows the daemon mostly idle). Moving the byte pump out
+  of the GIL (a C loop in the native module) is the known fix.
+- **Checkpoint of one process ≤ 2 ms** is met or missed with the VM's
+  load: in-process it is about 0.35 to 0.6 ms reading /proc and 0.45 to
+  0.5 ms for the fsync'd SQLite commit (WAL, synchronous=FULL, so an
+  acknowledged record survives a power cut); the rest is the gRPC round
+  trip through the relay.
+- **Variance.** This is a 2-vCPU VM on a shared host: the C floor itself
+  moved between 0.57 and 0.87 ms median across runs of the same day, so
+  compare the ratios within one run, not absolute times across runs.
 """
 
 
