@@ -38,7 +38,7 @@ class Caller:
     pid: Optional[int] = None       # unix only: SO_PEERCRED at connect time
     uid: Optional[int] = None
     gid: Optional[int] = None
-    name: str = ""                  # tls: the client certificate's name
+    name: str = ""                  # unix: the program's name; tls: the client certificate's name
 
     @property
     def privileged(self) -> bool:
@@ -48,11 +48,6 @@ class Caller:
     def owner_uid(self) -> int:
         """The uid records made by this caller belong to (0: the administrators')."""
         return self.uid if self.transport == "unix" and self.uid is not None else 0
-
-    def describe(self) -> str:
-        if self.transport == "unix":
-            return f"pid={self.pid} uid={self.uid} gid={self.gid}"
-        return f"{self.transport}={self.name or '-'}"
 
 
 _current: contextvars.ContextVar[Caller] = contextvars.ContextVar("keeptime_caller")
@@ -85,7 +80,7 @@ class Access:
             credentials = self.relay.caller(peer) if self.relay else None
             if credentials is None:
                 raise PermissionDenied("this connection did not come through keeptimed's socket")
-            return Caller("unix", credentials.pid, credentials.uid, credentials.gid)
+            return Caller("unix", credentials.pid, credentials.uid, credentials.gid, credentials.program)
         auth = context.auth_context()
         if auth.get("transport_security_type") == [b"ssl"]:
             names = [n.decode() for key in ("x509_common_name", "x509_subject_alternative_name")

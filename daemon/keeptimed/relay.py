@@ -27,8 +27,11 @@ import struct
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
+
+from . import procfs
+from .errors import KeeptimeError
 
 log = logging.getLogger("keeptimed.relay")
 
@@ -55,6 +58,7 @@ class PeerCredentials:
     pid: int
     uid: int
     gid: int
+    program: str = ""       # its name (comm) when it connected, for the log
 
 
 def peer_credentials(sock: socket.socket) -> PeerCredentials:
@@ -78,9 +82,9 @@ class _Direction:
 class _Pair:
     """A public connection and its upstream connection to the gRPC server."""
 
-    def __init__(self, client: socket.socket, upstream: socket.socket, peer: str, bound_path: str):
+    def __init__(self, client: socket.socket, upstream: socket.socket, peer: str):
         self.client, self.upstream = client, upstream
-        self.peer, self.bound_path = peer, bound_path
+        self.peer = peer
         self.up = _Direction(client, upstream)
         self.down = _Direction(upstream, client)
 
@@ -121,10 +125,6 @@ class CallerRelay:
         """Credentials of the relayed connection gRPC reports as `peer`, if any."""
         with self._lock:
             return self._callers.get(peer)
-
-    def connection_count(self) -> int:
-        with self._lock:
-            return len(self._callers)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -246,7 +246,7 @@ class CallerRelay:
                 client.close()
 
     def _open_upstream(self, client: socket.socket) -> None:
-        credentials = peer_credentials(client)
+        credentials = _with_program(peer_credentials(client))
         bound_path = os.path.join(self.private_dir, f"c{next(self._counter)}")
         peer = f"unix:{bound_path}"
         upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -259,23 +259,23 @@ class CallerRelay:
             os.unlink(bound_path)
         except OSError:
             upstream.close()
-            self._forget(peer, bound_path)
+            self._forget(peer)
+            try:
+                os.unlink(bound_path)
+            except FileNotFoundError:
+                pass
             raise
         client.setblocking(False)
         upstream.setblocking(False)
-        pair = _Pair(client, upstream, peer, bound_path)
+        pair = _Pair(client, upstream, peer)
         self._pairs[client] = pair
         self._pairs[upstream] = pair
         self._selector.register(client, selectors.EVENT_READ, pair)
         self._selector.register(upstream, selectors.EVENT_READ, pair)
 
-    def _forget(self, peer: str, bound_path: str) -> None:
+    def _forget(self, peer: str) -> None:
         with self._lock:
             self._callers.pop(peer, None)
-        try:
-            os.unlink(bound_path)
-        except FileNotFoundError:
-            pass
 
     def _serve(self, pair: _Pair, sock: socket.socket, events: int) -> None:
         try:
@@ -348,7 +348,16 @@ class CallerRelay:
             except (KeyError, ValueError):
                 pass
             sock.close()
-        self._forget(pair.peer, pair.bound_path)
+        self._forget(pair.peer)
+
+
+def _with_program(credentials: PeerCredentials) -> PeerCredentials:
+    """The credentials with the caller's name, read once per connection rather than per call."""
+    try:
+        program = procfs.read_stat(credentials.pid).comm
+    except (OSError, KeeptimeError):  # gone already, or not ours to read
+        program = "?"
+    return replace(credentials, program=program)
 
 
 def _private_directory(public_path: str) -> str:

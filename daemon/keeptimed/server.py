@@ -212,7 +212,6 @@ class Daemon:
                      else self.server.add_insecure_port(c.tcp))
             if bound == 0:
                 raise StartupError(f"cannot listen on {c.tcp}")
-            self.tcp_port = bound
             log.info("keeptimed serving %s on %s", "mutual TLS" if credentials else "INSECURE loopback TCP", c.tcp)
         self.server.start()
         try:

@@ -62,17 +62,14 @@ def note(**fields) -> None:
 def caller_fields(caller: Optional[Caller], context) -> dict:
     """Who is calling, for the log: on the unix socket the pid, uid and gid
     the kernel reported at connect time (SO_PEERCRED, through the relay) and
-    that process's name; over TCP the transport and the certificate's name;
-    the bare peer address of a call refused before it was identified."""
+    that process's name then; over TCP the transport and the certificate's
+    name; the bare peer address of a call refused before it was identified."""
     if caller is None:
         return {"peer": context.peer()}
     if caller.transport != "unix":
         return {"transport": caller.transport, "caller": caller.name or "-"}
-    try:
-        program = procfs.read_stat(caller.pid).comm
-    except (OSError, KeeptimeError):  # gone, or not ours to read
-        program = "?"
-    return {"caller": program, "caller_pid": caller.pid, "caller_uid": caller.uid, "caller_gid": caller.gid}
+    return {"caller": caller.name or "?", "caller_pid": caller.pid, "caller_uid": caller.uid,
+            "caller_gid": caller.gid}
 
 
 def request_fields(request) -> dict:

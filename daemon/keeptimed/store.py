@@ -117,10 +117,7 @@ class RecordStore:
 
         With owner_uid, only that uid's records count: others' are not found.
         """
-        if not ID_OR_PREFIX.fullmatch(id_or_prefix or ""):
-            raise InvalidArgument(
-                f"{id_or_prefix!r} is not a record id (4 to 32 lowercase hex digits)"
-            )
+        _check_id_or_prefix(id_or_prefix)
         with self._lock:
             rows = self._db.execute(
                 "SELECT id FROM records WHERE id >= ? AND id < ? AND (? IS NULL OR owner_uid = ?)"
@@ -213,8 +210,8 @@ class RecordStore:
     def list_restores(self, record_id_prefix: str = "", owner_uid: Optional[int] = None) -> "list[pb.RestoreEvent]":
         """Restore events, oldest first; only one record's when a prefix is
         given, only those verified for owner_uid when it is given."""
-        if record_id_prefix and not ID_OR_PREFIX.fullmatch(record_id_prefix):
-            raise InvalidArgument(f"{record_id_prefix!r} is not a record id (4 to 32 lowercase hex digits)")
+        if record_id_prefix:
+            _check_id_or_prefix(record_id_prefix)
         with self._lock:
             rows = self._db.execute(
                 f"SELECT id, {', '.join(_RESTORE_COLUMNS)} FROM restores"
@@ -239,6 +236,11 @@ _RESTORE_COLUMNS = (
     "monotonic_ns", "boottime_ns", "monotonic_offset_ns", "boottime_offset_ns", "timens_inode",
     "realtime_ns", "message",
 )
+
+
+def _check_id_or_prefix(id_or_prefix: str) -> None:
+    if not ID_OR_PREFIX.fullmatch(id_or_prefix or ""):
+        raise InvalidArgument(f"{id_or_prefix!r} is not a record id (4 to 32 lowercase hex digits)")
 
 
 def _policy_name(value: int) -> str:
