@@ -11,7 +11,7 @@ Every failed call raises a keeptime.errors.KeeptimeError subclass.
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -160,7 +160,18 @@ class Client:
         return self._call("GetRecord", pb.GetRecordRequest(record_id=record_id))
 
     def list(self) -> list[pb.RecordSummary]:
-        return list(self._call("ListRecords", pb.ListRecordsRequest()).records)
+        """Summaries of every record, oldest first (fetched page by page)."""
+        return list(self.iter_records())
+
+    def iter_records(self, page_size: int = 0) -> Iterator[pb.RecordSummary]:
+        """Summaries of every record, oldest first, one page per call as needed."""
+        token = ""
+        while True:
+            page = self._call("ListRecords", pb.ListRecordsRequest(page_size=page_size, page_token=token))
+            yield from page.records
+            token = page.next_page_token
+            if not token:
+                return
 
     def delete(self, record_id: str) -> str:
         """Delete a record; returns its full id."""
@@ -290,4 +301,10 @@ class Client:
 
     def restores(self, record_id: str = "") -> "list[pb.RestoreEvent]":
         """Stored restore events, oldest first; only one record's when given."""
-        return list(self._call("ListRestores", pb.ListRestoresRequest(record_id=record_id)).events)
+        events, token = [], ""
+        while True:
+            page = self._call("ListRestores", pb.ListRestoresRequest(record_id=record_id, page_token=token))
+            events.extend(page.events)
+            token = page.next_page_token
+            if not token:
+                return events

@@ -19,7 +19,7 @@ import grpc
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import __version__, caps, checkpoint, commands, criu, native, procfs, recordfile, timens, verify
+from . import __version__, caps, checkpoint, commands, criu, native, paging, procfs, recordfile, timens, verify
 from .access import Access, Caller, current_caller, reset_current_caller, set_current_caller
 from .children import Children
 from .errors import Cancelled, DeadlineExceeded, InvalidArgument, KeeptimeError, NotFound, ResourceExhausted
@@ -331,8 +331,15 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     @rpc
     def ListRecords(self, request, context):
+        size = paging.page_size(request.page_size)
+        after = paging.parse_record_token(request.page_token)
         response = pb.ListRecordsResponse()
-        for record_id, record in self.store.list(self._owner()):
+        # One more than the page tells whether another page follows.
+        rows = self.store.list(self._owner(), after=after, limit=size + 1)
+        if len(rows) > size:
+            del rows[size:]
+            response.next_page_token = paging.record_token(*rows[-1][0])
+        for (_, record_id), record in rows:
             if isinstance(record, KeeptimeError):
                 response.records.add(id=record_id, error=record.message)
                 continue
@@ -478,4 +485,10 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     @rpc
     def ListRestores(self, request, context):
-        return pb.ListRestoresResponse(events=self.store.list_restores(request.record_id, self._owner()))
+        size = paging.page_size(request.page_size)
+        after = paging.parse_restore_token(request.page_token)
+        events = self.store.list_restores(request.record_id, self._owner(), after=after, limit=size + 1)
+        response = pb.ListRestoresResponse(events=events[:size])
+        if len(events) > size:
+            response.next_page_token = str(events[size - 1].id)
+        return response

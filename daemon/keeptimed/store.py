@@ -78,6 +78,8 @@ class RecordStore:
                     " owner_uid INTEGER NOT NULL DEFAULT 0)"
                 )
                 self._db.execute("CREATE INDEX IF NOT EXISTS restores_by_record ON restores (record_id)")
+                # list() pages in this order; without the index every page sorts the table.
+                self._db.execute("CREATE INDEX IF NOT EXISTS records_by_time ON records (created_realtime_ns, id)")
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -148,20 +150,27 @@ class RecordStore:
         self._decode(record_id, data)
         return record_id, data
 
-    def list(self, owner_uid: Optional[int] = None) -> list[tuple[str, "pb.Record | DataLoss"]]:
-        """Every record (of owner_uid, if given), oldest first; a damaged one comes as its DataLoss error."""
+    def list(
+        self, owner_uid: Optional[int] = None, after: Optional[tuple[int, str]] = None, limit: int = -1,
+    ) -> list[tuple[tuple[int, str], "pb.Record | DataLoss"]]:
+        """Records (of owner_uid, if given), oldest first, each with its sort
+        key (realtime_ns, id); at most limit of them (-1: all), those past the
+        key after. A damaged record comes as its DataLoss error."""
+        # A plain row-value bound (no "? IS NULL OR") lets SQLite seek the
+        # index to the page's start instead of scanning from the oldest record.
+        start = "(created_realtime_ns, id) > (?, ?)" if after is not None else "1"
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, data FROM records WHERE (? IS NULL OR owner_uid = ?)"
-                " ORDER BY created_realtime_ns, id",
-                (owner_uid, owner_uid),
+                f"SELECT id, created_realtime_ns, data FROM records WHERE {start}"
+                " AND (? IS NULL OR owner_uid = ?) ORDER BY created_realtime_ns, id LIMIT ?",
+                (*(after or ()), owner_uid, owner_uid, limit),
             ).fetchall()
         out: list = []
-        for record_id, data in rows:
+        for record_id, realtime_ns, data in rows:
             try:
-                out.append((record_id, self._decode(record_id, bytes(data))))
+                out.append(((realtime_ns, record_id), self._decode(record_id, bytes(data))))
             except DataLoss as exc:
-                out.append((record_id, exc))
+                out.append(((realtime_ns, record_id), exc))
         return out
 
     def responsive(self, timeout: float) -> bool:
@@ -207,16 +216,20 @@ class RecordStore:
         )
         return cursor.lastrowid
 
-    def list_restores(self, record_id_prefix: str = "", owner_uid: Optional[int] = None) -> "list[pb.RestoreEvent]":
-        """Restore events, oldest first; only one record's when a prefix is
-        given, only those verified for owner_uid when it is given."""
+    def list_restores(
+        self, record_id_prefix: str = "", owner_uid: Optional[int] = None, after: int = 0, limit: int = -1,
+    ) -> "list[pb.RestoreEvent]":
+        """Restore events, oldest first, at most limit of them (-1: all) with
+        an event id above after; only one record's when a prefix is given,
+        only those verified for owner_uid when it is given."""
         if record_id_prefix:
             _check_id_or_prefix(record_id_prefix)
         with self._lock:
             rows = self._db.execute(
                 f"SELECT id, {', '.join(_RESTORE_COLUMNS)} FROM restores"
-                " WHERE record_id >= ? AND record_id < ? AND (? IS NULL OR owner_uid = ?) ORDER BY id",
-                (record_id_prefix, record_id_prefix + "g", owner_uid, owner_uid),
+                " WHERE record_id >= ? AND record_id < ? AND (? IS NULL OR owner_uid = ?) AND id > ?"
+                " ORDER BY id LIMIT ?",
+                (record_id_prefix, record_id_prefix + "g", owner_uid, owner_uid, after, limit),
             ).fetchall()
         return [_restore_event(row) for row in rows]
 

@@ -171,6 +171,12 @@ CASES = {
     "verify-stage-too-long": lambda w: _verify(w, w["sleeper"], stage="x" * 65),
     "restores-id-invalid": lambda w: w["stub"].ListRestores(
         pb.ListRestoresRequest(record_id="not-an-id!"), timeout=30),
+    "list-page-token-invalid": lambda w: w["stub"].ListRecords(
+        pb.ListRecordsRequest(page_token="page-2"), timeout=30),
+    "list-page-token-overflow": lambda w: w["stub"].ListRecords(
+        pb.ListRecordsRequest(page_token=f"{2**63}.{'a' * 32}"), timeout=30),
+    "restores-page-token-invalid": lambda w: w["stub"].ListRestores(
+        pb.ListRestoresRequest(page_token="-1"), timeout=30),
 }
 
 

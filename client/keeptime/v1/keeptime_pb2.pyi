@@ -305,14 +305,20 @@ class GetRecordRequest(_message.Message):
     def __init__(self, record_id: _Optional[str] = ...) -> None: ...
 
 class ListRecordsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListRecordsResponse(_message.Message):
-    __slots__ = ("records",)
+    __slots__ = ("records", "next_page_token")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[RecordSummary]
-    def __init__(self, records: _Optional[_Iterable[_Union[RecordSummary, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[RecordSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteRecordRequest(_message.Message):
     __slots__ = ("record_id",)
@@ -548,13 +554,19 @@ class RestoreEvent(_message.Message):
     def __init__(self, id: _Optional[int] = ..., record_id: _Optional[str] = ..., pid: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., stage: _Optional[str] = ..., ok: _Optional[bool] = ..., dumped: _Optional[_Union[ClockValues, _Mapping]] = ..., clocks: _Optional[_Union[ClockValues, _Mapping]] = ..., offsets: _Optional[_Union[Offsets, _Mapping]] = ..., timens_inode: _Optional[int] = ..., realtime_ns: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ListRestoresRequest(_message.Message):
-    __slots__ = ("record_id",)
+    __slots__ = ("record_id", "page_size", "page_token")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     record_id: str
-    def __init__(self, record_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, record_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListRestoresResponse(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "next_page_token")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[RestoreEvent]
-    def __init__(self, events: _Optional[_Iterable[_Union[RestoreEvent, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[RestoreEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

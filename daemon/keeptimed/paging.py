@@ -1,0 +1,45 @@
+"""Page sizes and page tokens of the List RPCs.
+
+A token is where the previous page ended, in the order the store lists in:
+"<realtime_ns>.<record id>" for records, the last event id for restores.
+Clients treat tokens as opaque; a token that does not parse is refused with
+INVALID_ARGUMENT rather than restarting the listing from the beginning.
+"""
+import re
+
+from .errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 500
+MAX_PAGE_SIZE = 1000   # a page of summaries stays far below the 8 MiB message limit
+
+_RECORD_TOKEN = re.compile(r"([0-9]{1,19})\.([0-9a-f]{32})")
+INT64_MAX = 2**63 - 1
+_RESTORE_TOKEN = re.compile(r"[0-9]{1,19}")
+
+
+def page_size(requested: int) -> int:
+    """The page size to serve: the default for 0, at most MAX_PAGE_SIZE."""
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def record_token(realtime_ns: int, record_id: str) -> str:
+    return f"{realtime_ns}.{record_id}"
+
+
+def parse_record_token(token: str) -> "tuple[int, str] | None":
+    """The (realtime_ns, id) a ListRecords page token continues after; None for ""."""
+    if not token:
+        return None
+    match = _RECORD_TOKEN.fullmatch(token)
+    if match is None or int(match.group(1)) > INT64_MAX:
+        raise InvalidArgument(f"page_token {token[:64]!r} is not one ListRecords returned")
+    return int(match.group(1)), match.group(2)
+
+
+def parse_restore_token(token: str) -> int:
+    """The event id a ListRestores page token continues after; 0 for ""."""
+    if not token:
+        return 0
+    if _RESTORE_TOKEN.fullmatch(token) is None or int(token) > INT64_MAX:
+        raise InvalidArgument(f"page_token {token[:64]!r} is not one ListRestores returned")
+    return int(token)
