@@ -7,13 +7,14 @@ thread waits on all their pidfds with epoll and reaps each by its pidfd
 """
 import os
 import select
+import signal
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .errors import NotFound
+from .errors import NotFound, ResourceExhausted
 
 KEEP_STATUSES = 10_000
 
@@ -48,8 +49,18 @@ class Children:
 
     def adopt(self, pid: int, owner_uid: int = 0) -> None:
         """Start tracking pid, a child of this process that has not been reaped,
-        started on behalf of owner_uid."""
-        pidfd = os.pidfd_open(pid)
+        started on behalf of owner_uid.
+
+        A child that cannot be tracked (no descriptor left for its pidfd) is
+        killed and reaped, so it is neither a zombie nor a process no one
+        answers for, and ResourceExhausted is raised."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:
+            raise ResourceExhausted(
+                f"cannot track pid {pid} ({exc.strerror}) with {len(self._running)} started processes "
+                f"still running, so it {_end_untracked(pid)}; raise keeptimed's open-file limit (LimitNOFILE)"
+            ) from None
         with self._cond:
             self._running[pidfd] = pid
             self._exited.pop(pid, None)  # a reused pid: forget the older process
@@ -129,3 +140,16 @@ class Children:
                 self._owners.pop(forgotten, None)
             self._cond.notify_all()
         os.close(pidfd)
+
+
+def _end_untracked(pid: int) -> str:
+    """End a child that cannot be tracked; says what became of it."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except PermissionError:
+        # Started as another user and no CAP_KILL: let it run, but a thread
+        # (which needs no descriptor) reaps it when it ends: never a zombie.
+        threading.Thread(target=os.waitpid, args=(pid, 0), name=f"reap-{pid}", daemon=True).start()
+        return "runs on untracked (killing it needs CAP_KILL)"
+    os.waitpid(pid, 0)   # our own child: safe to reap by pid
+    return "was killed"

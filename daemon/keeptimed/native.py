@@ -7,11 +7,13 @@ failed. No policy lives here.
 """
 import errno as errno_mod
 import os
+import resource
 import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
+from . import fdlimit
 from ._native import ffi, lib
 from .policies import Clocks
 
@@ -119,6 +121,9 @@ class Helper:
             raise
         finally:
             theirs.close()
+        started_limit = fdlimit.for_started_programs()
+        if started_limit is not None:   # before any request: its clones inherit it
+            resource.prlimit(self.pid, resource.RLIMIT_NOFILE, started_limit)
         self._socket = ours
 
     def restart_if_dead(self) -> bool:

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import __version__, caps, native, procfs
+from . import __version__, caps, fdlimit, native, procfs
 from .access import Access
 from .children import Children
 from .config import Config
@@ -156,6 +156,7 @@ class Daemon:
             raise StartupError("this kernel has no time namespaces (needs Linux >= 5.6 with CONFIG_TIME_NS)")
         for need in caps.missing():
             log.warning("running without %s, needed for %s", need.name, need.needed_for)
+        fdlimit.raise_own_limit()
         credentials = tcp_credentials(c) if c.tcp else None
         socket_gid = _group_id(c.socket_group)
         try:

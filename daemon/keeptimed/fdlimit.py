@@ -1,0 +1,36 @@
+"""keeptimed's open-file limit: raised for itself, not for what it starts.
+
+Every restored process keeptimed tracks holds one pidfd in the daemon, and
+every client connection three descriptors, so the usual soft limit of 1024
+would cap a node at a few hundred restored trees. keeptimed raises its own
+soft limit to the hard one at start, and gives keeptime-helper (whose clones
+become the restored processes) the limit keeptimed was started with, so
+restored programs see the limit they would have seen anyway.
+"""
+import logging
+import resource
+from typing import Optional
+
+log = logging.getLogger("keeptimed")
+
+_started_with: Optional[tuple[int, int]] = None
+
+
+def raise_own_limit() -> None:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit, remembering the
+    limit keeptimed was started with for the programs it starts."""
+    global _started_with
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _started_with = (soft, hard)
+    if hard == resource.RLIM_INFINITY:   # the kernel caps it at fs.nr_open anyway
+        with open("/proc/sys/fs/nr_open") as f:
+            hard = int(f.read())
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, _started_with[1]))
+        log.info("open-file limit raised from %d to %d; programs keeptimed starts keep %d", soft, hard, soft)
+
+
+def for_started_programs() -> Optional[tuple[int, int]]:
+    """The RLIMIT_NOFILE programs keeptimed starts get: the one it was started
+    with (None when raise_own_limit() was never called: nothing to restore)."""
+    return _started_with
