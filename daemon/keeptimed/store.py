@@ -43,6 +43,10 @@ class RecordStore:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} has schema {version}, newer than this keeptimed ({SCHEMA_VERSION})")
+        if version == SCHEMA_VERSION and self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'records_by_time'"
+        ).fetchone():
+            return   # nothing to write: a store on a full disk still opens, to be read
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -83,7 +87,8 @@ class RecordStore:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:   # SQLite ends it itself on some errors (a full disk)
+                    self._db.execute("ROLLBACK")
                 raise
 
     def close(self) -> None:

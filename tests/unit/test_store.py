@@ -93,3 +93,17 @@ def test_store_files_are_private(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o700
     assert stat.S_IMODE(os.stat(tmp_path / "new" / "k.db").st_mode) == 0o600
     s.close()
+
+
+def test_a_schema_3_store_from_before_paging_gets_its_listing_index(tmp_path):
+    path = str(tmp_path / "k.db")
+    RecordStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX records_by_time")   # as keeptime 0.1 left it
+    db.close()
+    RecordStore(path).close()
+    db = sqlite3.connect(path)
+    plan = db.execute("EXPLAIN QUERY PLAN SELECT id FROM records WHERE (created_realtime_ns, id) > (1, 'a')"
+                      " ORDER BY created_realtime_ns, id LIMIT 5").fetchall()
+    db.close()
+    assert "USING INDEX records_by_time" in plan[0][-1] or "USING COVERING INDEX records_by_time" in plan[0][-1]
