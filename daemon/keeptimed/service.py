@@ -472,7 +472,9 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             dumped = criu.timens_clocks(request.timens_image)
         else:
             dumped = Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns)
-        event = verify.verify(pid, record.id, dumped, self.host)
+        tree = verify.restored_tree(pid, self.host)
+        self.access.check_owns(caller, [process.pid for process in tree.processes])
+        event = verify.verify(tree, record.id, dumped, record)
         event.policy = POLICY_ENUMS[policy]
         event.stage = request.stage
         event.id = self.store.add_restore(event, caller.owner_uid)

@@ -1,41 +1,96 @@
-"""Verify a restore: does the restored tree read clocks at or above the dumped ones?
+"""Verify a restore: does every process of the restored tree read clocks at
+or above the dumped ones?
 
-The tree's clocks are its namespace's offsets plus the host clocks now, read
-the same way as a checkpoint reads them.
+The tree is read as a checkpoint reads it (walked first, clocks last, per
+time namespace). Each restored namespace is held to the dumped values of the
+namespace its processes were in at dump (CRIU restores the same pids); one
+without a match, and the root's, to the dumped root values.
 """
+from typing import Optional
+
 from keeptime.timefmt import format_ns
 from keeptime.v1 import keeptime_pb2 as pb
 
 from . import checkpoint
-from .errors import PermissionDenied
+from .errors import NotFound, PermissionDenied
 from .hostclock import HostClock
 from .policies import Clocks
 
 
-def verify(pid: int, record_id: str, dumped: Clocks, host: HostClock) -> pb.RestoreEvent:
-    """A restore event (without id, policy or stage) for the restored root pid."""
+def restored_tree(pid: int, host: HostClock) -> pb.Record:
+    """The restored tree rooted at pid as a checkpoint sees it (its pids,
+    time namespaces and their clocks now)."""
     try:
-        seen = checkpoint.clocks_of(pid, host)
+        return checkpoint.checkpoint(pid, host)
     except PermissionError:
-        raise PermissionDenied(f"cannot read the time namespace of pid {pid}") from None
-    above = Clocks(seen.clocks.monotonic_ns, seen.clocks.boottime_ns) - dumped
-    regressed = [(name, -delta) for name, delta in (("MONOTONIC", above.monotonic_ns), ("BOOTTIME", above.boottime_ns))
-                 if delta < 0]
+        raise PermissionDenied(f"cannot read the time namespaces of the tree of pid {pid}") from None
+    except NotFound:
+        raise NotFound(f"no process with pid {pid} (or it exited while being verified)") from None
+
+
+def verify(tree: pb.Record, record_id: str, dumped: Clocks, dumped_record: Optional[pb.Record] = None
+           ) -> pb.RestoreEvent:
+    """A restore event (without id, policy or stage) for the restored tree.
+
+    dumped is what the root's namespace must not read below; dumped_record,
+    when given, supplies the values for namespaces other than the root's.
+    The event carries the root namespace's clocks, or those of the namespace
+    that regressed furthest."""
+    verdicts = []   # (namespace, the dumped values it is held to, how far above them it reads)
+    for ns in tree.namespaces:
+        expected = _dumped_for(ns, tree, dumped, dumped_record)
+        verdicts.append((ns, expected, Clocks(ns.clocks.monotonic_ns, ns.clocks.boottime_ns) - expected))
+    regressed = [v for v in verdicts if _lowest(v[2]) < 0]
     if regressed:
-        message = "clocks regressed: " + ", ".join(
-            f"{name} is {format_ns(behind)} below the dumped value" for name, behind in regressed
-        )
+        shown, expected, _ = min(regressed, key=lambda v: _lowest(v[2]))
+        message = "clocks regressed: " + "; ".join(_regression(ns, above, tree) for ns, _, above in regressed)
     else:
+        shown, expected, above = next(v for v in verdicts if v[0].inode == tree.root_timens_inode)
         message = (f"clocks continue: MONOTONIC {format_ns(above.monotonic_ns)} and BOOTTIME "
-                   f"{format_ns(above.boottime_ns)} above the dumped values")
+                   f"{format_ns(above.boottime_ns)} above the dumped values{_extent(tree)}")
     return pb.RestoreEvent(
         record_id=record_id,
-        pid=pid,
+        pid=tree.root_pid,
         ok=not regressed,
-        dumped=pb.ClockValues(monotonic_ns=dumped.monotonic_ns, boottime_ns=dumped.boottime_ns),
-        clocks=seen.clocks,
-        offsets=seen.offsets,
-        timens_inode=seen.timens_inode,
-        realtime_ns=seen.realtime_ns,
+        dumped=pb.ClockValues(monotonic_ns=expected.monotonic_ns, boottime_ns=expected.boottime_ns),
+        clocks=shown.clocks,
+        offsets=shown.offsets,
+        timens_inode=shown.inode,
+        realtime_ns=tree.realtime_ns,
         message=message,
     )
+
+
+def _lowest(above: Clocks) -> int:
+    return min(above.monotonic_ns, above.boottime_ns)
+
+
+def _dumped_for(ns: pb.TimeNamespace, tree: pb.Record, dumped: Clocks,
+                dumped_record: Optional[pb.Record]) -> Clocks:
+    """The dumped values a restored namespace must not read below."""
+    if ns.inode == tree.root_timens_inode or dumped_record is None:
+        return dumped
+    pids = set(ns.pids)
+    for before in dumped_record.namespaces:
+        if before.inode != dumped_record.root_timens_inode and pids.intersection(before.pids):
+            return Clocks(before.clocks.monotonic_ns, before.clocks.boottime_ns)
+    return dumped
+
+
+def _regression(ns: pb.TimeNamespace, above: Clocks, tree: pb.Record) -> str:
+    behind = [f"{name} is {format_ns(-delta)} below the dumped value"
+              for name, delta in (("MONOTONIC", above.monotonic_ns), ("BOOTTIME", above.boottime_ns)) if delta < 0]
+    where = "" if len(tree.namespaces) == 1 else f" in time namespace {ns.inode} (pids {_pids(ns)})"
+    return ", ".join(behind) + where
+
+
+def _pids(ns: pb.TimeNamespace, shown: int = 5) -> str:
+    listed = ", ".join(str(pid) for pid in ns.pids[:shown])
+    return listed + (f" and {len(ns.pids) - shown} more" if len(ns.pids) > shown else "")
+
+
+def _extent(tree: pb.Record) -> str:
+    if len(tree.processes) == 1:
+        return ""
+    spaces = len(tree.namespaces)
+    return f" ({len(tree.processes)} processes in {spaces} time namespace{'s' if spaces > 1 else ''})"

@@ -230,3 +230,57 @@ def test_grpc_status_codes_are_exact(daemon, dumped):
                                                            timens_image=b"junk"), timeout=10)
         assert caught.value.code() == grpc.StatusCode.DATA_LOSS
         assert "\n" not in caught.value.details()
+
+
+def _tree(pid: int) -> list[int]:
+    pids, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        pids.append(current)
+        try:
+            queue.extend(procfs.children(current))
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+def _kill_tree(pid: int) -> None:
+    for member in _tree(pid):   # gathered first: killed children are reparented away
+        try:
+            os.kill(member, 9)
+        except ProcessLookupError:
+            pass
+
+
+def test_verify_holds_every_time_namespace_of_the_tree_to_the_dumped_values(client, far_process):
+    inside, _ = far_process
+    record = client.checkpoint_record(inside)  # ten days ahead of the host
+    # sh and one sleep stay in the restored namespace; the other sleep gets a
+    # namespace of its own at the host's clocks: ten days behind the record.
+    script = "sleep 30 & unshare --time --fork --monotonic 0 --boottime 0 sleep 30 & wait"
+    restored = client.restore(record.id, ["/bin/sh", "-c", script], policy="freeze")
+    try:
+        deadline = time.monotonic() + 10
+        while len(_tree(restored.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        event = client.verify_restore(restored.pid, record_id=record.id, policy="freeze", stage="post-restore")
+        assert not event.ok
+        assert event.pid == restored.pid and event.timens_inode != restored.timens_inode
+        assert event.offsets.monotonic_ns == 0 and event.dumped == record.clocks
+        assert f"in time namespace {event.timens_inode} (pids " in event.message
+        assert event.message.startswith("clocks regressed: MONOTONIC is 86399")   # ten days, almost
+    finally:
+        _kill_tree(restored.pid)
+        client.wait(restored.pid)
+
+    restored = client.restore(record.id, ["/bin/sh", "-c", "sleep 30 & sleep 30 & wait"], policy="freeze")
+    try:
+        deadline = time.monotonic() + 10
+        while len(_tree(restored.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        event = client.verify_restore(restored.pid, record_id=record.id, policy="freeze")
+        assert event.ok and event.timens_inode == restored.timens_inode
+        assert event.message.endswith("above the dumped values (3 processes in 1 time namespace)")
+    finally:
+        _kill_tree(restored.pid)
+        client.wait(restored.pid)
