@@ -15,6 +15,7 @@ own connection. A connection ends when the gRPC server ends its side (as it
 does to a client that has not finished the HTTP/2 handshake in time), and
 the relay never holds more connections than its file descriptors allow.
 """
+import collections
 import errno
 import itertools
 import logging
@@ -41,6 +42,7 @@ MAX_CONNECTIONS = 1024
 FDS_PER_CONNECTION = 3            # its two ends here and the gRPC server's end
 FD_RESERVE = 256                  # kept for the store, the helper, pidfds of restored processes
 ACCEPT_PAUSE = 0.5                # seconds accepting stops for when out of descriptors
+USER_SHARE = 4                    # a non-root uid may hold 1/USER_SHARE of the connections
 
 
 def connection_limit() -> int:
@@ -82,9 +84,10 @@ class _Direction:
 class _Pair:
     """A public connection and its upstream connection to the gRPC server."""
 
-    def __init__(self, client: socket.socket, upstream: socket.socket, peer: str):
+    def __init__(self, client: socket.socket, upstream: socket.socket, peer: str, uid: int):
         self.client, self.upstream = client, upstream
         self.peer = peer
+        self.uid = uid
         self.up = _Direction(client, upstream)
         self.down = _Direction(upstream, client)
 
@@ -117,6 +120,9 @@ class CallerRelay:
         self._thread: Optional[threading.Thread] = None
         self._listener: Optional[socket.socket] = None
         self._max_connections = connection_limit()
+        # So one group member's connections cannot lock out root's tooling or other users.
+        self._max_per_user = max(1, self._max_connections // USER_SHARE)
+        self._by_uid: collections.Counter = collections.Counter()
         self._resume_accepting_at: Optional[float] = None
 
     # -- what the service asks -------------------------------------------------
@@ -239,14 +245,19 @@ class CallerRelay:
                 log.warning("relay: refusing a connection, %d already open", self._max_connections)
                 client.close()
                 continue
+            credentials = peer_credentials(client)
+            if credentials.uid != 0 and self._by_uid[credentials.uid] >= self._max_per_user:
+                log.warning("relay: refusing a connection from uid %d (pid %d), which holds %d already",
+                            credentials.uid, credentials.pid, self._max_per_user)
+                client.close()
+                continue
             try:
-                self._open_upstream(client)
+                self._open_upstream(client, _with_program(credentials))
             except OSError as exc:
                 log.error("relay: cannot reach the gRPC server: %s", exc)
                 client.close()
 
-    def _open_upstream(self, client: socket.socket) -> None:
-        credentials = _with_program(peer_credentials(client))
+    def _open_upstream(self, client: socket.socket, credentials: PeerCredentials) -> None:
         bound_path = os.path.join(self.private_dir, f"c{next(self._counter)}")
         peer = f"unix:{bound_path}"
         upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -267,7 +278,8 @@ class CallerRelay:
             raise
         client.setblocking(False)
         upstream.setblocking(False)
-        pair = _Pair(client, upstream, peer)
+        pair = _Pair(client, upstream, peer, credentials.uid)
+        self._by_uid[credentials.uid] += 1
         self._pairs[client] = pair
         self._pairs[upstream] = pair
         self._selector.register(client, selectors.EVENT_READ, pair)
@@ -341,6 +353,10 @@ class CallerRelay:
                 self._selector.modify(sock, events, pair)
 
     def _close(self, pair: _Pair) -> None:
+        if pair.client in self._pairs:   # counted once, however often closed
+            self._by_uid[pair.uid] -= 1
+            if not self._by_uid[pair.uid]:
+                del self._by_uid[pair.uid]
         for sock in (pair.client, pair.upstream):
             self._pairs.pop(sock, None)
             try:

@@ -69,7 +69,8 @@ class ConnectAs:
         self._control.close()
         self._connector.wait(timeout=10)
 
-    def _impersonated_connection(self) -> socket.socket:
+    def connection(self) -> socket.socket:
+        """A new connection to target, made by the other user (SO_PEERCRED is theirs)."""
         with self._lock:
             self._control.send(b"c")
             message, fds, _, _ = socket.recv_fds(self._control, 64, 1)
@@ -84,7 +85,7 @@ class ConnectAs:
             except OSError:
                 return
             try:
-                upstream = self._impersonated_connection()
+                upstream = self.connection()
             except (OSError, ConnectionError):
                 client.close()
                 continue

@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 
 import grpc
 import pytest
@@ -251,3 +252,33 @@ def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, 
     finally:
         os.close(fd)
         proxy.close()
+
+
+def test_one_user_cannot_take_every_connection(open_dir):
+    """With 316 descriptors keeptimed holds 20 connections; a non-root uid
+    may hold a quarter of them. Its next one is closed at once, while root
+    (the CRIU action script, operators) is still served."""
+    daemon = RunningDaemon(open_dir, command_prefix=["prlimit", "--nofile=316:316", "--"]).start(
+        "--socket-group", str(NOGROUP))
+    proxy = ConnectAs(open_dir, daemon.socket, NOBODY, NOGROUP)
+    held = []
+    try:
+        held = [proxy.connection() for _ in range(5)]
+        for conn in held:
+            conn.sendall(b"PRI")   # a stalled HTTP/2 start: the relay keeps holding it
+        refused = proxy.connection()
+        refused.settimeout(10)
+        assert refused.recv(1) == b""   # closed by keeptimed, no HTTP/2 from it
+        refused.close()
+        assert "refusing a connection from uid 65534" in daemon.log()
+        with daemon.client() as client:
+            assert client.list() == []
+        held.pop().close()
+        time.sleep(0.5)   # the relay notices the close and frees the slot
+        with Client(socket=proxy.path, timeout=20) as client:
+            assert client.list() == []
+    finally:
+        for conn in held:
+            conn.close()
+        proxy.close()
+        assert daemon.stop() == 0, daemon.log()
