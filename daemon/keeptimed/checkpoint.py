@@ -15,6 +15,7 @@ from . import procfs, timens
 from .errors import InvalidArgument, NotFound
 from .hostclock import HostClock
 from .policies import Clocks
+from .wire import clock_values, offsets as wire_offsets
 
 MAX_TREE_SIZE = 100_000
 
@@ -116,7 +117,7 @@ def checkpoint(pid: int, host: HostClock, labels: Optional[dict[str, str]] = Non
         id=new_record_id(),
         root_pid=pid,
         realtime_ns=now.realtime_ns,
-        host_clocks=_clock_values(now.clocks),
+        host_clocks=clock_values(now.clocks),
         boot_id=now.boot_id,
         hostname=now.hostname,
         root_timens_inode=root_inode,
@@ -124,15 +125,15 @@ def checkpoint(pid: int, host: HostClock, labels: Optional[dict[str, str]] = Non
         labels=labels or {},
         source="checkpoint",
     )
-    record.clocks.CopyFrom(_clock_values(now.clocks + offsets[root_inode]))
+    record.clocks.CopyFrom(clock_values(now.clocks + offsets[root_inode]))
     for inode, pids in members.items():
         if offsets[inode] is None:
             continue
         record.namespaces.append(
             pb.TimeNamespace(
                 inode=inode,
-                offsets=pb.Offsets(monotonic_ns=offsets[inode].monotonic_ns, boottime_ns=offsets[inode].boottime_ns),
-                clocks=_clock_values(now.clocks + offsets[inode]),
+                offsets=wire_offsets(offsets[inode]),
+                clocks=clock_values(now.clocks + offsets[inode]),
                 pids=pids,
             )
         )
@@ -151,10 +152,6 @@ def _namespace_offsets(inode: int, pids: list[int]) -> Optional[Clocks]:
     return None
 
 
-def _clock_values(clocks: Clocks) -> pb.ClockValues:
-    return pb.ClockValues(monotonic_ns=clocks.monotonic_ns, boottime_ns=clocks.boottime_ns)
-
-
 def clocks_of(pid: int, host: HostClock) -> pb.ClocksResponse:
     """The clocks a live process sees now and its namespace's offsets."""
     _validate_pid(pid)
@@ -167,8 +164,8 @@ def clocks_of(pid: int, host: HostClock) -> pb.ClocksResponse:
         pid=pid,
         timens_inode=ns.inode,
         host_namespace=ns.inode == procfs.INITIAL_TIMENS_INODE,
-        offsets=pb.Offsets(monotonic_ns=ns.offsets.monotonic_ns, boottime_ns=ns.offsets.boottime_ns),
-        clocks=_clock_values(now.clocks + ns.offsets),
-        host_clocks=_clock_values(now.clocks),
+        offsets=wire_offsets(ns.offsets),
+        clocks=clock_values(now.clocks + ns.offsets),
+        host_clocks=clock_values(now.clocks),
         realtime_ns=now.realtime_ns,
     )

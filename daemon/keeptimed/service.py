@@ -1,142 +1,32 @@
-"""The keeptime.v1.Keeptime gRPC service: requests in, domain calls, statuses out.
+"""The keeptime.v1.Keeptime gRPC service: requests in, domain calls, responses out.
 
 Handlers stay thin: validation and work live in the domain modules, which
-raise KeeptimeError subclasses; the wrapper here turns those into gRPC
-status codes with their one-line message and logs one line per call.
+raise KeeptimeError subclasses; calls.rpc turns those into gRPC statuses
+and logs one line per call.
 """
-import contextvars
-import functools
 import logging
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass
-from typing import Optional
-
-import grpc
 
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
 from . import __version__, caps, checkpoint, commands, criu, native, paging, procfs, recordfile, timens, verify
-from .access import Access, Caller, current_caller, reset_current_caller, set_current_caller
+from .access import Access, current_caller
+from .calls import note, rpc
 from .children import Children
 from .errors import Cancelled, DeadlineExceeded, InvalidArgument, KeeptimeError, NotFound, ResourceExhausted
 from .hostclock import HostClock
 from .metrics import KeeptimeMetrics
 from .policies import Checkpointed, Clocks, RestorePlan, plan_restore
 from .store import RecordStore
+from .wire import (DOWNTIME_SOURCES, MECHANISM_ENUMS, OFFSET_ABI_ENUMS, POLICY_ENUMS, POLICY_NAMES, clock_values,
+                   offsets)
 
 log = logging.getLogger("keeptimed.rpc")
-
-POLICY_NAMES = {pb.POLICY_FREEZE: "freeze", pb.POLICY_SUSPEND: "suspend", pb.POLICY_ELAPSED: "elapsed"}
-POLICY_ENUMS = {name: value for value, name in POLICY_NAMES.items()}
-MECHANISM_ENUMS = {
-    "clone3_timens_offset": pb.MECHANISM_CLONE3_TIMENS_OFFSET,
-    "unshare_proc_offsets": pb.MECHANISM_UNSHARE_PROC_OFFSETS,
-    "setns": pb.MECHANISM_SETNS,
-}
-OFFSET_ABI_ENUMS = {None: pb.OFFSET_ABI_UNTRIED, True: pb.OFFSET_ABI_SUPPORTED, False: pb.OFFSET_ABI_UNSUPPORTED}
 MAX_STAGE_LENGTH = 64
-DOWNTIME_SOURCES = {
-    "same_boot": pb.DOWNTIME_SOURCE_SAME_BOOT,
-    "realtime": pb.DOWNTIME_SOURCE_REALTIME,
-    "realtime_clamped": pb.DOWNTIME_SOURCE_REALTIME_CLAMPED,
-}
-
-
-# Fields for the current call's log line; handlers add theirs with note().
-_call_fields: contextvars.ContextVar[dict] = contextvars.ContextVar("keeptimed_call_fields")
-# Statuses that mean keeptimed itself (or its store) failed, not the caller.
-SERVER_FAULTS = ("INTERNAL", "DATA_LOSS", "UNKNOWN")
-
-
-def note(**fields) -> None:
-    """Add fields (record id, child pid, ...) to the current call's log line."""
-    current = _call_fields.get(None)
-    if current is not None:
-        current.update(fields)
-
-
-def caller_fields(caller: Optional[Caller], context) -> dict:
-    """Who is calling, for the log: on the unix socket the pid, uid and gid
-    the kernel reported at connect time (SO_PEERCRED, through the relay) and
-    that process's name then; over TCP the transport and the certificate's
-    name; the bare peer address of a call refused before it was identified."""
-    if caller is None:
-        return {"peer": context.peer()}
-    if caller.transport != "unix":
-        return {"transport": caller.transport, "caller": caller.name or "-"}
-    return {"caller": caller.name or "?", "caller_pid": caller.pid, "caller_uid": caller.uid,
-            "caller_gid": caller.gid}
-
-
-def request_fields(request) -> dict:
-    """What a request is about, for the log: pid, record id, policy and the
-    command's argv[0] and uid -- never its arguments or environment."""
-    fields = {}
-    names = request.DESCRIPTOR.fields_by_name
-    if "pid" in names:
-        fields["pid"] = request.pid
-    if "record_id" in names:
-        fields["record"] = request.record_id
-    if "policy" in names:
-        fields["policy"] = POLICY_NAMES.get(request.policy, "default")
-    if "command" in names and request.HasField("command"):
-        if request.command.argv:
-            fields["argv0"] = request.command.argv[0]
-        if request.command.HasField("uid"):
-            fields["uid"] = request.command.uid
-    return fields
-
-
-def rpc(method):
-    """Identify the caller and apply the access policy, map domain errors to
-    statuses, hide internal ones; log one line per call with the caller, and
-    count it in the metrics."""
-    name = method.__name__
-
-    @functools.wraps(method)
-    def handler(self, request, context):
-        started = time.monotonic()
-        fields = request_fields(request)
-        fields_token = _call_fields.set(fields)
-        status = "OK"
-        caller = caller_token = None
-        try:
-            caller = self.access.identify(context)
-            self.access.check_rpc(caller, name)
-            caller_token = set_current_caller(caller)
-            return method(self, request, context)
-        except KeeptimeError as exc:
-            status = exc.status
-            fields["error"] = exc.message
-            context.abort(grpc.StatusCode[exc.status], exc.message)
-        except Exception:
-            status = "INTERNAL"
-            log.exception("%s failed", name, extra={"fields": {"rpc": name}})
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error in keeptimed during {name}; see its log")
-        finally:
-            if caller_token is not None:
-                reset_current_caller(caller_token)
-            _call_fields.reset(fields_token)
-            seconds = time.monotonic() - started
-            line = {"rpc": name, **caller_fields(caller, context), **fields,
-                    "status": status, "duration_ms": round(seconds * 1e3, 3)}
-            self.metrics.observe_call(name, status, seconds)
-            level = logging.ERROR if status in SERVER_FAULTS else logging.INFO
-            log.log(level, "%s %s", name, status, extra={"fields": line})
-
-    return handler
-
-
-def _clock_values(clocks: Clocks) -> pb.ClockValues:
-    return pb.ClockValues(monotonic_ns=clocks.monotonic_ns, boottime_ns=clocks.boottime_ns)
-
-
-def _offsets(clocks: Clocks) -> pb.Offsets:
-    return pb.Offsets(monotonic_ns=clocks.monotonic_ns, boottime_ns=clocks.boottime_ns)
 
 
 def _positive_pid(pid: int) -> int:
@@ -209,10 +99,10 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         return pb.Plan(
             record_id=record_id,
             policy=POLICY_ENUMS[plan.policy],
-            recorded=_clock_values(plan.recorded),
-            targets=_clock_values(plan.targets),
-            offsets=_offsets(plan.offsets),
-            host_clocks=_clock_values(plan.host.clocks),
+            recorded=clock_values(plan.recorded),
+            targets=clock_values(plan.targets),
+            offsets=offsets(plan.offsets),
+            host_clocks=clock_values(plan.host.clocks),
             realtime_ns=plan.host.realtime_ns,
             downtime_ns=plan.downtime_ns,
             downtime_source=DOWNTIME_SOURCES[plan.downtime_source],
@@ -270,7 +160,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         note(child_pid=spawned.pid, mechanism=spawned.mechanism)
         return pb.RestoreResponse(
             pid=spawned.pid,
-            offsets=_offsets(spawned.offsets),
+            offsets=offsets(spawned.offsets),
             mechanism=MECHANISM_ENUMS[spawned.mechanism],
             timens_inode=spawned.timens_inode,
             plan=self._plan_message(record.id, plan),
@@ -394,7 +284,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         return pb.ExecResponse(
             pid=spawned.pid,
             timens_inode=namespace.inode,
-            offsets=_offsets(namespace.offsets),
+            offsets=offsets(namespace.offsets),
             mechanism=MECHANISM_ENUMS[spawned.mechanism],
         )
 

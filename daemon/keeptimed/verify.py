@@ -15,6 +15,7 @@ from . import checkpoint
 from .errors import NotFound, PermissionDenied
 from .hostclock import HostClock
 from .policies import Clocks
+from .wire import clock_values
 
 
 def restored_tree(pid: int, host: HostClock) -> pb.Record:
@@ -52,7 +53,7 @@ def verify(tree: pb.Record, record_id: str, dumped: Clocks, dumped_record: Optio
         record_id=record_id,
         pid=tree.root_pid,
         ok=not regressed,
-        dumped=pb.ClockValues(monotonic_ns=expected.monotonic_ns, boottime_ns=expected.boottime_ns),
+        dumped=clock_values(expected),
         clocks=shown.clocks,
         offsets=shown.offsets,
         timens_inode=shown.inode,
