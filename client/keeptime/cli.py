@@ -4,7 +4,6 @@ Every command prints something a human can read, or with --json one JSON
 document for machines; errors are one line on stderr and a non-zero exit.
 """
 import argparse
-import datetime
 import grp
 import json
 import os
@@ -12,14 +11,14 @@ import pwd
 import sys
 from typing import Optional
 
-
 from . import __version__, completion, doctor, errors
 from .client import Client
 from .criu import hook as criu_hook
 from .criu.hook import RECORD_FILE, TIMENS_IMAGE
 from .defaults import CONFIG_ENV, DEFAULT_CONFIG, DEFAULT_SOCKET, POLICIES, SOCKET_ENV
-from .timefmt import format_duration, format_ns
-from .v1 import keeptime_pb2 as pb
+from .output import (message_to_dict, policy_name, print_clocks, print_doctor, print_info, print_json, print_list,
+                     print_plan, print_record, print_restores)
+from .timefmt import format_ns
 
 EXIT_OK = 0
 EXIT_ERROR = 1        # the daemon refused or failed the request
@@ -196,150 +195,6 @@ def build_parser() -> Parser:
     return parser
 
 
-# -- output -------------------------------------------------------------------
-
-def message_to_dict(message) -> dict:
-    """A protobuf message as plain JSON types: int64 stay numbers, enums are names."""
-    out = {}
-    for field in message.DESCRIPTOR.fields:
-        value = getattr(message, field.name)
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            out[field.name] = dict(value)
-        elif field.is_repeated:
-            out[field.name] = [_field_value(field, v) for v in value]
-        elif field.message_type is not None and not message.HasField(field.name):
-            out[field.name] = None
-        else:
-            out[field.name] = _field_value(field, value)
-    return out
-
-
-def _field_value(field, value):
-    if field.message_type is not None:
-        return message_to_dict(value)
-    if field.enum_type is not None:
-        return field.enum_type.values_by_number[value].name if value in field.enum_type.values_by_number else value
-    if isinstance(value, bytes):
-        return value.hex()
-    return value
-
-
-def _print_json(value) -> None:
-    json.dump(value, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
-
-
-def _when(realtime_ns: int) -> str:
-    return datetime.datetime.fromtimestamp(realtime_ns / 1e9, tz=datetime.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _clock_line(label: str, clocks) -> str:
-    return f"  {label:<10} MONOTONIC {format_ns(clocks.monotonic_ns):>24}   BOOTTIME {format_ns(clocks.boottime_ns):>24}"
-
-
-def _policy_name(value: int) -> str:
-    return pb.Policy.Name(value).removeprefix("POLICY_").lower()
-
-
-def _print_plan(plan: pb.Plan) -> None:
-    print(f"record    {plan.record_id}")
-    print(f"policy    {_policy_name(plan.policy)}")
-    print(_clock_line("recorded", plan.recorded))
-    print(_clock_line("target", plan.targets))
-    print(_clock_line("offsets", plan.offsets))
-    print(f"downtime  {format_duration(plan.downtime_ns)} "
-          f"({'same boot' if plan.same_boot else 'other boot'}, {'same host' if plan.same_host else 'other host'})")
-    print(f"why       {plan.explanation}")
-
-
-def _print_record(record: pb.Record) -> None:
-    print(f"record      {record.id}")
-    print(f"root pid    {record.root_pid}")
-    print(f"taken       {_when(record.realtime_ns)} on {record.hostname or '?'} (boot {record.boot_id or '?'})")
-    print(f"source      {record.source}")
-    print(_clock_line("clocks", record.clocks))
-    print(_clock_line("host", record.host_clocks))
-    for key, value in sorted(record.labels.items()):
-        print(f"label       {key}={value}")
-    for ns in record.namespaces:
-        root = "  (root's)" if ns.inode == record.root_timens_inode else ""
-        print(f"namespace   {ns.inode}{root}: {len(ns.pids)} process(es), offsets "
-              f"monotonic {format_ns(ns.offsets.monotonic_ns)}, boottime {format_ns(ns.offsets.boottime_ns)}")
-    print(f"processes   {len(record.processes)}")
-    for proc in record.processes[:50]:
-        print(f"  {proc.pid:>8} {proc.ppid:>8} {proc.comm}")
-    if len(record.processes) > 50:
-        print(f"  ... and {len(record.processes) - 50} more (use --json)")
-
-
-def _print_list(records) -> None:
-    if not records:
-        print("no records")
-        return
-    print(f"{'ID':<32}  {'ROOT':>7}  {'PROCS':>5}  {'TAKEN (UTC)':<29}  {'HOST':<16}  MONOTONIC")
-    for r in records:
-        if r.error:
-            print(f"{r.id:<32}  DAMAGED: {r.error}")
-            continue
-        print(f"{r.id:<32}  {r.root_pid:>7}  {r.process_count:>5}  {_when(r.realtime_ns):<29}  "
-              f"{r.hostname[:16]:<16}  {format_ns(r.clocks.monotonic_ns)}")
-
-
-def _print_restores(events) -> None:
-    if not events:
-        print("no restores")
-        return
-    print(f"{'#':>5}  {'RECORD':<32}  {'PID':>7}  {'POLICY':<8}  {'STAGE':<13}  {'VERIFIED (UTC)':<29}  VERDICT")
-    for e in events:
-        verdict = "ok" if e.ok else "REGRESSED"
-        print(f"{e.id:>5}  {e.record_id:<32}  {e.pid:>7}  {_policy_name(e.policy):<8}  {e.stage[:13]:<13}  "
-              f"{_when(e.realtime_ns):<29}  {verdict}: {e.message}")
-
-
-def _print_clocks(c: pb.ClocksResponse) -> None:
-    where = "the host's" if c.host_namespace else "its own"
-    print(f"pid        {c.pid}")
-    print(f"namespace  {c.timens_inode} ({where})")
-    print(_clock_line("sees", c.clocks))
-    print(_clock_line("offsets", c.offsets))
-    print(_clock_line("host", c.host_clocks))
-
-
-def _print_info(info: pb.GetInfoResponse) -> None:
-    missing = ", ".join(m.name for m in info.missing_capabilities) or "none"
-    abi = pb.OffsetAbi.Name(info.offset_abi).removeprefix("OFFSET_ABI_").lower()
-    limit = "unknown" if info.max_time_namespaces < 0 else str(info.max_time_namespaces)
-    rows = [
-        ("version", f"keeptimed {info.version}, pid {info.pid}, started {_when(info.started_realtime_ns)}"),
-        ("kernel", f"{info.kernel_release}, time namespaces {'yes' if info.time_namespaces else 'NO'}, "
-                   f"limit {limit} per user namespace"),
-        ("clone3 offsets", abi),
-        ("time namespace", f"{info.timens_inode} ({'the host' if info.host_time_namespace else 'its own'})"),
-        ("capabilities", f"{len(info.capabilities)} effective; missing needed: {missing}"),
-        ("records", str(info.record_count)),
-        ("children", f"{info.children_running} running"),
-        ("socket", info.socket_path),
-        ("db", info.db_path),
-        ("config", info.config_path + ("" if info.config_file_loaded else " (absent: embedded defaults)")),
-        ("metrics", f"http://{info.metrics_address}/metrics" if info.metrics_address else "off"),
-        ("default policy", _policy_name(info.default_policy)),
-        ("host", f"{info.hostname} (boot {info.boot_id})"),
-    ]
-    for key, value in rows:
-        print(f"{key:<16}{value}")
-
-
-def _print_doctor(report: dict) -> None:
-    for check in report["checks"]:
-        print(f"{check['status']:<6}{check['name']:<17}{check['summary']}")
-    warnings = sum(c["status"] == doctor.WARN for c in report["checks"])
-    problems = sum(c["status"] == doctor.FAIL for c in report["checks"])
-    if problems:
-        print(f"{problems} blocking problem(s), {warnings} warning(s)")
-    else:
-        print(f"no blocking problem, {warnings} warning(s)")
-
-
 # -- commands -----------------------------------------------------------------
 
 def _command_kwargs(args) -> dict:
@@ -359,16 +214,16 @@ def run(args, client: Client) -> int:
     if args.command == "checkpoint":
         labels = dict(label.split("=", 1) for label in args.label)
         record = client.checkpoint_record(args.pid, labels)
-        _print_json(message_to_dict(record)) if as_json else print(record.id)
+        print_json(message_to_dict(record)) if as_json else print(record.id)
     elif args.command == "plan":
         plan = client.plan(args.record, args.policy)
-        _print_json(message_to_dict(plan)) if as_json else _print_plan(plan)
+        print_json(message_to_dict(plan)) if as_json else print_plan(plan)
     elif args.command == "restore":
         kwargs = _command_kwargs(args)
         record_id = _criu_record(args, client) if args.criu_images else args.record
         result = client.restore(record_id, policy=args.policy, **kwargs)
         if as_json:
-            _print_json({
+            print_json({
                 "pid": result.pid, "mechanism": result.mechanism, "timens_inode": result.timens_inode,
                 "monotonic_offset_ns": result.monotonic_offset_ns, "boottime_offset_ns": result.boottime_offset_ns,
                 "plan": message_to_dict(result.plan),
@@ -376,13 +231,13 @@ def run(args, client: Client) -> int:
         else:
             print(result.pid)
             print(f"keeptime: restored {result.plan.record_id} as pid {result.pid} under "
-                  f"{_policy_name(result.plan.policy)} via {result.mechanism}; offsets monotonic "
+                  f"{policy_name(result.plan.policy)} via {result.mechanism}; offsets monotonic "
                   f"{format_ns(result.monotonic_offset_ns)}, boottime {format_ns(result.boottime_offset_ns)}",
                   file=sys.stderr)
     elif args.command == "exec":
         result = client.exec(args.pid, **_command_kwargs(args))
         if as_json:
-            _print_json({
+            print_json({
                 "pid": result.pid, "mechanism": result.mechanism, "timens_inode": result.timens_inode,
                 "monotonic_offset_ns": result.monotonic_offset_ns, "boottime_offset_ns": result.boottime_offset_ns,
             })
@@ -391,33 +246,33 @@ def run(args, client: Client) -> int:
     elif args.command == "wait":
         status = client.wait_status(args.pid, getattr(args, "wait_timeout", None))
         if as_json:
-            _print_json({"pid": status.pid, "exit_code": status.exit_code, "signal": status.signal,
+            print_json({"pid": status.pid, "exit_code": status.exit_code, "signal": status.signal,
                          "status": status.status})
         else:
             print(status.status)
         return status.status if 0 <= status.status <= 255 else EXIT_ERROR
     elif args.command == "show":
         record = client.get(args.record)
-        _print_json(message_to_dict(record)) if as_json else _print_record(record)
+        print_json(message_to_dict(record)) if as_json else print_record(record)
     elif args.command == "list":
         records = client.list()
-        _print_json([message_to_dict(r) for r in records]) if as_json else _print_list(records)
+        print_json([message_to_dict(r) for r in records]) if as_json else print_list(records)
     elif args.command == "rm":
         record_id = client.delete(args.record)
-        _print_json({"deleted": record_id}) if as_json else print(record_id)
+        print_json({"deleted": record_id}) if as_json else print(record_id)
     elif args.command == "clocks":
         clocks = client.clocks(args.pid)
-        _print_json(message_to_dict(clocks)) if as_json else _print_clocks(clocks)
+        print_json(message_to_dict(clocks)) if as_json else print_clocks(clocks)
     elif args.command == "info":
         info = client.info()
-        _print_json(message_to_dict(info)) if as_json else _print_info(info)
+        print_json(message_to_dict(info)) if as_json else print_info(info)
     elif args.command == "health":
         status = client.health()
-        _print_json({"status": status}) if as_json else print(status)
+        print_json({"status": status}) if as_json else print(status)
         return EXIT_OK if status == "SERVING" else EXIT_ERROR
     elif args.command == "restores":
         events = client.restores(args.record)
-        _print_json([message_to_dict(e) for e in events]) if as_json else _print_restores(events)
+        print_json([message_to_dict(e) for e in events]) if as_json else print_restores(events)
     return EXIT_OK
 
 
@@ -430,9 +285,9 @@ def run_local(args) -> int:
     report = doctor.run(socket_path, min(args.timeout, 10.0), args.config, criu=not args.no_criu)
     if args.json:
         info = report["daemon"]
-        _print_json({**report, "daemon": message_to_dict(info) if info is not None else None})
+        print_json({**report, "daemon": message_to_dict(info) if info is not None else None})
     else:
-        _print_doctor(report)
+        print_doctor(report)
     return EXIT_OK if report["ok"] else EXIT_ERROR
 
 

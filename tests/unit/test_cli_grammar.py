@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from keeptime import cli
+from keeptime import cli, output
 from keeptime.v1 import keeptime_pb2 as pb
 
 
@@ -61,7 +61,7 @@ def test_with_json_errors_are_one_json_object_on_stderr(capsys, tmp_path, argv, 
 def test_json_keeps_int64_as_numbers_and_enums_as_names():
     plan = pb.Plan(record_id="ab", policy=pb.POLICY_SUSPEND, downtime_ns=2**40)
     plan.offsets.monotonic_ns = -(2**62)
-    out = json.loads(json.dumps(cli.message_to_dict(plan)))
+    out = json.loads(json.dumps(output.message_to_dict(plan)))
     assert out["downtime_ns"] == 2**40 and out["offsets"]["monotonic_ns"] == -(2**62)
     assert out["policy"] == "POLICY_SUSPEND" and out["recorded"] is None
 
