@@ -176,7 +176,9 @@ class KeeptimeMetrics:
             "keeptime_request_duration_seconds", "Time to handle keeptime.v1 RPCs, by method and gRPC status.",
             LATENCY_BUCKETS, ("rpc", "status")))
         self.restores = r.add(Counter(
-            "keeptime_restores_total", "Processes started in a new time namespace, by policy and mechanism.",
+            "keeptime_restores_total",
+            "Processes started in a new time namespace, by policy and mechanism; mechanism=criu counts CRIU "
+            "restores verified (at post-restore, or any stage but post-resume).",
             ("policy", "mechanism")))
         self.clock_jump = r.add(Histogram(
             "keeptime_restore_clock_jump_seconds",

@@ -185,8 +185,9 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             jumps[f"{clock}_jump_us"] = round((value - target) / 1e3, 1)
         note(**jumps)
 
-    def _regression(self, clock: str, detail: str) -> None:
-        self.metrics.regression(clock)
+    def _regression(self, clock: str, detail: str, count: bool = True) -> None:
+        if count:
+            self.metrics.regression(clock)
         log.error("clock regression on restore: %s", detail, extra={"fields": {"clock": clock}})
 
     @rpc
@@ -369,10 +370,15 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         event.stage = request.stage
         event.id = self.store.add_restore(event, caller.owner_uid)
         note(record=record.id, stage=request.stage, ok=event.ok)
+        # post-resume looks again at the restore post-restore saw: logged, not counted twice.
+        first_look = request.stage != "post-resume"
+        if first_look:
+            self.metrics.observe_restore(policy, "criu")
         if not event.ok:
             for clock in ("monotonic", "boottime"):
                 if getattr(event.clocks, f"{clock}_ns") < getattr(event.dumped, f"{clock}_ns"):
-                    self._regression(clock, f"record {record.id}, pid {pid}, {request.stage}: {event.message}")
+                    self._regression(clock, f"record {record.id}, pid {pid}, {request.stage}: {event.message}",
+                                     count=first_look)
         return pb.VerifyRestoreResponse(event=event)
 
     @rpc

@@ -266,10 +266,12 @@ def test_a_regression_verify_restore_finds_is_counted(fresh_daemon, far_process,
         address = c.info().metrics_address
         record = c.checkpoint_record(inside)          # ten days ahead of the host
         event = c.verify_restore(root_sleeper, record_id=record.id, stage="post-restore")
+        c.verify_restore(root_sleeper, record_id=record.id, stage="post-resume")   # the same restore again
     assert not event.ok
     samples, _, _ = scrape(address)
+    assert value(samples, "keeptime_restores_total", policy="suspend", mechanism="criu") == 1
     assert value(samples, "keeptime_clock_regressions_total", clock="monotonic") == 1
     assert value(samples, "keeptime_clock_regressions_total", clock="boottime") == 1
-    assert value(samples, "keeptime_requests_total", rpc="VerifyRestore", status="OK") == 1
+    assert value(samples, "keeptime_requests_total", rpc="VerifyRestore", status="OK") == 2
     errors_logged = [json.loads(line) for line in fresh_daemon.log().splitlines() if '"level": "error"' in line]
-    assert [line["clock"] for line in errors_logged] == ["monotonic", "boottime"]
+    assert [line["clock"] for line in errors_logged] == ["monotonic", "boottime"] * 2   # logged at both looks
