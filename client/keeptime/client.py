@@ -165,13 +165,17 @@ class Client:
 
     def iter_records(self, page_size: int = 0) -> Iterator[pb.RecordSummary]:
         """Summaries of every record, oldest first, one page per call as needed."""
-        token = ""
-        while True:
-            page = self._call("ListRecords", pb.ListRecordsRequest(page_size=page_size, page_token=token))
+        for page in self._pages("ListRecords", pb.ListRecordsRequest(page_size=page_size)):
             yield from page.records
-            token = page.next_page_token
-            if not token:
+
+    def _pages(self, method: str, request) -> Iterator:
+        """Every page of a paged List RPC, following next_page_token."""
+        while True:
+            page = self._call(method, request)
+            yield page
+            if not page.next_page_token:
                 return
+            request.page_token = page.next_page_token
 
     def delete(self, record_id: str) -> str:
         """Delete a record; returns its full id."""
@@ -301,10 +305,5 @@ class Client:
 
     def restores(self, record_id: str = "") -> "list[pb.RestoreEvent]":
         """Stored restore events, oldest first; only one record's when given."""
-        events, token = [], ""
-        while True:
-            page = self._call("ListRestores", pb.ListRestoresRequest(record_id=record_id, page_token=token))
-            events.extend(page.events)
-            token = page.next_page_token
-            if not token:
-                return events
+        pages = self._pages("ListRestores", pb.ListRestoresRequest(record_id=record_id))
+        return [event for page in pages for event in page.events]

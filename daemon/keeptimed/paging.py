@@ -22,6 +22,12 @@ def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+def one_page(rows: list, size: int) -> tuple[list, bool]:
+    """The page out of rows fetched with a limit of size + 1 (the extra row
+    only tells that another page follows), and whether one does."""
+    return rows[:size], len(rows) > size
+
+
 def record_token(realtime_ns: int, record_id: str) -> str:
     return f"{realtime_ns}.{record_id}"
 

@@ -225,10 +225,8 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         size = paging.page_size(request.page_size)
         after = paging.parse_record_token(request.page_token)
         response = pb.ListRecordsResponse()
-        # One more than the page tells whether another page follows.
-        rows = self.store.list(self._owner(), after=after, limit=size + 1)
-        if len(rows) > size:
-            del rows[size:]
+        rows, more = paging.one_page(self.store.list(self._owner(), after=after, limit=size + 1), size)
+        if more:
             response.next_page_token = paging.record_token(*rows[-1][0])
         for (_, record_id), record in rows:
             if isinstance(record, KeeptimeError):
@@ -385,8 +383,9 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     def ListRestores(self, request, context):
         size = paging.page_size(request.page_size)
         after = paging.parse_restore_token(request.page_token)
-        events = self.store.list_restores(request.record_id, self._owner(), after=after, limit=size + 1)
-        response = pb.ListRestoresResponse(events=events[:size])
-        if len(events) > size:
-            response.next_page_token = str(events[size - 1].id)
+        events, more = paging.one_page(
+            self.store.list_restores(request.record_id, self._owner(), after=after, limit=size + 1), size)
+        response = pb.ListRestoresResponse(events=events)
+        if more:
+            response.next_page_token = str(events[-1].id)
         return response
