@@ -1,9 +1,11 @@
 """The compiled parts; everything else is in pyproject.toml.
 
-Two artifacts come from native/: the cffi module keeptimed._native (built by
-cffi_modules) and the keeptime-helper executable placed beside it, linked
-statically where the C library allows it (a static binary starts faster, and
-the helper is started again whenever it has to be).
+Three artifacts come from native/: the cffi module keeptimed._native (built by
+cffi_modules), the keeptime-helper executable placed beside it, and
+keeptime-criu-hook, CRIU's action script, installed on PATH beside keeptime
+(a data file of the bin directory). Both programs are linked statically
+where the C library allows it: a static binary starts faster, and both are
+started often.
 """
 import os
 
@@ -12,6 +14,10 @@ from setuptools.command.build_ext import build_ext
 
 HELPER = "keeptime-helper"
 HELPER_SOURCES = ["native/keeptime_helper.c"]
+CRIU_HOOK = "keeptime-criu-hook"
+CRIU_HOOK_SOURCES = ["native/criu_hook.c"]
+# Where build_ext links the hook; pip builds in the source tree, where setup() names it.
+CRIU_HOOK_BUILT = os.path.join("build", "native", CRIU_HOOK)
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
 
 
@@ -24,11 +30,16 @@ class BuildExtWithHelper(build_ext):
             HELPER_SOURCES, output_dir=self.build_temp, include_dirs=["native"], extra_postargs=CFLAGS
         )
         for package_dir in self._helper_dirs():
-            os.makedirs(package_dir, exist_ok=True)
-            try:
-                self.compiler.link_executable(objects, HELPER, output_dir=package_dir, extra_postargs=["-static"])
-            except Exception:  # no static C library: a dynamic helper works too
-                self.compiler.link_executable(objects, HELPER, output_dir=package_dir)
+            self._link(objects, HELPER, package_dir)
+        hook_objects = self.compiler.compile(CRIU_HOOK_SOURCES, output_dir=self.build_temp, extra_postargs=CFLAGS)
+        self._link(hook_objects, CRIU_HOOK, os.path.dirname(CRIU_HOOK_BUILT))
+
+    def _link(self, objects, name, output_dir):
+        os.makedirs(output_dir, exist_ok=True)
+        try:
+            self.compiler.link_executable(objects, name, output_dir=output_dir, extra_postargs=["-static"])
+        except Exception:  # no static C library: a dynamic program works too
+            self.compiler.link_executable(objects, name, output_dir=output_dir)
 
     def _helper_dirs(self):
         """Where keeptimed/_native lands: the build tree, and the source tree for in-place builds."""
@@ -44,4 +55,5 @@ class BuildExtWithHelper(build_ext):
 setup(
     cffi_modules=["native/build.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithHelper},
+    data_files=[("bin", [CRIU_HOOK_BUILT])],
 )

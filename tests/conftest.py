@@ -126,3 +126,19 @@ def root_sleeper():
     yield proc.pid
     proc.kill()
     proc.wait()
+
+
+ROOT = os.path.dirname(HERE)
+
+
+@pytest.fixture(scope="session")
+def criu_hook_program() -> str:
+    """keeptime-criu-hook, CRIU's action script: the one installed beside this
+    interpreter's keeptime, else the one the editable build linked in build/."""
+    import sys
+
+    for path in (os.path.join(os.path.dirname(sys.executable), "keeptime-criu-hook"),
+                 os.path.join(ROOT, "build", "native", "keeptime-criu-hook")):
+        if os.access(path, os.X_OK):
+            return path
+    pytest.skip("keeptime-criu-hook is not built (pip install the project first)")

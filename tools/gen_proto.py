@@ -20,6 +20,7 @@ PROTO_ROOT = os.path.join(ROOT, "proto")
 TARGETS = {
     "keeptime/v1/keeptime.proto": (os.path.join(ROOT, "client"), True),
     "keeptime/criu/timens.proto": (os.path.join(ROOT, "client"), False),
+    "keeptime/criu/dump.proto": (os.path.join(ROOT, "client"), False),
 }
 MESSAGE_SUFFIXES = ("_pb2.py", "_pb2.pyi")
 GRPC_SUFFIXES = ("_pb2_grpc.py",)

@@ -14,7 +14,8 @@ from typing import Optional
 from . import __version__, completion, doctor, errors
 from .client import Client
 from .criu import hook as criu_hook
-from .criu.hook import RECORD_FILE, TIMENS_IMAGE
+from .criu.dumpdir import RECORD_FILE, DumpDir
+from .criu.imagedir import ImageDir, ImageFileError
 from .defaults import CONFIG_ENV, DEFAULT_CONFIG, DEFAULT_SOCKET, POLICIES, SOCKET_ENV
 from .output import (message_to_dict, policy_name, print_clocks, print_doctor, print_info, print_json, print_list,
                      print_plan, print_record, print_restores)
@@ -305,16 +306,19 @@ def _criu_record(args, client: Client) -> str:
     """Import the record CRIU's image directory carries; returns its id."""
     if args.record:
         raise UsageError("keeptime restore: give a record ID or --criu-images DIR, not both")
-    path = os.path.join(args.criu_images, RECORD_FILE)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise UsageError(f"keeptime restore: cannot read {path}: {exc.strerror} "
-                         f"(was the dump made with the keeptime criu-hook?)") from None
+        with DumpDir(ImageDir(args.criu_images)) as dump:
+            data = dump.read_record()
+            timens = dump.timens_name() if dump.read_timens() is not None else ""
+    except (OSError, ImageFileError) as exc:
+        raise UsageError(f"keeptime restore: cannot read {args.criu_images}: "
+                         f"{exc.strerror if isinstance(exc, OSError) else exc}") from None
+    if data is None:
+        raise UsageError(f"keeptime restore: {args.criu_images} has no {RECORD_FILE} "
+                         f"(was the dump made with the keeptime CRIU hook?)")
     record = client.import_record(data)
-    if os.path.exists(os.path.join(args.criu_images, TIMENS_IMAGE)) and "--unprivileged" not in args.argv:
-        print(f"keeptime: warning: {args.criu_images} has {TIMENS_IMAGE}: unless CMD is criu restore "
+    if timens and "--unprivileged" not in args.argv:
+        print(f"keeptime: warning: {args.criu_images} has {timens}: unless CMD is criu restore "
               f"--unprivileged, CRIU applies that image itself and the namespace keeptime prepares does "
               f"not change the restored clocks", file=sys.stderr)
     return record.id

@@ -80,7 +80,7 @@ class Access:
             credentials = self.relay.caller(peer) if self.relay else None
             if credentials is None:
                 raise PermissionDenied("this connection did not come through keeptimed's socket")
-            return Caller("unix", credentials.pid, credentials.uid, credentials.gid, credentials.program)
+            return self.caller_of(credentials)
         auth = context.auth_context()
         if auth.get("transport_security_type") == [b"ssl"]:
             names = [n.decode() for key in ("x509_common_name", "x509_subject_alternative_name")
@@ -89,6 +89,11 @@ class Access:
                 raise PermissionDenied(f"client certificate {names or '(no name)'} is not in the allow-list")
             return Caller("tls", name=names[0] if names else "")
         return Caller("tcp-insecure", name=peer)
+
+    @staticmethod
+    def caller_of(credentials) -> Caller:
+        """The caller behind a unix connection with these peer credentials."""
+        return Caller("unix", credentials.pid, credentials.uid, credentials.gid, credentials.program)
 
     @staticmethod
     def check_rpc(caller: Caller, rpc_name: str) -> None:

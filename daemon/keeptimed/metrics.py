@@ -192,6 +192,18 @@ class KeeptimeMetrics:
             "its recorded or target value. Must stay 0.", ("clock",)))
         for clock in CLOCKS + ("unknown",):
             self.regressions.inc(0, clock=clock)
+        self.unverified = r.add(Counter(
+            "keeptime_restores_unverified_total",
+            "CRIU restores keeptime could not verify (the tree was gone or unreadable, nothing to verify "
+            "against), by stage. Never counted as verified.", ("stage",)))
+        for stage in ("post-restore", "post-resume"):
+            self.unverified.inc(0, stage=stage)
+        self.hook_steps = r.add(Counter(
+            "keeptime_criu_hook_steps_total", "CRIU steps the hook forwarded to keeptimed, by action and result "
+            "(OK, FAILED: the step failed, USAGE: a bad request or configuration).", ("action", "result")))
+        self.hook_latency = r.add(Histogram(
+            "keeptime_criu_hook_duration_seconds", "Time keeptimed spent on a forwarded CRIU step, by action.",
+            LATENCY_BUCKETS, ("action",)))
 
     def add_gauge(self, name: str, help_text: str, read: Callable[[], Optional[float]]) -> None:
         """A gauge read from the daemon's state at scrape time."""
@@ -209,6 +221,13 @@ class KeeptimeMetrics:
 
     def regression(self, clock: str) -> None:
         self.regressions.inc(clock=clock)
+
+    def observe_hook(self, action: str, result: str, seconds: float) -> None:
+        self.hook_steps.inc(action=action, result=result)
+        self.hook_latency.observe(seconds, action=action)
+
+    def unverified_restore(self, stage: str) -> None:
+        self.unverified.inc(stage=stage)
 
     def render(self) -> str:
         return self.registry.render()

@@ -146,3 +146,19 @@ def max_time_namespaces() -> int:
             return int(f.read())
     except (OSError, ValueError):
         return -1
+
+
+def pid_of_pidfd(pidfd: int) -> int:
+    """The pid (in keeptimed's pid namespace) of the process pidfd names;
+    ProcessLookupError once it has exited, ValueError when it is no pidfd."""
+    try:
+        with open(f"{PROC}/self/fdinfo/{pidfd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pid:"):
+                    pid = int(line.split()[1])
+                    if pid <= 0:   # -1: exited; 0: not in our pid namespace
+                        raise ProcessLookupError(errno.ESRCH, "the process has exited or is out of reach")
+                    return pid
+    except FileNotFoundError:
+        raise ValueError(f"descriptor {pidfd} is not open") from None
+    raise ValueError(f"descriptor {pidfd} is not a pidfd")

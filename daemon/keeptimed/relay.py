@@ -9,6 +9,11 @@ gRPC server sees it as ``unix:<that path>``: the relay registers that peer
 string with the caller's credentials before connecting, and the service
 refuses any peer the relay did not register.
 
+The same socket serves the CRIU hook (keeptime.criu.hookwire), which passes
+descriptors and so cannot use gRPC: a connection whose first bytes are the
+hook's magic is handed, with the descriptors that came with them and the
+caller's credentials, to the hook server instead of the gRPC server.
+
 One thread multiplexes every connection with non-blocking sockets and a
 bounded buffer per direction, so a slow or stuck client only ever stalls its
 own connection. A connection ends when the gRPC server ends its side (as it
@@ -29,7 +34,9 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Callable, Optional
+
+from keeptime.criu.hookwire import FD_NAMES, MAGIC as HOOK_MAGIC
 
 from . import procfs
 from .errors import KeeptimeError
@@ -70,6 +77,24 @@ def peer_credentials(sock: socket.socket) -> PeerCredentials:
     return PeerCredentials(pid, uid, gid)
 
 
+@dataclass
+class HookConnection:
+    """A connection that turned out to be the CRIU hook's: its socket
+    (blocking), the bytes read so far, the descriptors that came with them,
+    and who connected."""
+
+    sock: socket.socket
+    received: bytes
+    fds: list[int]
+    credentials: PeerCredentials
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+        self.sock.close()
+
+
 class _Direction:
     """Bytes read from src waiting to be written to dst."""
 
@@ -84,18 +109,21 @@ class _Direction:
 class _Pair:
     """A public connection and its upstream connection to the gRPC server."""
 
-    def __init__(self, client: socket.socket, upstream: socket.socket, peer: str, uid: int):
+    def __init__(self, client: socket.socket, upstream: socket.socket, peer: str, credentials: PeerCredentials):
         self.client, self.upstream = client, upstream
         self.peer = peer
-        self.uid = uid
+        self.credentials = credentials
+        self.uid = credentials.uid
+        self.first_read = True   # the client's first bytes say whether it speaks gRPC
         self.up = _Direction(client, upstream)
         self.down = _Direction(upstream, client)
 
     def done(self) -> bool:
         # Once the gRPC server has ended its side and all of it reached the
         # client, nothing the client sends can go anywhere: the connection is
-        # over even if the client never closes its end.
-        return self.down.eof and not self.down.buffer
+        # over even if the client never closes its end. So is one the server
+        # ended before the client said anything (an unfinished handshake).
+        return self.down.eof and (not self.down.buffer or self.first_read)
 
 
 class CallerRelay:
@@ -105,9 +133,11 @@ class CallerRelay:
     returns; the gRPC server must listen on `private_socket`.
     """
 
-    def __init__(self, public_path: str, group: Optional[int] = None):
+    def __init__(self, public_path: str, group: Optional[int] = None,
+                 on_hook: Optional[Callable[[HookConnection], None]] = None):
         self.public_path = public_path
         self.group = group
+        self.on_hook = on_hook   # takes over CRIU hook connections; they are refused without it
         self.private_dir = _private_directory(public_path)
         self.private_socket = os.path.join(self.private_dir, "grpc.sock")
         self._callers: dict[str, PeerCredentials] = {}
@@ -192,7 +222,7 @@ class CallerRelay:
                     self._accept()
                 elif key.fileobj == self._wake_r:
                     self._woken()
-                else:
+                elif key.fileobj in self._pairs:   # not closed by an earlier event of this batch
                     self._serve(key.data, key.fileobj, events)
 
     def _woken(self) -> None:
@@ -278,7 +308,7 @@ class CallerRelay:
             raise
         client.setblocking(False)
         upstream.setblocking(False)
-        pair = _Pair(client, upstream, peer, credentials.uid)
+        pair = _Pair(client, upstream, peer, credentials)
         self._by_uid[credentials.uid] += 1
         self._pairs[client] = pair
         self._pairs[upstream] = pair
@@ -291,8 +321,13 @@ class CallerRelay:
 
     def _serve(self, pair: _Pair, sock: socket.socket, events: int) -> None:
         try:
-            if events & selectors.EVENT_READ:
-                self._read(pair.up if sock is pair.client else pair.down)
+            if events & selectors.EVENT_READ and sock is pair.client and pair.first_read:
+                if self._first_read(pair):
+                    return
+            elif events & selectors.EVENT_READ:
+                # Until the client has spoken, what the gRPC server sends
+                # (its SETTINGS) waits here: the client may be the hook.
+                self._read(pair.up if sock is pair.client else pair.down, flush=not pair.first_read)
             if events & selectors.EVENT_WRITE:
                 self._flush(pair.down if sock is pair.client else pair.up)
         except OSError as exc:
@@ -305,7 +340,43 @@ class CallerRelay:
         else:
             self._update_interest(pair)
 
-    def _read(self, direction: _Direction) -> None:
+    def _first_read(self, pair: _Pair) -> bool:
+        """Read the client's first bytes, with any descriptors sent along
+        (later reads use recv, which makes the kernel discard descriptors).
+        True when the connection was the hook's and left the relay."""
+        try:
+            data, fds, _, _ = socket.recv_fds(pair.client, CHUNK, len(FD_NAMES), socket.MSG_CMSG_CLOEXEC)
+        except (BlockingIOError, InterruptedError):
+            return False
+        pair.first_read = False
+        if data[:1] == HOOK_MAGIC[:1]:   # HTTP/2 starts with "PRI * HTTP/2.0"
+            self._hand_over(pair, data, fds)
+            return True
+        for fd in fds:
+            os.close(fd)
+        if not data:
+            pair.up.eof = True
+        pair.up.buffer += data
+        self._flush(pair.up)
+        self._flush(pair.down)   # what the gRPC server said meanwhile
+        return False
+
+    def _hand_over(self, pair: _Pair, data: bytes, fds: list[int]) -> None:
+        """Give a CRIU hook connection to the hook server, and forget it here."""
+        client = pair.client
+        self._close(pair, keep=client)
+        connection = HookConnection(client, data, fds, pair.credentials)
+        if self.on_hook is None:
+            connection.close()
+            return
+        client.setblocking(True)
+        try:
+            self.on_hook(connection)
+        except Exception:
+            log.exception("relay: the CRIU hook server failed to take a connection")
+            connection.close()
+
+    def _read(self, direction: _Direction, flush: bool = True) -> None:
         if direction.eof or len(direction.buffer) >= MAX_BUFFERED:
             return
         try:
@@ -315,7 +386,8 @@ class CallerRelay:
         if not data:
             direction.eof = True
         direction.buffer += data
-        self._flush(direction)
+        if flush:
+            self._flush(direction)
 
     @staticmethod
     def _flush(direction: _Direction) -> None:
@@ -337,7 +409,7 @@ class CallerRelay:
             events = 0
             if not incoming.eof and len(incoming.buffer) < MAX_BUFFERED:
                 events |= selectors.EVENT_READ
-            if outgoing.buffer:
+            if outgoing.buffer and not (sock is pair.client and pair.first_read):
                 events |= selectors.EVENT_WRITE
             try:
                 registered = self._selector.get_key(sock).events
@@ -352,7 +424,8 @@ class CallerRelay:
             else:
                 self._selector.modify(sock, events, pair)
 
-    def _close(self, pair: _Pair) -> None:
+    def _close(self, pair: _Pair, keep: Optional[socket.socket] = None) -> None:
+        """Close both ends of pair (all but keep, which only leaves the relay)."""
         if pair.client in self._pairs:   # counted once, however often closed
             self._by_uid[pair.uid] -= 1
             if not self._by_uid[pair.uid]:
@@ -363,7 +436,8 @@ class CallerRelay:
                 self._selector.unregister(sock)
             except (KeyError, ValueError):
                 pass
-            sock.close()
+            if sock is not keep:
+                sock.close()
         self._forget(pair.peer)
 
 

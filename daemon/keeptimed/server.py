@@ -26,6 +26,8 @@ from . import __version__, caps, fdlimit, native, procfs
 from .access import Access
 from .children import Children
 from .config import Config
+from .criuactions import CriuActions
+from .criuhook import HookServer
 from .hostclock import HostClock
 from .metrics import KeeptimeMetrics
 from .metrics_http import MetricsServer
@@ -194,11 +196,12 @@ class Daemon:
         _prepare_socket_path(c.socket)
         self.relay = CallerRelay(c.socket, socket_gid)
         access = Access(self.relay, c.tls_allow_name)
-        pb_grpc.add_KeeptimeServicer_to_server(
-            KeeptimeService(self.store, self.host, self.children, access, self.metrics, c.default_policy, about,
-                            max_waits=max(1, c.workers // 2)),
-            self.server,
-        )
+        service = KeeptimeService(self.store, self.host, self.children, access, self.metrics, c.default_policy,
+                                  about, max_waits=max(1, c.workers // 2))
+        pb_grpc.add_KeeptimeServicer_to_server(service, self.server)
+        # The CRIU hook's steps arrive on the same socket, with descriptors gRPC cannot carry.
+        self.hooks = HookServer(CriuActions(self.store, self.host, access, service.restores), access, self.metrics)
+        self.relay.on_hook = self.hooks.submit
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -268,6 +271,7 @@ class Daemon:
         self.relay.stop_accepting()
         self.server.stop(self.config.grace).wait()
         self.relay.stop()
+        self.hooks.shutdown()
         if self.metrics_server:
             self.metrics_server.stop()
         self.children.close()

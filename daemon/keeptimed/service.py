@@ -20,10 +20,11 @@ from .children import Children
 from .errors import Cancelled, DeadlineExceeded, InvalidArgument, KeeptimeError, NotFound, ResourceExhausted
 from .hostclock import HostClock
 from .metrics import KeeptimeMetrics
-from .policies import Checkpointed, Clocks, RestorePlan, plan_restore
+from .policies import Clocks, RestorePlan, plan_restore
+from .restores import Restores
 from .store import RecordStore
-from .wire import (DOWNTIME_SOURCES, MECHANISM_ENUMS, OFFSET_ABI_ENUMS, POLICY_ENUMS, POLICY_NAMES, clock_values,
-                   offsets)
+from .wire import (DOWNTIME_SOURCES, MECHANISM_ENUMS, OFFSET_ABI_ENUMS, POLICY_ENUMS, POLICY_NAMES, checkpointed,
+                   clock_values, offsets)
 
 log = logging.getLogger("keeptimed.rpc")
 MAX_STAGE_LENGTH = 64
@@ -62,6 +63,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         self.metrics = metrics
         self.default_policy = default_policy
         self.about = about
+        self.restores = Restores(store, host, metrics)
 
     # -- helpers -----------------------------------------------------------
 
@@ -72,18 +74,8 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             raise InvalidArgument(f"unknown policy {value}; expected one of freeze, suspend, elapsed")
         return POLICY_NAMES[value]
 
-    @staticmethod
-    def _checkpointed(record: pb.Record) -> Checkpointed:
-        return Checkpointed(
-            clocks=Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns),
-            realtime_ns=record.realtime_ns,
-            host_boottime_ns=record.host_clocks.boottime_ns,
-            boot_id=record.boot_id,
-            hostname=record.hostname,
-        )
-
     def _plan(self, record: pb.Record, policy_value: int) -> RestorePlan:
-        return plan_restore(self._policy(policy_value), self._checkpointed(record), self.host.now())
+        return plan_restore(self._policy(policy_value), checkpointed(record), self.host.now())
 
     def _record(self, ref: pb.RecordRef) -> pb.Record:
         """The record a RecordRef names: from the store, or decoded from its bytes."""
@@ -185,10 +177,8 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             jumps[f"{clock}_jump_us"] = round((value - target) / 1e3, 1)
         note(**jumps)
 
-    def _regression(self, clock: str, detail: str, count: bool = True) -> None:
-        if count:
-            self.metrics.regression(clock)
-        log.error("clock regression on restore: %s", detail, extra={"fields": {"clock": clock}})
+    def _regression(self, clock: str, detail: str) -> None:
+        self.restores.regression(clock, detail)
 
     @rpc
     def Wait(self, request, context):
@@ -343,7 +333,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     def PlanCriuRestore(self, request, context):
         record = self._record(request.record)
         data, plan = criu.plan_image(
-            self._checkpointed(record), request.timens_image, self._policy(request.policy), self.host.now()
+            checkpointed(record), request.timens_image, self._policy(request.policy), self.host.now()
         )
         note(record=record.id, policy=plan.policy)
         return pb.PlanCriuRestoreResponse(timens_image=data, plan=self._plan_message(record.id, plan))
@@ -363,20 +353,8 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             dumped = Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns)
         tree = verify.restored_tree(pid, self.host)
         self.access.check_owns(caller, [process.pid for process in tree.processes])
-        event = verify.verify(tree, record.id, dumped, record)
-        event.policy = POLICY_ENUMS[policy]
-        event.stage = request.stage
-        event.id = self.store.add_restore(event, caller.owner_uid)
+        event = self.restores.verified(tree, record.id, dumped, record, policy, request.stage, caller.owner_uid)
         note(record=record.id, stage=request.stage, ok=event.ok)
-        # post-resume looks again at the restore post-restore saw: logged, not counted twice.
-        first_look = request.stage != "post-resume"
-        if first_look:
-            self.metrics.observe_restore(policy, "criu")
-        if not event.ok:
-            for clock in ("monotonic", "boottime"):
-                if getattr(event.clocks, f"{clock}_ns") < getattr(event.dumped, f"{clock}_ns"):
-                    self._regression(clock, f"record {record.id}, pid {pid}, {request.stage}: {event.message}",
-                                     count=first_look)
         return pb.VerifyRestoreResponse(event=event)
 
     @rpc

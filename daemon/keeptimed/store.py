@@ -16,8 +16,9 @@ from keeptime.v1 import keeptime_pb2 as pb
 from . import recordfile
 from .errors import AlreadyExists, DataLoss, InvalidArgument, NotFound, ResourceExhausted
 
-# 2: owner_uid, the uid whose record it is (0: the administrators'); 3: restores
-SCHEMA_VERSION = 3
+# 2: owner_uid, the uid whose record it is (0: the administrators'); 3: restores;
+# 4: restores.verdict (continuous, regressed, unverified; "" in older rows: see ok)
+SCHEMA_VERSION = 4
 ID_OR_PREFIX = re.compile(r"[0-9a-f]{4,32}")
 
 
@@ -81,6 +82,9 @@ class RecordStore:
                     " message TEXT NOT NULL,"
                     " owner_uid INTEGER NOT NULL DEFAULT 0)"
                 )
+                restore_columns = {row[1] for row in self._db.execute("PRAGMA table_info(restores)")}
+                if "verdict" not in restore_columns:
+                    self._db.execute("ALTER TABLE restores ADD COLUMN verdict TEXT NOT NULL DEFAULT ''")
                 self._db.execute("CREATE INDEX IF NOT EXISTS restores_by_record ON restores (record_id)")
                 # list() pages in this order; without the index every page sorts the table.
                 self._db.execute("CREATE INDEX IF NOT EXISTS records_by_time ON records (created_realtime_ns, id)")
@@ -216,7 +220,7 @@ class RecordStore:
                 event.clocks.monotonic_ns, event.clocks.boottime_ns,
                 event.offsets.monotonic_ns, event.offsets.boottime_ns,
                 # SQLite integers are signed 64-bit; namespace inodes fit in 32 bits.
-                event.timens_inode, event.realtime_ns, event.message, owner_uid,
+                event.timens_inode, event.realtime_ns, event.message, _verdict_name(event.verdict), owner_uid,
             ),
         )
         return cursor.lastrowid
@@ -252,7 +256,7 @@ class RecordStore:
 _RESTORE_COLUMNS = (
     "record_id", "pid", "policy", "stage", "ok", "dumped_monotonic_ns", "dumped_boottime_ns",
     "monotonic_ns", "boottime_ns", "monotonic_offset_ns", "boottime_offset_ns", "timens_inode",
-    "realtime_ns", "message",
+    "realtime_ns", "message", "verdict",
 )
 
 
@@ -265,14 +269,24 @@ def _policy_name(value: int) -> str:
     return pb.Policy.Name(value).removeprefix("POLICY_").lower()
 
 
+def _verdict_name(value: int) -> str:
+    return pb.Verdict.Name(value).removeprefix("VERDICT_").lower() if value else ""
+
+
+def _verdict(name: str, ok: bool) -> int:
+    if not name:   # stored before verdicts existed: only ok or regressed were possible
+        return pb.VERDICT_CONTINUOUS if ok else pb.VERDICT_REGRESSED
+    return pb.Verdict.Value("VERDICT_" + name.upper())
+
+
 def _restore_event(row: tuple) -> pb.RestoreEvent:
     (event_id, record_id, pid, policy, stage, ok, dumped_mono, dumped_boot, mono, boot,
-     mono_offset, boot_offset, inode, realtime, message) = row
+     mono_offset, boot_offset, inode, realtime, message, verdict) = row
     return pb.RestoreEvent(
         id=event_id, record_id=record_id, pid=pid, policy=pb.Policy.Value("POLICY_" + policy.upper()),
         stage=stage, ok=bool(ok),
         dumped=pb.ClockValues(monotonic_ns=dumped_mono, boottime_ns=dumped_boot),
         clocks=pb.ClockValues(monotonic_ns=mono, boottime_ns=boot),
         offsets=pb.Offsets(monotonic_ns=mono_offset, boottime_ns=boot_offset),
-        timens_inode=inode, realtime_ns=realtime, message=message,
+        timens_inode=inode, realtime_ns=realtime, message=message, verdict=_verdict(verdict, bool(ok)),
     )

@@ -2,7 +2,7 @@
 and downtime-source enums, clock values and offsets."""
 from keeptime.v1 import keeptime_pb2 as pb
 
-from .policies import Clocks
+from .policies import Checkpointed, Clocks
 
 POLICY_NAMES = {pb.POLICY_FREEZE: "freeze", pb.POLICY_SUSPEND: "suspend", pb.POLICY_ELAPSED: "elapsed"}
 POLICY_ENUMS = {name: value for value, name in POLICY_NAMES.items()}
@@ -27,3 +27,14 @@ def clock_values(clocks: Clocks) -> pb.ClockValues:
 def offsets(clocks: Clocks) -> pb.Offsets:
     """Time-namespace offsets as the API carries them."""
     return pb.Offsets(monotonic_ns=clocks.monotonic_ns, boottime_ns=clocks.boottime_ns)
+
+
+def checkpointed(record: pb.Record) -> Checkpointed:
+    """What a record says about the moment of its checkpoint, for the policies."""
+    return Checkpointed(
+        clocks=Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns),
+        realtime_ns=record.realtime_ns,
+        host_boottime_ns=record.host_clocks.boottime_ns,
+        boot_id=record.boot_id,
+        hostname=record.hostname,
+    )

@@ -3,10 +3,9 @@
 A non-root caller is simulated with real SO_PEERCRED: a process running as
 nobody connects to keeptimed's socket (see helpers/impersonate.py).
 """
-import contextlib
-import io
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -19,7 +18,6 @@ import pytest
 from helpers.daemon import RunningDaemon
 from helpers.impersonate import ConnectAs, as_user, connect_as
 from keeptime import Client, errors
-from keeptime.criu import hook as criu_hook
 from keeptime.criu.image import TimensClocks, encode_timens
 from keeptime.recordfile import parse as parse_record
 from keeptime.v1 import keeptime_pb2 as pb
@@ -219,39 +217,67 @@ def test_non_root_verifies_its_own_processes_and_sees_its_own_verdicts(group_dae
     assert [e.pid for e in as_nobody.restores(record.id)] == [nobody_sleeper]
 
 
-def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, nobody_sleeper):
+def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, nobody_sleeper, criu_hook_program):
+    """Rootless CRIU: the hook runs as the user, in a directory of the user's."""
     images = tempfile.mkdtemp(dir=open_dir)
     with group_daemon.client() as root:
         seen = root.clocks(nobody_sleeper).clocks  # what CRIU writes before post-dump: the tree's clocks
     with open(os.path.join(images, "timens-0.img"), "wb") as f:
         f.write(encode_timens(TimensClocks(seen.monotonic_ns, seen.boottime_ns)))
+    os.chown(images, NOBODY, NOGROUP)
+    os.chown(os.path.join(images, "timens-0.img"), NOBODY, NOGROUP)
     config = os.path.join(open_dir, "criu-hook.toml")
     with open(config, "w") as f:
         f.write('policy = "suspend"\n')
-    proxy = ConnectAs(open_dir, group_daemon.socket, NOBODY, NOGROUP)
-    fd = os.open(images, os.O_RDONLY | os.O_DIRECTORY)
+    os.chmod(config, 0o644)
+    program = shutil.copy(criu_hook_program, open_dir)   # the tests' tree may be root-only
 
     def run_hook(action: str) -> str:
-        environ = {"CRTOOLS_SCRIPT_ACTION": action, "CRTOOLS_IMAGE_DIR": f"/proc/{os.getpid()}/fd/{fd}",
-                   "CRTOOLS_INIT_PID": str(nobody_sleeper), "KEEPTIME_CRIU_HOOK_CONFIG": config}
-        with contextlib.redirect_stderr(io.StringIO()) as said:
-            status = criu_hook.main(environ, socket=proxy.path)
-        assert status == 0, said.getvalue()
-        return said.getvalue()
+        environ = {"CRTOOLS_SCRIPT_ACTION": action, "CRTOOLS_IMAGE_DIR": images,
+                   "CRTOOLS_INIT_PID": str(nobody_sleeper), "KEEPTIME_CRIU_HOOK_CONFIG": config,
+                   "KEEPTIME_SOCKET": group_daemon.socket}
+        result = subprocess.run(as_user(NOBODY, NOGROUP, [program]), env=environ, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stderr
 
+    assert f"from pid {nobody_sleeper}'s tree" in run_hook("post-dump")
+    with open(os.path.join(images, "keeptime-record.bin"), "rb") as f:
+        record = parse_record(f.read())
+    proxy = ConnectAs(open_dir, group_daemon.socket, NOBODY, NOGROUP)
     try:
-        assert f"from pid {nobody_sleeper}'s tree" in run_hook("post-dump")
-        with open(os.path.join(images, "keeptime-record.bin"), "rb") as f:
-            record = parse_record(f.read())
         with Client(socket=proxy.path, timeout=20) as kt:
             assert [r.id for r in kt.list()] == [record.id]  # the user's own record
         assert "suspend: timens-0.img now resumes" in run_hook("pre-restore")
+        # What keeptimed wrote there is the user's, as if the user had written it.
+        for name in os.listdir(images):
+            st = os.stat(os.path.join(images, name))
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOGROUP, 0o600), name
         assert f"pid {nobody_sleeper}: clocks continue" in run_hook("post-restore")
         with Client(socket=proxy.path, timeout=20) as kt:
             assert [(e.pid, e.ok) for e in kt.restores(record.id)] == [(nobody_sleeper, True)]
     finally:
-        os.close(fd)
         proxy.close()
+
+
+def test_the_criu_hook_works_for_a_user_only_in_a_directory_of_the_users(group_daemon, open_dir, nobody_sleeper,
+                                                                          criu_hook_program):
+    """A directory nobody may merely read (here /etc) is not one keeptimed
+    writes into on nobody's behalf."""
+    program = shutil.copy(criu_hook_program, open_dir)
+    config = os.path.join(open_dir, "criu-hook.toml")
+    with open(config, "w") as f:
+        f.write('policy = "suspend"\n')
+    os.chmod(config, 0o644)
+    environ = {"CRTOOLS_SCRIPT_ACTION": "post-dump", "CRTOOLS_IMAGE_DIR": "/etc",
+               "CRTOOLS_INIT_PID": str(nobody_sleeper), "KEEPTIME_SOCKET": group_daemon.socket,
+               "KEEPTIME_CRIU_HOOK_CONFIG": config}
+    result = subprocess.run(as_user(NOBODY, NOGROUP, [program]), env=environ, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "the image directory belongs to uid 0: keeptimed works for uid 65534 only in a directory of its own" \
+        in result.stderr
+    assert not os.path.exists("/etc/keeptime-record.bin")
 
 
 def test_one_user_cannot_take_every_connection(open_dir):

@@ -57,14 +57,14 @@ def wait_for_ticks(path, more_than: int, timeout: float = 20.0) -> list[tuple[in
     raise AssertionError(f"no new clock lines in {path}")
 
 
-def test_dump_wait_restore_under_suspend(criu, daemon, tmp_path):
+def test_dump_wait_restore_under_suspend(criu, daemon, tmp_path, criu_hook_program):
     images, out = tmp_path / "images", tmp_path / "ticks"
     images.mkdir()
     config = tmp_path / "hook.toml"
     config.write_text('policy = "suspend"\n')
     env = dict(os.environ, KEEPTIME_SOCKET=daemon.socket, KEEPTIME_CRIU_HOOK_CONFIG=str(config),
                KEEPTIME_CLI=KEEPTIME_CLI)
-    hook_options = ["--no-default-config", "--action-script", WRAPPER]
+    hook_options = ["--no-default-config", "--action-script", criu_hook_program]
 
     with open(os.devnull, "rb") as null, open(tmp_path / "ticker.log", "ab") as log:
         ticker = subprocess.Popen([sys.executable, "-c", TICKER, str(out)], stdin=null, stdout=log,

@@ -62,15 +62,18 @@ def test_a_named_file_must_exist(tmp_path):
         hookconfig.load({hookconfig.CONFIG_ENV: str(tmp_path / "nope.toml")})
 
 
-def test_outside_criu_and_unknown_actions_exit_2(capsys):
+# Not this machine's keeptimed, if one runs: these tests are about the hook alone.
+NO_DAEMON = {"KEEPTIME_SOCKET": "/nonexistent/keeptime.sock"}
+
+
+def test_outside_criu_exits_2(capsys):
     assert hook.main({}) == 2
     assert "CRTOOLS_SCRIPT_ACTION is not set" in capsys.readouterr().err
-    assert hook.main({"CRTOOLS_SCRIPT_ACTION": "frobnicate"}) == 2
-    assert "unknown CRIU action 'frobnicate'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("action", ["pre-dump", "network-lock", "network-unlock", "setup-namespaces",
-                                    "post-setup-namespaces", "orphan-pts-master", "pre-resume", "status-ready"])
+                                    "post-setup-namespaces", "orphan-pts-master", "pre-resume", "status-ready",
+                                    "an-action-of-a-future-criu"])
 def test_actions_keeptime_does_not_need_exit_0_silently(capsys, action):
     assert hook.main({"CRTOOLS_SCRIPT_ACTION": action}) == 0
     assert capsys.readouterr() == ("", "")
@@ -79,7 +82,8 @@ def test_actions_keeptime_does_not_need_exit_0_silently(capsys, action):
 def test_a_bad_config_fails_the_handled_actions_with_2(tmp_path, capsys):
     path = tmp_path / "hook.toml"
     path.write_text("bogus = 1\n")
-    env = {"CRTOOLS_SCRIPT_ACTION": "pre-restore", hookconfig.CONFIG_ENV: str(path), "CRTOOLS_IMAGE_DIR": "/"}
+    env = {"CRTOOLS_SCRIPT_ACTION": "pre-restore", hookconfig.CONFIG_ENV: str(path), "CRTOOLS_IMAGE_DIR": "/",
+           **NO_DAEMON}
     assert hook.main(env) == 2
     assert "unknown key 'bogus'" in capsys.readouterr().err
 
@@ -90,5 +94,5 @@ def test_a_bad_config_fails_the_handled_actions_with_2(tmp_path, capsys):
     ({"CRTOOLS_SCRIPT_ACTION": "post-restore", "CRTOOLS_IMAGE_DIR": "/", "CRTOOLS_INIT_PID": "-3"}, "got '-3'"),
 ])
 def test_missing_criu_environment_exits_2(capsys, env, words):
-    assert hook.main(env) == 2
+    assert hook.main({**env, **NO_DAEMON}) == 2
     assert words in capsys.readouterr().err

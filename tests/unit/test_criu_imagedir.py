@@ -1,10 +1,12 @@
-"""Image directory access through a /proc/PID/fd/N path, and atomic writes
-that never leave a half-written file behind."""
+"""Image directory access through a /proc/PID/fd/N path: atomic writes that
+never leave a half-written file behind, a fixed mode, and reads that refuse
+anything but a regular file of bounded size."""
 import os
+import stat
 
 import pytest
 
-from keeptime.criu.imagedir import ImageDir
+from keeptime.criu.imagedir import FILE_MODE, ImageDir, ImageFileError
 
 
 @pytest.fixture
@@ -20,13 +22,37 @@ def test_reads_and_writes_through_the_fd_path(held_dir):
     (path / "a").write_bytes(b"old")
     with ImageDir(proc_path) as d:
         assert d.read("a") == b"old" and d.read("missing") is None
-        d.write_atomic("a", b"new", mode=0o640)
+        d.write_atomic("a", b"new")
         d.write_atomic("b", b"fresh")
-        assert d.exists("b") and not d.exists("c")
-        assert d.mode_of("a") == 0o640
+        assert sorted(d.names()) == ["a", "b"]
     assert (path / "a").read_bytes() == b"new" and (path / "b").read_bytes() == b"fresh"
-    assert oct(os.stat(path / "b").st_mode & 0o777) == oct(0o600)
     assert sorted(os.listdir(path)) == ["a", "b"]  # no temporary left
+
+
+def test_written_files_get_a_fixed_mode_never_the_one_they_replace(held_dir):
+    path, proc_path = held_dir
+    (path / "timens-0.img").write_bytes(b"theirs")
+    os.chmod(path / "timens-0.img", 0o7777)   # setuid, setgid, sticky, world-writable
+    old_umask = os.umask(0)
+    try:
+        with ImageDir(proc_path) as d:
+            d.write_atomic("timens-0.img", b"ours")
+            d.write_atomic("new", b"ours")
+    finally:
+        os.umask(old_umask)
+    for name in ("timens-0.img", "new"):
+        assert stat.S_IMODE(os.stat(path / name).st_mode) == FILE_MODE == 0o600
+
+
+def test_a_hard_link_is_replaced_not_written_through(held_dir, tmp_path_factory):
+    path, proc_path = held_dir
+    outside = tmp_path_factory.mktemp("outside") / "precious"
+    outside.write_bytes(b"precious")
+    os.link(outside, path / "timens-0.img")
+    with ImageDir(proc_path) as d:
+        d.write_atomic("timens-0.img", b"rewritten")
+    assert outside.read_bytes() == b"precious"
+    assert (path / "timens-0.img").read_bytes() == b"rewritten"
 
 
 def test_remove_deletes_through_the_fd_path_and_says_whether_it_did(held_dir):
@@ -64,8 +90,38 @@ def test_symlinks_are_not_followed(held_dir, tmp_path_factory):
     outside = tmp_path_factory.mktemp("outside") / "secret"
     outside.write_bytes(b"secret")
     (path / "link").symlink_to(outside)
-    with ImageDir(proc_path) as d, pytest.raises(OSError):
+    with ImageDir(proc_path) as d, pytest.raises(ImageFileError, match="link is a symbolic link"):
         d.read("link")
+
+
+def test_a_fifo_is_an_error_naming_it_not_a_hang(held_dir):
+    path, proc_path = held_dir
+    os.mkfifo(path / "keeptime-record.bin")
+    with ImageDir(proc_path) as d, pytest.raises(ImageFileError, match="keeptime-record.bin is a FIFO"):
+        d.read("keeptime-record.bin")
+
+
+def test_a_directory_is_not_read_as_a_file(held_dir):
+    path, proc_path = held_dir
+    (path / "timens-0.img").mkdir()
+    with ImageDir(proc_path) as d, pytest.raises(ImageFileError, match="timens-0.img is a directory"):
+        d.read("timens-0.img")
+
+
+def test_files_above_the_limit_are_refused(held_dir):
+    path, proc_path = held_dir
+    (path / "timens-0.img").write_bytes(b"x" * 5000)
+    with ImageDir(proc_path) as d:
+        with pytest.raises(ImageFileError, match="timens-0.img is 5000 bytes, more than the 4096 allowed"):
+            d.read("timens-0.img", max_bytes=4096)
+        assert d.read("timens-0.img", max_bytes=5000) == b"x" * 5000
+
+
+def test_a_required_owner_is_checked(held_dir):
+    path, proc_path = held_dir
+    (path / "timens-0.img").write_bytes(b"x")
+    with ImageDir(proc_path, require_owner=os.getuid() + 1) as d, pytest.raises(ImageFileError, match="belongs to"):
+        d.read("timens-0.img")
 
 
 def test_not_a_directory_is_an_os_error(tmp_path):

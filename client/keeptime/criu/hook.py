@@ -1,59 +1,48 @@
-"""keeptime's CRIU action script: ``keeptime criu-hook`` (installed as
-/usr/libexec/keeptime/criu-hook, named by ``action-script`` in CRIU's config).
+"""``keeptime criu-hook``: the CRIU hook in Python.
 
-CRIU runs it at each step with CRTOOLS_SCRIPT_ACTION, CRTOOLS_IMAGE_DIR (a
-/proc/<criu>/fd/N path) and, except at pre-restore, CRTOOLS_INIT_PID:
+CRIU's action script is keeptime-criu-hook (native/criu_hook.c), a small
+program that forwards the steps keeptime uses to keeptimed, which does the
+work (keeptimed.criuactions). This module is the same hook for where that
+program is not installed, and what that program runs when keeptimed cannot
+be reached:
 
-    post-dump      record the dumped tree's clocks (through keeptimed, or from
-                   timens-0.img without it) into keeptime-record.bin
-    pre-restore    rewrite timens-0.img so CRIU's own time namespace step
-                   resumes the tree under the policy; the original is kept as
-                   timens-0.img.orig and every later restore starts from it
-                   (timens-0.img.keeptime-sha256 tells keeptime's rewrite from
-                   an image CRIU wrote again since)
-    post-restore,  have keeptimed verify that the restored tree's clocks are not
-    post-resume    below the dumped ones, and store the verdict
+    keeptimed reachable   the step is forwarded exactly as the native hook
+                          forwards it (keeptime.criu.hookwire)
+    unreachable           post-dump     records the dumped clocks from CRIU's
+                                        time namespace image into
+                                        keeptime-record.bin (imported at restore)
+                          pre-restore   fails, or with on_daemon_unreachable =
+                                        "warn" lets CRIU restore the dumped
+                                        clocks (freeze); freeze needs nothing
+                          post-restore  the restore cannot be verified: it fails
+                                        (fail_on_unverified) unless
+                                        on_daemon_unreachable = "warn"
+                          post-resume   a warning
 
-Every other action is ignored. Exit status: 0 ok, 1 the step failed (CRIU
-aborts a dump or restore on a failing post-dump, pre-restore or
-post-restore), 2 not run by CRIU or misconfigured.
+Exit status: 0 ok, 1 the step failed (CRIU aborts a dump or restore on a
+failing post-dump, pre-restore or post-restore), 2 not run by CRIU or
+misconfigured.
 """
-import hashlib
+import errno
 import os
 import socket as socket_mod
 import sys
 import time
 from typing import Mapping, Optional
 
-from .. import errors
-from ..client import DEFAULT_TIMEOUT, Client
-from ..recordfile import RecordFileError, new_record_id, parse
+from ..recordfile import new_record_id
 from ..recordfile import encode as encode_record
-from ..timefmt import format_duration, format_ns
 from ..v1 import keeptime_pb2 as pb
-from . import hookconfig, image
-from .imagedir import ImageDir
+from . import hookconfig, hookwire, image
+from .dumpdir import IMAGE_DIGEST_LABEL, RECORD_FILE, DumpDir, digest
+from .imagedir import ImageDir, ImageFileError
 
 ACTION_ENV = "CRTOOLS_SCRIPT_ACTION"
 IMAGE_DIR_ENV = "CRTOOLS_IMAGE_DIR"
 INIT_PID_ENV = "CRTOOLS_INIT_PID"
-RECORD_FILE = "keeptime-record.bin"
-TIMENS_IMAGE = image.TIMENS_IMAGE
-ORIGINAL_IMAGE = TIMENS_IMAGE + ".orig"
-# The record's label naming the timens-0.img it was taken with (sha256, hex),
-# so a restore never plans from an image of another dump.
-IMAGE_DIGEST_LABEL = "criu-timens-sha256"
-# The sha256 of the timens-0.img keeptime last wrote: any other content there
-# was written by CRIU, so an original kept beside it is stale.
-WRITTEN_DIGEST = TIMENS_IMAGE + ".keeptime-sha256"
-# Every action CRIU knows; those without a handler below need nothing from keeptime.
-CRIU_ACTIONS = (
-    "pre-stream", "pre-dump", "post-dump", "pre-restore", "post-restore", "network-lock",
-    "network-unlock", "setup-namespaces", "post-setup-namespaces", "pre-resume", "post-resume",
-    "orphan-pts-master", "status-ready", "query-ext-files",
-)
 INITIAL_TIMENS_INODE = 0xEFFFFFFA  # the kernel's PROC_TIME_INIT_INO
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_TIMEOUT = 120.0            # keeptimed bounds every step well below this
 
 
 class HookError(Exception):
@@ -64,276 +53,178 @@ class HookError(Exception):
         self.code = code
 
 
-class Run:
-    """One invocation: the action, its environment and the configuration."""
+class Unreachable(Exception):
+    """keeptimed cannot be reached on its socket."""
 
-    def __init__(self, action: str, environ: Mapping[str, str], config: hookconfig.HookConfig,
-                 timeout: float = DEFAULT_TIMEOUT):
-        self.action = action
-        self.environ = environ
-        self.config = config
-        self.timeout = timeout
 
-    def say(self, message: str) -> None:
-        print(f"keeptime criu-hook: {self.action}: {message}", file=sys.stderr, flush=True)
+def say(action: str, message: str) -> None:
+    print(f"keeptime criu-hook: {action}: {message}", file=sys.stderr, flush=True)
 
-    def image_dir(self) -> ImageDir:
-        path = self.environ.get(IMAGE_DIR_ENV)
-        if not path:
-            raise HookError(f"{IMAGE_DIR_ENV} is not set; CRIU always sets it", EXIT_USAGE)
+
+# -- forwarding to keeptimed -------------------------------------------------------
+
+def forward(action: str, environ: Mapping[str, str], config: hookconfig.HookConfig,
+            timeout: float = DEFAULT_TIMEOUT) -> tuple[int, str]:
+    """Send the step to keeptimed as the native hook does; (exit status, its lines)."""
+    fields, fds = {"action": action}, []
+    names = []
+
+    def attach(name: str, opener) -> None:
         try:
-            return ImageDir(path)
+            fds.append(opener())
+            names.append(name)
         except OSError as exc:
-            raise HookError(f"cannot open the image directory {path}: {exc.strerror}") from None
+            fields[f"{name}_errno"] = str(exc.errno or errno.EINVAL)
 
-    def init_pid(self) -> int:
-        text = self.environ.get(INIT_PID_ENV, "")
-        if not text.isdigit() or int(text) <= 0:
-            raise HookError(f"{INIT_PID_ENV} must be the root pid CRIU sets at {self.action}, got {text!r}",
-                            EXIT_USAGE)
-        return int(text)
+    try:
+        if INIT_PID_ENV in environ:
+            fields["init_pid"] = text = environ[INIT_PID_ENV]
+            attach("pidfd", lambda: os.pidfd_open(_pid(text)))
+        if IMAGE_DIR_ENV in environ:
+            fields["image_dir"] = path = environ[IMAGE_DIR_ENV]
+            attach("image_dir", lambda: os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        path, named = hookconfig.config_path(environ)
+        fields["config"] = path
+        if named:
+            fields["config_named"] = "1"
+        attach("config", lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY))
+        fields["fds"] = ",".join(names)
+        with socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(config.socket)
+            except OSError as exc:
+                raise Unreachable(f"keeptimed is unreachable at {config.socket}: {exc.strerror}") from None
+            socket_mod.send_fds(sock, [hookwire.encode_request(fields)], fds)
+            try:
+                return hookwire.read_reply(sock)
+            except (OSError, hookwire.WireError) as exc:
+                raise HookError(f"no answer from keeptimed at {config.socket}: {exc}") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
-    def client(self) -> Client:
-        return Client(socket=self.config.socket, timeout=self.timeout)
+
+def _check_environment(action: str, environ: Mapping[str, str]) -> None:
+    """What CRIU always sets must be there: otherwise this is not CRIU calling."""
+    if not environ.get(IMAGE_DIR_ENV):
+        raise HookError(f"{IMAGE_DIR_ENV} is not set; CRIU always sets it", EXIT_USAGE)
+    text = environ.get(INIT_PID_ENV, "")
+    if action != "pre-restore" and not (text.isdigit() and 0 < int(text) < 2**31):
+        raise HookError(f"{INIT_PID_ENV} must be the root pid CRIU sets at {action}, got {text!r}", EXIT_USAGE)
 
 
-# -- post-dump -------------------------------------------------------------------
+def _pid(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 2**31:
+        raise OSError(errno.EINVAL, "not a pid")
+    return int(text)
 
-def post_dump(run: Run) -> int:
-    """Write keeptime-record.bin: the dumped tree's record, never lost."""
-    pid = run.init_pid()
-    labels = {"criu": "post-dump"}
-    with run.image_dir() as images:
-        timens = images.read(TIMENS_IMAGE)
-        if timens is not None:
-            labels[IMAGE_DIGEST_LABEL] = _digest(timens)
-        # An original kept by a restore from an earlier dump in this directory
-        # belongs to that dump, not to this one.
-        images.remove(ORIGINAL_IMAGE)
-        images.remove(WRITTEN_DIGEST)
-        try:
-            with run.client() as kt:
-                try:
-                    record = kt.checkpoint_record(pid, labels)
-                    how = f"from pid {pid}'s tree"
-                except errors.Unavailable:
-                    raise
-                except errors.KeeptimeError as exc:
-                    # The tree is gone or unreadable: CRIU's own reading of its clocks will do.
-                    record = kt.checkpoint_criu_image(_timens_image(images, f"{exc.message}, and"), pid, labels)
-                    how = f"from {TIMENS_IMAGE} (pid {pid}: {exc.message})"
-                data = kt.export_record(record.id)
-        except errors.Unavailable as exc:
-            data, record = _record_locally(images, pid, labels, str(exc))
-            how = f"from {TIMENS_IMAGE}, without keeptimed (unreachable); it is imported at restore"
-        images.write_atomic(RECORD_FILE, data)
-    run.say(f"recorded {record.id} {how} into {RECORD_FILE}")
+
+# -- without keeptimed ----------------------------------------------------------------
+
+def unreachable(action: str, environ: Mapping[str, str], config: hookconfig.HookConfig, why: str) -> int:
+    """What a step does when keeptimed cannot be reached."""
+    if action == "post-dump":
+        return _record_locally(action, environ, why)
+    if action == "pre-restore":
+        if config.policy == "freeze":
+            with _dump_dir(action, environ) as dump:
+                if not dump.put_back_original(dump.dumped()):
+                    say(action, f"freeze: {dump.timens_name()} left as CRIU wrote it")
+            return EXIT_OK
+        if config.on_daemon_unreachable == hookconfig.WARN:
+            say(action, f"WARNING: {why}; letting CRIU restore the dumped clocks (freeze), so BOOTTIME does not "
+                        f"count the downtime")
+            with _dump_dir(action, environ) as dump:
+                dump.put_back_original(dump.dumped())
+            return EXIT_OK
+        raise HookError(f"{why}; failing the restore rather than restoring without {config.policy} "
+                        f"(on_daemon_unreachable = \"warn\" in {config.source} lets CRIU freeze instead)")
+    # post-restore, post-resume: nothing can verify the restored clocks
+    if action == "post-restore" and config.on_daemon_unreachable == hookconfig.FAIL and config.fail_on_unverified:
+        raise HookError(f"UNVERIFIED restore: {why}; failing it (on_daemon_unreachable = \"warn\" or "
+                        f"fail_on_unverified = false in {config.source} lets it go on unverified)")
+    say(action, f"WARNING: UNVERIFIED restore: {why}")
     return EXIT_OK
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _timens_image(images: ImageDir, why: str) -> bytes:
-    data = images.read(TIMENS_IMAGE)
-    if data is None:
-        raise HookError(f"cannot record the dumped clocks: {why} the image directory has no {TIMENS_IMAGE}")
-    return data
-
-
-def _record_locally(images: ImageDir, pid: int, labels: dict, why: str) -> tuple[bytes, pb.Record]:
-    """A record built here from timens-0.img, as keeptimed's CheckpointCriuImage would."""
-    data = _timens_image(images, f"keeptimed is unreachable ({why}) and")
+def _dump_dir(action: str, environ: Mapping[str, str]) -> DumpDir:
+    """The image directory CRIU named, closed when used as a context manager."""
+    path = environ.get(IMAGE_DIR_ENV)
+    if not path:
+        raise HookError(f"{IMAGE_DIR_ENV} is not set; CRIU always sets it", EXIT_USAGE)
     try:
-        clocks = image.decode_timens(data)
-    except image.ImageError as exc:
-        raise HookError(f"cannot record the dumped clocks without keeptimed: {exc}") from None
-    if clocks.boottime_ns < clocks.monotonic_ns:
-        raise HookError(f"cannot record the dumped clocks: {TIMENS_IMAGE} has BOOTTIME below MONOTONIC")
-    host_mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    host_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-    realtime = time.clock_gettime_ns(time.CLOCK_REALTIME)
-    record = pb.Record(
-        id=new_record_id(), root_pid=pid, realtime_ns=realtime, hostname=socket_mod.gethostname(),
-        labels=dict(labels, recorded_by="criu-hook"), source="criu-image",
-    )
-    record.clocks.monotonic_ns, record.clocks.boottime_ns = clocks.monotonic_ns, clocks.boottime_ns
-    # Our clocks are the host's only in the initial time namespace. Elsewhere
-    # leave boot_id empty, so a restore measures the downtime with CLOCK_REALTIME.
-    if os.stat("/proc/self/ns/time").st_ino == INITIAL_TIMENS_INODE:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            record.boot_id = f.read().strip()
-        record.host_clocks.monotonic_ns, record.host_clocks.boottime_ns = host_mono, host_boot
-    return encode_record(record), record
+        return DumpDir(ImageDir(path), lambda message: say(action, message))
+    except OSError as exc:
+        raise HookError(f"cannot open the image directory {path}: {exc.strerror}") from None
 
 
-# -- pre-restore -----------------------------------------------------------------
-
-def pre_restore(run: Run) -> int:
-    """Rewrite timens-0.img to the policy's targets (from the original, every time)."""
-    policy = run.config.policy
-    with run.image_dir() as images:
-        original, current = _dumped_images(run, images)
-        if policy == "freeze":
-            if not _put_back_original(run, images, original, current):
-                run.say(f"freeze: {TIMENS_IMAGE} left as CRIU wrote it")
-            return EXIT_OK
-        dumped = original if original is not None else current
-        if dumped is None:
-            raise HookError(
-                f"the image directory has no {TIMENS_IMAGE}: CRIU will not give the restored tree a time "
-                f"namespace of its own; restore it with `keeptime restore --criu-images DIR -- criu restore "
-                f"--unprivileged ...` instead"
-            )
-        record_file = images.read(RECORD_FILE)
-        if record_file is None:
-            raise HookError(
-                f"the image directory has no {RECORD_FILE} (dumped without the keeptime hook?), so {policy} "
-                f"cannot be applied; to restore it as CRIU would, use policy = \"freeze\" in a file named by "
-                f"{hookconfig.CONFIG_ENV}"
-            )
-        record = _parse_record(record_file)
+def _record_locally(action: str, environ: Mapping[str, str], why: str) -> int:
+    """Write keeptime-record.bin from the time namespace image, as keeptimed's
+    CheckpointCriuImage would; keeptimed imports it at restore."""
+    pid = int(environ[INIT_PID_ENV])
+    with _dump_dir(action, environ) as dump:
+        name = dump.timens_name()
+        data = dump.read_timens()
+        if data is None:
+            raise HookError(f"cannot record the dumped clocks: {why}, and the image directory has no {name}")
         try:
-            image.decode_timens(dumped)
+            clocks = image.decode_timens(data, name)
         except image.ImageError as exc:
-            raise HookError(f"DATA_LOSS: {exc}") from None
-        expected = record.labels.get(IMAGE_DIGEST_LABEL)
-        if expected and _digest(dumped) != expected:
-            raise HookError(
-                f"{TIMENS_IMAGE} is not the one record {record.id} was taken with (dumped again without the "
-                f"keeptime hook?); refusing to plan {policy} from another dump's record"
-            )
-        try:
-            with run.client() as kt:
-                kt.import_record(record_file)
-                planned = kt.plan_criu_restore(dumped, record_id=record.id, policy=policy)
-        except errors.Unavailable as exc:
-            if run.config.on_daemon_unreachable == hookconfig.WARN:
-                run.say(f"WARNING: {exc.message}; letting CRIU restore the dumped clocks (freeze), "
-                        f"so BOOTTIME does not count the downtime")
-                _put_back_original(run, images, original, current)
-                return EXIT_OK
-            raise HookError(
-                f"{exc.message}; failing the restore rather than restoring without {policy} "
-                f"(on_daemon_unreachable = \"warn\" in {run.config.source} lets CRIU freeze instead)"
-            ) from None
-        mode = images.mode_of(TIMENS_IMAGE)
-        if original is None:
-            images.write_atomic(ORIGINAL_IMAGE, current, mode)
-        if planned.timens_image != current:
-            # The digest goes first: a crash in between can only make a later
-            # restore take this image for CRIU's and plan from values that are
-            # too high, never too low.
-            images.write_atomic(WRITTEN_DIGEST, _digest(planned.timens_image).encode() + b"\n", mode)
-            images.write_atomic(TIMENS_IMAGE, planned.timens_image, mode)
-    plan = planned.plan
-    run.say(
-        f"{policy}: {TIMENS_IMAGE} now resumes MONOTONIC at {format_ns(plan.targets.monotonic_ns)} "
-        f"(+{format_duration(plan.targets.monotonic_ns - plan.recorded.monotonic_ns)}) and BOOTTIME at "
-        f"{format_ns(plan.targets.boottime_ns)} (+{format_duration(plan.targets.boottime_ns - plan.recorded.boottime_ns)}); "
-        f"record {plan.record_id}, downtime {format_duration(plan.downtime_ns)}"
-    )
+            raise HookError(f"cannot record the dumped clocks without keeptimed: {exc}") from None
+        dump.forget_original()
+        host_mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        host_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        realtime = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        labels = {"criu": "post-dump", IMAGE_DIGEST_LABEL: digest(data), "recorded_by": "criu-hook"}
+        record = pb.Record(id=new_record_id(), root_pid=pid, realtime_ns=realtime,
+                           hostname=socket_mod.gethostname(), labels=labels, source="criu-image")
+        record.clocks.monotonic_ns, record.clocks.boottime_ns = clocks.monotonic_ns, clocks.boottime_ns
+        # Our clocks are the host's only in the initial time namespace. Elsewhere
+        # leave boot_id empty, so a restore measures the downtime with CLOCK_REALTIME.
+        if os.stat("/proc/self/ns/time").st_ino == INITIAL_TIMENS_INODE:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+                record.boot_id = f.read().strip()
+            record.host_clocks.monotonic_ns, record.host_clocks.boottime_ns = host_mono, host_boot
+        dump.write_record(encode_record(record))
+    say(action, f"recorded {record.id} from {name}, without keeptimed ({why}) into {RECORD_FILE}; "
+                f"it is imported at restore")
     return EXIT_OK
 
 
-def _parse_record(data: bytes) -> pb.Record:
-    """The record in keeptime-record.bin; damage is a DATA_LOSS HookError."""
-    try:
-        return parse(data)
-    except RecordFileError as exc:
-        if exc.newer_version is not None:
-            raise HookError(f"{RECORD_FILE}: {exc}; upgrade keeptime") from None
-        raise HookError(f"DATA_LOSS: {RECORD_FILE}: {exc}") from None
-
-
-def _dumped_images(run: Run, images: ImageDir) -> tuple[Optional[bytes], Optional[bytes]]:
-    """(timens-0.img.orig, timens-0.img). When CRIU wrote timens-0.img after
-    keeptime last rewrote it (a new dump without the hook), the original
-    belongs to the old dump: it is deleted and comes back as None."""
-    original = images.read(ORIGINAL_IMAGE)
-    current = images.read(TIMENS_IMAGE)
-    if original is None or current == original:
-        return original, current
-    written = (images.read(WRITTEN_DIGEST) or b"").decode("ascii", "replace").strip()
-    if current is not None and _digest(current) == written:
-        return original, current
-    images.remove(ORIGINAL_IMAGE)
-    images.remove(WRITTEN_DIGEST)
-    run.say(f"removed a stale {ORIGINAL_IMAGE}: CRIU wrote {TIMENS_IMAGE} again since keeptime rewrote it")
-    return None, current
-
-
-def _put_back_original(run: Run, images: ImageDir, original: Optional[bytes], current: Optional[bytes]) -> bool:
-    """Leave CRIU its own image: the original, if an earlier restore rewrote it."""
-    if original is None or original == current:
-        return False
-    images.write_atomic(TIMENS_IMAGE, original, images.mode_of(TIMENS_IMAGE))
-    run.say(f"put CRIU's original {TIMENS_IMAGE} back: the dumped clocks resume as they were")
-    return True
-
-
-# -- post-restore, post-resume -----------------------------------------------------
-
-def verify(run: Run) -> int:
-    """Have keeptimed verify the restored root's clocks; loud on regression."""
-    pid = run.init_pid()
-    with run.image_dir() as images:
-        record_file = images.read(RECORD_FILE)
-        if record_file is None:
-            run.say(f"no {RECORD_FILE} in the image directory: nothing to verify against")
-            return EXIT_OK
-        original, current = _dumped_images(run, images)
-    dumped = original if original is not None else current
-    # What the restore did: the configured policy if pre-restore rewrote the image.
-    policy = run.config.policy if original is not None and original != current else "freeze"
-    try:
-        with run.client() as kt:
-            event = kt.verify_restore(pid, record_file=record_file, policy=policy, timens_image=dumped,
-                                      stage=run.action)
-    except errors.KeeptimeError as exc:
-        # Only a confirmed regression may fail the restore; anything else is reported.
-        run.say(f"WARNING: could not verify restored pid {pid}: {exc}")
-        return EXIT_OK
-    if event.ok:
-        run.say(f"pid {pid}: {event.message}")
-        return EXIT_OK
-    run.say(f"CLOCK REGRESSION in restored pid {pid} (record {event.record_id}): {event.message}")
-    if run.action == "post-restore" and run.config.fail_on_regression:
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-HANDLERS = {"post-dump": post_dump, "pre-restore": pre_restore, "post-restore": verify, "post-resume": verify}
-
+# -- the entry point ---------------------------------------------------------------
 
 def main(environ: Optional[Mapping[str, str]] = None, socket: Optional[str] = None,
          timeout: float = DEFAULT_TIMEOUT) -> int:
-    """Run the action CRIU asks for; returns the exit status."""
+    """Run the step CRIU asks for; returns the exit status."""
     environ = os.environ if environ is None else environ
     action = environ.get(ACTION_ENV, "")
     if not action:
         print(f"keeptime criu-hook: {ACTION_ENV} is not set: this is a CRIU action script, run by CRIU "
               f"(action-script in /etc/criu/default.conf), not by hand", file=sys.stderr)
         return EXIT_USAGE
-    if action not in CRIU_ACTIONS:
-        print(f"keeptime criu-hook: unknown CRIU action {action!r}", file=sys.stderr)
-        return EXIT_USAGE
-    if action not in HANDLERS:
-        return EXIT_OK
-    run = Run(action, environ, hookconfig.HookConfig(), timeout)
+    if action not in hookwire.ACTIONS:
+        return EXIT_OK   # a step keeptime does not use (CRIU adds new ones now and then)
+    config = hookconfig.HookConfig()
     try:
-        run.config = hookconfig.load(environ, socket)
-        return HANDLERS[action](run)
+        config = hookconfig.load(environ, socket)
+        _check_environment(action, environ)
+        try:
+            code, message = forward(action, environ, config, timeout)
+        except Unreachable as exc:
+            return unreachable(action, environ, config, str(exc))
+        sys.stderr.write(message)
+        return code
     except hookconfig.ConfigError as exc:
-        run.say(str(exc))
+        say(action, str(exc))
         return EXIT_USAGE
     except HookError as exc:
-        run.say(str(exc))
+        if action == "post-dump" and config.policy == "freeze":
+            say(action, f"WARNING: no keeptime record for this dump ({exc}); policy freeze does not need one")
+            return EXIT_OK
+        say(action, str(exc))
         return exc.code
-    except errors.KeeptimeError as exc:
-        run.say(str(exc))
-        return EXIT_FAILED
-    except OSError as exc:
-        run.say(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+    except (ImageFileError, OSError) as exc:
+        say(action, str(exc) if isinstance(exc, ImageFileError) else
+            f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
         return EXIT_FAILED

@@ -4,15 +4,17 @@
     policy = "suspend"              # freeze | suspend | elapsed
     on_daemon_unreachable = "fail"  # fail | warn (at pre-restore: let CRIU freeze)
     fail_on_regression = true       # post-restore exits non-zero on regressed clocks
+    fail_on_unverified = true       # ... and when keeptime could not verify them
     socket = "/run/keeptime/keeptime.sock"   # KEEPTIME_SOCKET wins when set
 
 A missing default file means the defaults; a file named by the environment
 must exist. Unknown keys and wrong types are errors, so a typo never
-silently changes what a restore does.
+silently changes what a restore does. The hook opens the file with its own
+privileges and keeptimed reads it from that descriptor.
 """
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 from ..defaults import DEFAULT_POLICY, DEFAULT_SOCKET, POLICIES, SOCKET_ENV
@@ -31,12 +33,15 @@ class HookConfig:
     policy: str = DEFAULT_POLICY
     on_daemon_unreachable: str = FAIL
     fail_on_regression: bool = True
+    fail_on_unverified: bool = True
     socket: str = DEFAULT_SOCKET
     source: str = "built-in defaults"
 
 
 _CHOICES = {"policy": POLICIES, "on_daemon_unreachable": (FAIL, WARN)}
-_TYPES = {"policy": str, "on_daemon_unreachable": str, "fail_on_regression": bool, "socket": str}
+_TYPES = {"policy": str, "on_daemon_unreachable": str, "fail_on_regression": bool, "fail_on_unverified": bool,
+          "socket": str}
+MAX_CONFIG_BYTES = 64 * 1024
 
 
 def parse(text: str, source: str) -> dict:
@@ -57,29 +62,44 @@ def parse(text: str, source: str) -> dict:
     return data
 
 
+def from_bytes(raw: Optional[bytes], path: str) -> HookConfig:
+    """The configuration in a file's bytes (None: no file, the defaults)."""
+    if raw is None:
+        return HookConfig()
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return HookConfig(**parse(text, path), source=path)
+
+
+def config_path(environ: Mapping[str, str]) -> tuple[str, bool]:
+    """(the configuration file for this run, whether the environment named it)."""
+    named = environ.get(CONFIG_ENV)
+    return (named, True) if named else (DEFAULT_CONFIG, False)
+
+
+def missing_named_config(path: str) -> ConfigError:
+    """The error for a file named by the environment that is not there."""
+    return ConfigError(f"{path} (from {CONFIG_ENV}) does not exist")
+
+
 def load(environ: Mapping[str, str], socket_override: Optional[str] = None) -> HookConfig:
     """The configuration for this run: file, then KEEPTIME_SOCKET, then an explicit socket."""
-    path = environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    path, named = config_path(environ)
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        if environ.get(CONFIG_ENV):
-            raise ConfigError(f"{path} (from {CONFIG_ENV}) does not exist") from None
-        raw, path = None, ""
+        if named:
+            raise missing_named_config(path) from None
+        raw = None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    settings: dict = {}
-    if raw is not None:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not UTF-8 text") from None
-        settings = parse(text, path)
-        settings["source"] = path
+    config = from_bytes(raw, path)
     socket = socket_override or environ.get(SOCKET_ENV)
     if socket:
-        settings["socket"] = socket
-    if "socket" in settings:
-        settings["socket"] = os.path.abspath(settings["socket"])
-    return HookConfig(**settings)
+        config = replace(config, socket=socket)
+    return replace(config, socket=os.path.abspath(config.socket))

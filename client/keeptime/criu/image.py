@@ -1,10 +1,12 @@
-"""CRIU image files, and the one keeptime reads and rewrites: timens-0.img.
+"""CRIU image files, and the one keeptime reads and rewrites: the time
+namespace image (timens-0.img, or timens-<id>.img for a tree that has a time
+namespace of its own).
 
 A CRIU image file is two little-endian u32 magics (the common image magic,
-then the image type's own) followed by entries, each a little-endian u32
-length and that many bytes of protobuf. timens-0.img holds exactly one
-``timens_entry``: the dumped tree's CLOCK_MONOTONIC and CLOCK_BOOTTIME as
-seen inside its time namespace.
+then the image type's own; inventory.img has only its own) followed by
+entries, each a little-endian u32 length and that many bytes of protobuf.
+A time namespace image holds exactly one ``timens_entry``: the dumped tree's
+CLOCK_MONOTONIC and CLOCK_BOOTTIME as seen inside its time namespace.
 
 Pure functions, no I/O: shared by keeptimed and the CRIU hook (which must be
 able to record from an image when keeptimed is unreachable). Every problem
@@ -17,11 +19,16 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from ..timefmt import NSEC_PER_SEC
-from . import timens_pb2
+from . import dump_pb2, timens_pb2
 
 COMMON_MAGIC = 0x54564319
 TIMENS_MAGIC = 0x43114433
+INVENTORY_MAGIC = 0x58313116
+PSTREE_MAGIC = 0x50273030
+IDS_MAGIC = 0x54432030
 TIMENS_IMAGE = "timens-0.img"
+INVENTORY_IMAGE = "inventory.img"
+PSTREE_IMAGE = "pstree.img"
 _U32 = struct.Struct("<I")
 # The kernel keeps time namespace clocks as signed 64-bit nanoseconds.
 MAX_CLOCK_NS = 2**63 - 1
@@ -39,17 +46,20 @@ class TimensClocks:
     boottime_ns: int
 
 
-def read_entries(data: bytes, magic: int, name: str) -> list[bytes]:
-    """The protobuf entries of a CRIU image file whose type magic is magic."""
-    if len(data) < 2 * _U32.size:
+def read_entries(data: bytes, magic: int, name: str, common: bool = True) -> list[bytes]:
+    """The protobuf entries of a CRIU image file whose type magic is magic
+    (preceded by the common magic unless common is False)."""
+    header = (2 if common else 1) * _U32.size
+    if len(data) < header:
         raise ImageError(f"{name} is truncated: {len(data)} bytes, too short for its header")
-    common, kind = _U32.unpack_from(data, 0), _U32.unpack_from(data, _U32.size)
-    if common[0] != COMMON_MAGIC:
-        raise ImageError(f"{name} is not a CRIU image (magic {common[0]:#010x}, expected {COMMON_MAGIC:#010x})")
-    if kind[0] != magic:
-        raise ImageError(f"{name} is another kind of CRIU image (magic {kind[0]:#010x}, expected {magic:#010x})")
+    if common and _U32.unpack_from(data, 0)[0] != COMMON_MAGIC:
+        found = _U32.unpack_from(data, 0)[0]
+        raise ImageError(f"{name} is not a CRIU image (magic {found:#010x}, expected {COMMON_MAGIC:#010x})")
+    kind = _U32.unpack_from(data, header - _U32.size)[0]
+    if kind != magic:
+        raise ImageError(f"{name} is another kind of CRIU image (magic {kind:#010x}, expected {magic:#010x})")
     entries = []
-    offset = 2 * _U32.size
+    offset = header
     while offset < len(data):
         if len(data) - offset < _U32.size:
             raise ImageError(f"{name} is truncated: {len(data) - offset} stray bytes after entry {len(entries)}")
@@ -82,7 +92,7 @@ def _ns(name: str, what: str, ts: "timens_pb2.timespec") -> int:
 
 
 def decode_timens(data: bytes, name: str = TIMENS_IMAGE) -> TimensClocks:
-    """The clocks in timens-0.img bytes; ImageError when they are damaged."""
+    """The clocks in time namespace image bytes; ImageError when they are damaged."""
     entries = read_entries(data, TIMENS_MAGIC, name)
     if len(entries) != 1:
         raise ImageError(f"{name} holds {len(entries)} entries, expected exactly one timens entry")
@@ -98,12 +108,54 @@ def decode_timens(data: bytes, name: str = TIMENS_IMAGE) -> TimensClocks:
     return TimensClocks(_ns(name, "monotonic", entry.monotonic), _ns(name, "boottime", entry.boottime))
 
 
-def encode_timens(clocks: TimensClocks) -> bytes:
-    """timens-0.img bytes holding clocks, exactly as CRIU writes them."""
+def encode_timens(clocks: TimensClocks, name: str = TIMENS_IMAGE) -> bytes:
+    """Time namespace image bytes holding clocks, exactly as CRIU writes them."""
     for what, value in (("monotonic", clocks.monotonic_ns), ("boottime", clocks.boottime_ns)):
         if not 0 <= value <= MAX_CLOCK_NS:
-            raise ImageError(f"{what} clock {value} ns cannot be stored in {TIMENS_IMAGE}")
+            raise ImageError(f"{what} clock {value} ns cannot be stored in {name}")
     entry = timens_pb2.timens_entry()
     entry.monotonic.tv_sec, entry.monotonic.tv_nsec = divmod(clocks.monotonic_ns, NSEC_PER_SEC)
     entry.boottime.tv_sec, entry.boottime.tv_nsec = divmod(clocks.boottime_ns, NSEC_PER_SEC)
     return write_entries(TIMENS_MAGIC, [entry.SerializeToString(deterministic=True)])
+
+
+def _first_entry(data: bytes, magic: int, name: str, message, common: bool = True):
+    entries = read_entries(data, magic, name, common)
+    if not entries:
+        raise ImageError(f"{name} holds no entry")
+    try:
+        message.ParseFromString(entries[0])
+    except DecodeError:
+        raise ImageError(f"{name}: the first entry does not parse") from None
+    if not message.IsInitialized():
+        raise ImageError(f"{name}: the first entry lacks required fields")
+    return message
+
+
+def root_pid(pstree: bytes) -> int:
+    """The dumped tree's root pid (as CRIU saw it) from pstree.img bytes."""
+    return _first_entry(pstree, PSTREE_MAGIC, PSTREE_IMAGE, dump_pb2.pstree_entry()).pid
+
+
+def ids_image(pid: int) -> str:
+    """The name of the image holding pid's namespace ids."""
+    return f"ids-{pid}.img"
+
+
+def time_ns_id(ids: bytes, name: str) -> int:
+    """The time namespace id in an ids-<pid>.img (0 when CRIU recorded none)."""
+    return _first_entry(ids, IDS_MAGIC, name, dump_pb2.task_kobj_ids_entry()).time_ns_id
+
+
+def criu_time_ns_id(inventory: bytes) -> int:
+    """CRIU's own time namespace id at the dump, from inventory.img (0 when none)."""
+    entry = _first_entry(inventory, INVENTORY_MAGIC, INVENTORY_IMAGE, dump_pb2.inventory_entry(), common=False)
+    return entry.root_ids.time_ns_id
+
+
+def timens_image_name(tree_time_ns_id: int, criu_time_ns_id_at_dump: int) -> str:
+    """The time namespace image CRIU wrote and reads back at restore: the
+    root's own namespace's when it differs from CRIU's, else timens-0.img."""
+    if tree_time_ns_id and criu_time_ns_id_at_dump and tree_time_ns_id != criu_time_ns_id_at_dump:
+        return f"timens-{tree_time_ns_id}.img"
+    return TIMENS_IMAGE

@@ -3,24 +3,51 @@
 CRIU hands action scripts CRTOOLS_IMAGE_DIR as /proc/<criu>/fd/N: the
 directory may have no path the hook could name (a detached mount, another
 mount namespace), so it is opened once and every file operation is relative
-to that fd. Writes are atomic: a temporary file is written and fsync'd,
-renamed over the target and the directory fsync'd, so a crash leaves either
-the old file or the new one, never a half-written image.
+to that fd.
+
+The directory is often writable by the user whose tree was dumped while the
+code reading and writing it runs as root, so nothing in it is trusted:
+  * only regular files are read, never through a symbolic link, without
+    blocking (a FIFO is an error, not a hang) and up to a size limit;
+  * files are written with a fixed mode (0600) and, when told, a fixed owner;
+    never a mode or owner copied from what the directory holds;
+  * writes go to a fresh temporary file (O_EXCL) renamed over the target, so
+    an existing file, or a hard link to another, is replaced, never written
+    through; the file and the directory are fsync'd, so a crash leaves the
+    old file or the new one, never a half-written image.
 """
 import errno
 import os
 import secrets
+import stat
 from typing import Optional
 
-MAX_FILE_SIZE = 64 * 1024 * 1024  # far above any record or timens image
+FILE_MODE = 0o600
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+
+
+class ImageFileError(Exception):
+    """A file in the image directory that cannot be used; the message names it."""
 
 
 class ImageDir:
-    """An open image directory; use as a context manager."""
+    """An open image directory; use as a context manager.
 
-    def __init__(self, path: str):
-        self.path = path
-        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    Opened from a path, or adopting an already open directory fd (which it
+    then owns and closes). owner=(uid, gid) makes every file it writes
+    belong to that user; require_owner makes every file it reads have to
+    belong to that uid (for a caller other than root)."""
+
+    def __init__(self, path: Optional[str] = None, fd: Optional[int] = None,
+                 owner: Optional[tuple[int, int]] = None, require_owner: Optional[int] = None):
+        self.path = path if path is not None else f"(directory fd {fd})"
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        elif not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise ImageFileError("the image directory descriptor is not a directory")
+        self.fd = fd
+        self.owner = owner
+        self.require_owner = require_owner
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -33,37 +60,49 @@ class ImageDir:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def exists(self, name: str) -> bool:
-        try:
-            os.stat(name, dir_fd=self.fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return True
+    def names(self) -> list[str]:
+        """The names in the directory."""
+        return os.listdir(self.fd)
 
-    def read(self, name: str) -> Optional[bytes]:
-        """The contents of name, or None when it does not exist."""
+    def read(self, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Optional[bytes]:
+        """The contents of the regular file name, or None when it does not exist."""
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self.fd)
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY,
+                         dir_fd=self.fd)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ImageFileError(f"{name} is a symbolic link; keeptime reads only regular files") from None
+            raise ImageFileError(f"cannot open {name}: {exc.strerror}") from None
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageFileError(f"{name} is {_kind(st.st_mode)}, not a regular file")
+            if self.require_owner is not None and st.st_uid != self.require_owner:
+                raise ImageFileError(f"{name} belongs to uid {st.st_uid}, not to uid {self.require_owner}")
+            if st.st_size > max_bytes:
+                raise ImageFileError(f"{name} is {st.st_size} bytes, more than the {max_bytes} allowed")
             chunks, size = [], 0
-            while chunk := os.read(fd, 1 << 20):
+            while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - size)):
                 size += len(chunk)
-                if size > MAX_FILE_SIZE:
-                    raise OSError(errno.EFBIG, f"{name} is larger than {MAX_FILE_SIZE} bytes")
+                if size > max_bytes:   # it grew while being read
+                    raise ImageFileError(f"{name} is more than the {max_bytes} bytes allowed")
                 chunks.append(chunk)
             return b"".join(chunks)
         finally:
             os.close(fd)
 
-    def write_atomic(self, name: str, data: bytes, mode: int = 0o600) -> None:
-        """Replace (or create) name with data, atomically and durably."""
+    def write_atomic(self, name: str, data: bytes) -> None:
+        """Replace (or create) name with data: mode 0600, atomically and durably."""
         tmp = f".{name}.keeptime-{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode, dir_fd=self.fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE,
+                     dir_fd=self.fd)
         try:
             try:
-                os.fchmod(fd, mode)  # exactly mode, whatever the umask
+                os.fchmod(fd, FILE_MODE)   # exactly this mode, whatever the umask
+                if self.owner is not None:
+                    os.fchown(fd, *self.owner)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
@@ -85,12 +124,15 @@ class ImageDir:
             os.unlink(name, dir_fd=self.fd)
         except FileNotFoundError:
             return False
+        except IsADirectoryError:
+            raise ImageFileError(f"{name} is a directory, not a file keeptime wrote") from None
         os.fsync(self.fd)
         return True
 
-    def mode_of(self, name: str, default: int = 0o600) -> int:
-        """Permission bits of name, so a rewrite keeps them."""
-        try:
-            return os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mode & 0o7777
-        except FileNotFoundError:
-            return default
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"

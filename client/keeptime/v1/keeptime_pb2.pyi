@@ -34,6 +34,13 @@ class OffsetAbi(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OFFSET_ABI_UNTRIED: _ClassVar[OffsetAbi]
     OFFSET_ABI_SUPPORTED: _ClassVar[OffsetAbi]
     OFFSET_ABI_UNSUPPORTED: _ClassVar[OffsetAbi]
+
+class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERDICT_UNSPECIFIED: _ClassVar[Verdict]
+    VERDICT_CONTINUOUS: _ClassVar[Verdict]
+    VERDICT_REGRESSED: _ClassVar[Verdict]
+    VERDICT_UNVERIFIED: _ClassVar[Verdict]
 POLICY_UNSPECIFIED: Policy
 POLICY_FREEZE: Policy
 POLICY_SUSPEND: Policy
@@ -50,6 +57,10 @@ OFFSET_ABI_UNSPECIFIED: OffsetAbi
 OFFSET_ABI_UNTRIED: OffsetAbi
 OFFSET_ABI_SUPPORTED: OffsetAbi
 OFFSET_ABI_UNSUPPORTED: OffsetAbi
+VERDICT_UNSPECIFIED: Verdict
+VERDICT_CONTINUOUS: Verdict
+VERDICT_REGRESSED: Verdict
+VERDICT_UNVERIFIED: Verdict
 
 class ClockValues(_message.Message):
     __slots__ = ("monotonic_ns", "boottime_ns")
@@ -526,7 +537,7 @@ class VerifyRestoreResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[RestoreEvent, _Mapping]] = ...) -> None: ...
 
 class RestoreEvent(_message.Message):
-    __slots__ = ("id", "record_id", "pid", "policy", "stage", "ok", "dumped", "clocks", "offsets", "timens_inode", "realtime_ns", "message")
+    __slots__ = ("id", "record_id", "pid", "policy", "stage", "ok", "dumped", "clocks", "offsets", "timens_inode", "realtime_ns", "message", "verdict")
     ID_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -539,6 +550,7 @@ class RestoreEvent(_message.Message):
     TIMENS_INODE_FIELD_NUMBER: _ClassVar[int]
     REALTIME_NS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
     id: int
     record_id: str
     pid: int
@@ -551,7 +563,8 @@ class RestoreEvent(_message.Message):
     timens_inode: int
     realtime_ns: int
     message: str
-    def __init__(self, id: _Optional[int] = ..., record_id: _Optional[str] = ..., pid: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., stage: _Optional[str] = ..., ok: _Optional[bool] = ..., dumped: _Optional[_Union[ClockValues, _Mapping]] = ..., clocks: _Optional[_Union[ClockValues, _Mapping]] = ..., offsets: _Optional[_Union[Offsets, _Mapping]] = ..., timens_inode: _Optional[int] = ..., realtime_ns: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    verdict: Verdict
+    def __init__(self, id: _Optional[int] = ..., record_id: _Optional[str] = ..., pid: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., stage: _Optional[str] = ..., ok: _Optional[bool] = ..., dumped: _Optional[_Union[ClockValues, _Mapping]] = ..., clocks: _Optional[_Union[ClockValues, _Mapping]] = ..., offsets: _Optional[_Union[Offsets, _Mapping]] = ..., timens_inode: _Optional[int] = ..., realtime_ns: _Optional[int] = ..., message: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ...) -> None: ...
 
 class ListRestoresRequest(_message.Message):
     __slots__ = ("record_id", "page_size", "page_token")

@@ -1,0 +1,196 @@
+"""keeptimed's end of the CRIU hook's wire (keeptime.criu.hookwire).
+
+The caller relay hands over every connection that starts with the hook's
+magic, with the descriptors sent along and the sender's SO_PEERCRED. A small
+pool of threads of its own serves them, so hook steps never wait behind gRPC
+calls and cannot take gRPC's workers; beyond a bounded backlog a step is
+refused at once rather than queued without end. One log line per step, as
+for RPCs.
+"""
+import errno
+import logging
+import os
+import socket
+import stat
+import threading
+import time
+from concurrent import futures
+from typing import Optional
+
+from keeptime.criu import hookconfig, hookwire
+from keeptime.criu.imagedir import ImageDir, ImageFileError
+
+from .access import Access, Caller
+from .criuactions import EXIT_FAILED, EXIT_USAGE, CriuActions, Step
+from .metrics import KeeptimeMetrics
+from .relay import HookConnection
+
+log = logging.getLogger("keeptimed.criu-hook")
+
+READ_TIMEOUT = 5.0        # seconds a hook has to send the rest of its request
+WORKERS = 4
+MAX_PENDING = 64          # steps waiting for a worker; more are refused at once
+RESULTS = {0: "OK", EXIT_FAILED: "FAILED", EXIT_USAGE: "USAGE"}
+
+
+class RequestError(Exception):
+    """A request that cannot be served; the message says why."""
+
+
+class HookServer:
+    """Serves CRIU hook connections the relay hands over."""
+
+    def __init__(self, actions: CriuActions, access: Access, metrics: KeeptimeMetrics,
+                 workers: int = WORKERS, max_pending: int = MAX_PENDING):
+        self.actions = actions
+        self.access = access
+        self.metrics = metrics
+        self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keeptimed-criu-hook")
+        self._pending = threading.BoundedSemaphore(max_pending)
+
+    def submit(self, connection: HookConnection) -> None:
+        """Take a connection from the relay (its thread: never blocks)."""
+        if not self._pending.acquire(blocking=False):
+            _reply_nowait(connection, EXIT_FAILED, "keeptime criu-hook: keeptimed is busy with other CRIU "
+                                                   "steps; try again\n")
+            connection.close()
+            return
+        try:
+            self._pool.submit(self._serve, connection)
+        except RuntimeError:   # shutting down
+            self._pending.release()
+            connection.close()
+
+    def shutdown(self) -> None:
+        """Finish the steps under way; refuse the rest."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _serve(self, connection: HookConnection) -> None:
+        started = time.monotonic()
+        action, code, step = "?", EXIT_FAILED, None
+        try:
+            fields, fds = _read_request(connection)
+            action = fields.get("action", "")
+            step = self._step(connection, fields, fds)
+            code = self.actions.run(step) if step.action else EXIT_USAGE
+            message = "".join(f"keeptime criu-hook: {action}: {line}\n" for line in step.lines)
+        except (RequestError, hookconfig.ConfigError) as exc:
+            code, message = EXIT_USAGE, f"keeptime criu-hook: {action}: {exc}\n"
+        except Exception:
+            log.exception("CRIU hook step %s failed", action)
+            message = f"keeptime criu-hook: {action}: internal error in keeptimed; see its log\n"
+        finally:
+            self._pending.release()
+        try:
+            connection.sock.settimeout(READ_TIMEOUT)
+            connection.sock.sendall(hookwire.encode_reply(code, message))
+        except OSError as exc:
+            log.warning("CRIU hook step %s: cannot reply: %s", action, exc)
+        finally:
+            if step is not None and step.images is not None:
+                step.images.close()
+            connection.close()
+        self._log(connection, action, code, time.monotonic() - started, step)
+
+    def _step(self, connection: HookConnection, fields: dict, fds: dict) -> Step:
+        caller = self.access.caller_of(connection.credentials)
+        step = Step(action=fields.get("action", ""), caller=caller, config=_config(fields, fds.get("config")),
+                    init_pid=fields.get("init_pid", ""), pidfd=fds.get("pidfd"),
+                    image_dir=fields.get("image_dir", ""))
+        if step.pidfd is None and fields.get("pidfd_errno", "").isdigit():
+            step.pidfd_error = int(fields["pidfd_errno"])
+        if "image_dir" in fds:
+            step.images = _image_dir(fds["image_dir"], caller)
+        elif "image_dir_errno" in fields:
+            step.image_dir_error = _strerror(fields["image_dir_errno"])
+        return step
+
+    def _log(self, connection: HookConnection, action: str, code: int, seconds: float,
+             step: Optional[Step]) -> None:
+        result = RESULTS.get(code, str(code))
+        credentials = connection.credentials
+        line = {"rpc": "CriuHook", "action": action, "caller": credentials.program or "?",
+                "caller_pid": credentials.pid, "caller_uid": credentials.uid, "caller_gid": credentials.gid,
+                "init_pid": step.init_pid if step else "", "status": result,
+                "duration_ms": round(seconds * 1e3, 3)}
+        self.metrics.observe_hook(action if action in hookwire.ACTIONS else "other", result, seconds)
+        log.log(logging.INFO if code == 0 else logging.WARNING, "CriuHook %s %s", action, result,
+                extra={"fields": line})
+
+
+def _read_request(connection: HookConnection) -> tuple[dict, dict]:
+    """(fields, {descriptor name: fd}) of the request; the fds stay the connection's, closed with it."""
+    sock = connection.sock
+    sock.settimeout(READ_TIMEOUT)
+    data = connection.received
+    header = len(hookwire.MAGIC) + 4
+    try:
+        while len(data) < header:
+            data += _recv(sock, header - len(data))
+        length = hookwire.body_length(data[:header])
+        while len(data) < header + length:
+            data += _recv(sock, header + length - len(data))
+        fields = hookwire.parse_body(data[header:header + length])
+    except (hookwire.WireError, OSError) as exc:
+        raise RequestError(f"bad request from the hook: {exc}") from None
+    names = [name for name in fields.get("fds", "").split(",") if name]
+    if len(names) != len(connection.fds) or any(name not in hookwire.FD_NAMES for name in names) \
+            or len(set(names)) != len(names):
+        raise RequestError(f"the hook sent {len(connection.fds)} descriptors named {names}")
+    return fields, dict(zip(names, connection.fds))
+
+
+def _recv(sock: socket.socket, size: int) -> bytes:
+    chunk = sock.recv(size)
+    if not chunk:
+        raise hookwire.WireError("the hook closed the connection mid-request")
+    return chunk
+
+
+def _config(fields: dict, fd: Optional[int]) -> hookconfig.HookConfig:
+    """The configuration the hook opened (with its own privileges)."""
+    path = fields.get("config", hookconfig.DEFAULT_CONFIG)
+    if fd is None:
+        err = int(fields.get("config_errno", errno.ENOENT) or errno.ENOENT)
+        if err == errno.ENOENT and fields.get("config_named") != "1":
+            return hookconfig.HookConfig()
+        if err == errno.ENOENT:
+            raise hookconfig.missing_named_config(path)
+        raise hookconfig.ConfigError(f"cannot read {path}: {os.strerror(err)}")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise hookconfig.ConfigError(f"{path} is not a regular file")
+        raw = os.pread(fd, hookconfig.MAX_CONFIG_BYTES + 1, 0)
+    except OSError as exc:
+        raise hookconfig.ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return hookconfig.from_bytes(raw, path)
+
+
+def _image_dir(fd: int, caller: Caller) -> ImageDir:
+    """The image directory the hook opened. For a caller other than root the
+    directory and every file read in it must be the caller's, and files are
+    written as the caller: keeptimed never lends it root's rights there."""
+    try:
+        owner = os.fstat(fd).st_uid
+        if not caller.privileged and owner != caller.uid:
+            raise RequestError(f"the image directory belongs to uid {owner}: keeptimed works for uid "
+                               f"{caller.uid} only in a directory of its own")
+        confined = {} if caller.privileged else {"owner": (caller.uid, caller.gid), "require_owner": caller.uid}
+        return ImageDir(fd=os.dup(fd), **confined)
+    except (ImageFileError, OSError) as exc:
+        raise RequestError(f"the image directory: {exc}") from None
+
+
+def _strerror(text: str) -> str:
+    try:
+        return os.strerror(int(text))
+    except ValueError:
+        return text
+
+
+def _reply_nowait(connection: HookConnection, code: int, message: str) -> None:
+    try:
+        connection.sock.send(hookwire.encode_reply(code, message), socket.MSG_DONTWAIT)
+    except OSError:
+        pass
