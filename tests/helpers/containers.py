@@ -201,7 +201,7 @@ def _run(argv: list[str], what: str, log: str | None = None, timeout: float = 12
         tail = ""
         if log and os.path.exists(log):
             with open(log, errors="replace") as f:
-                tail = "".join(line for line in f if "Error" in line or "Warn" in line)[-3000:]
+                tail = "".join(f.readlines()[-30:])
         raise Failed(f"{what} failed ({done.returncode}): {' '.join(argv)}\n"
                      f"{done.stdout}{done.stderr}\n{tail}")
     return seconds
@@ -223,6 +223,12 @@ def _wait_for_child(pid: int, timeout: float = 10.0) -> int:
             return kids[0]
         time.sleep(0.005)
     raise Failed(f"pid {pid} started no child in {timeout} s")
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def _nspid(pid: int) -> list[int]:
@@ -281,7 +287,11 @@ class CriuTree:
         self.restored: int | None = None  # the restored ticker's pid as CRIU sees it
 
     def __enter__(self) -> "CriuTree":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # __exit__ does not run when __enter__ fails
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -330,6 +340,10 @@ class CriuTree:
         """`criu restore -d` the ticker; return the seconds it took."""
         if os.path.exists(self.pidfile):
             os.unlink(self.pidfile)  # CRIU refuses to overwrite a pid file
+        if self.holder is None:
+            # After a failed restore the killed task waits for the host's init to
+            # reap it, and CRIU cannot take its pid until then.
+            _wait_gone(self.pid)
         seconds = _run([*self._criu(), "restore", "-v4", "-d", "-D", self.images,
                         "-o", "restore.log", "--pidfile", self.pidfile,
                         "--no-default-config", "--config", config],
@@ -393,7 +407,11 @@ class RuncContainer:
         self.started = False
 
     def __enter__(self) -> "RuncContainer":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # __exit__ does not run when __enter__ fails
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -479,9 +497,12 @@ class PodmanContainer:
     and `podman container restore`. The CRIU config file reaches CRIU only
     through `--annotation org.criu.config=<file>` (empty: no config file).
 
-    Storage (--root), state (--runroot), libpod's tmpdir, TMPDIR and the
-    container's cgroups all live under workdir or a cgroup named after it, and
-    stop() removes them.
+    Storage (--root), libpod's tmpdir and locks, TMPDIR and containers.conf
+    (CONTAINERS_CONF, so the host's is not read) live under workdir, state
+    (--runroot) in a short-named temporary directory, the container's cgroups
+    under a cgroup named after workdir; stop() removes the directory and the
+    cgroups. podman itself still creates /run/containers/networks (empty) and
+    /var/lib/containers/cache (its blob-info cache) on the host.
     """
 
     def __init__(self, ticker: str, workdir: str, criu_config: str | None = None,
@@ -496,29 +517,42 @@ class PodmanContainer:
         self.tmpdir = os.path.join(self.workdir, "tmp")
         for path in (self.shared, self.tmpdir):
             os.makedirs(path, exist_ok=True)
+        # podman refuses a runroot path longer than 50 characters.
+        self.runroot = tempfile.mkdtemp(prefix="keeptime-podman-")
+        # Our own containers.conf, read instead of the host's: file locks in the
+        # private tmpdir rather than the host-wide /dev/shm/libpod_lock.
+        conf = os.path.join(self.workdir, "containers.conf")
+        with open(conf, "w") as f:
+            f.write(f'[engine]\nlock_type = "file"\n[network]\n'
+                    f'network_config_dir = "{os.path.join(self.workdir, "networks")}"\n')
+        self.env = dict(os.environ, CONTAINERS_CONF=conf, TMPDIR=self.tmpdir)
         self.started = False
 
     def __enter__(self) -> "PodmanContainer":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # __exit__ does not run when __enter__ fails
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     def _podman(self, *args: str) -> list[str]:
         return [self.podman, "--root", os.path.join(self.workdir, "storage"),
-                "--runroot", os.path.join(self.workdir, "run"), "--tmpdir", os.path.join(self.workdir, "libpod"),
+                "--runroot", self.runroot, "--tmpdir", os.path.join(self.workdir, "libpod"),
                 "--storage-driver", "vfs", "--cgroup-manager=cgroupfs", "--events-backend=file",
                 "--runtime=runc", *args]
 
     def _call(self, what: str, *args: str) -> float:
         log = self.userdata_log("dump.log" if "checkpoint" in args else "restore.log") if self.started else None
-        return _run(self._podman(*args), what, log, env=dict(os.environ, TMPDIR=self.tmpdir))
+        return _run(self._podman(*args), what, log, env=self.env)
 
     def userdata_log(self, name: str) -> str | None:
         """Path of CRIU's log `name` (dump.log, restore.log) in podman's
         per-container directory, where podman runs CRIU."""
         found = subprocess.run(self._podman("container", "inspect", "--format", "{{.StaticDir}}", self.name),
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, env=self.env)
         return os.path.join(found.stdout.strip(), name) if found.returncode == 0 else None
 
     def start(self) -> "PodmanContainer":
@@ -540,7 +574,7 @@ class PodmanContainer:
     def pid(self) -> int:
         """Host pid of the container's init (the ticker)."""
         out = subprocess.run(self._podman("container", "inspect", "--format", "{{.State.Pid}}", self.name),
-                             capture_output=True, text=True, check=True).stdout
+                             capture_output=True, text=True, check=True, env=self.env).stdout
         return int(out)
 
     def checkpoint(self) -> float:
@@ -555,10 +589,11 @@ class PodmanContainer:
     def stop(self) -> None:
         """Remove the container and the image, unmount what podman left under
         workdir and remove the container's cgroups."""
-        env = dict(os.environ, TMPDIR=self.tmpdir)
-        subprocess.run(self._podman("rm", "-f", "-t", "0", self.name), capture_output=True, env=env, timeout=60)
-        subprocess.run(self._podman("rmi", "-f", self.image), capture_output=True, env=env, timeout=60)
+        for args in (("rm", "-f", "-t", "0", self.name), ("rmi", "-f", self.image)):
+            subprocess.run(self._podman(*args), capture_output=True, env=self.env, timeout=60)
         _unmount_under(self.workdir)
+        _unmount_under(self.runroot)
+        shutil.rmtree(self.runroot, ignore_errors=True)
         _remove_cgroup(self.cgroup_parent)
 
 
