@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,7 +28,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TICKER_SOURCE = os.path.join(HERE, "ticker.c")
-TICK_NS = 10_000_000  # the ticker's period
 
 # Where a CriuTree's ticker lives and where CRIU runs to dump and restore it.
 HOST = "host"                  # ticker and CRIU in the host's namespaces
@@ -391,8 +391,10 @@ class RuncContainer:
     """
 
     def __init__(self, ticker: str, workdir: str, criu_config: str | None = None,
-                 name: str = "keeptime-ticker", runc: str = "runc"):
-        self.ticker, self.name, self.runc = ticker, name, runc
+                 name: str | None = None, runc: str = "runc"):
+        # runc names the container's cgroups after it: unique, for parallel runs.
+        self.name = name or f"keeptime-{secrets.token_hex(4)}"
+        self.ticker, self.runc = ticker, runc
         self.criu_config = criu_config
         workdir = os.path.abspath(workdir)
         self.bundle = os.path.join(workdir, "bundle")
@@ -500,7 +502,7 @@ class PodmanContainer:
     Storage (--root), libpod's tmpdir and locks, TMPDIR and containers.conf
     (CONTAINERS_CONF, so the host's is not read) live under workdir, state
     (--runroot) in a short-named temporary directory, the container's cgroups
-    under a cgroup named after workdir; stop() removes the directory and the
+    under a cgroup of its own; stop() removes the directory and the
     cgroups. podman itself still creates /run/containers/networks (empty) and
     /var/lib/containers/cache (its blob-info cache) on the host.
     """
@@ -513,7 +515,7 @@ class PodmanContainer:
         self.shared = os.path.join(self.workdir, "shared")
         self.ticks = os.path.join(self.shared, "ticks")
         self.image = f"localhost/{name}:test"
-        self.cgroup_parent = f"/keeptime-test-{os.path.basename(self.workdir)}"
+        self.cgroup_parent = f"/keeptime-test-{secrets.token_hex(4)}"
         self.tmpdir = os.path.join(self.workdir, "tmp")
         for path in (self.shared, self.tmpdir):
             os.makedirs(path, exist_ok=True)
