@@ -77,6 +77,8 @@ def podman_skip_reason() -> str:
 
 
 def _is_static(path: str) -> bool:
+    if shutil.which("file") is None:
+        return False
     out = subprocess.run(["file", "-L", path], capture_output=True, text=True).stdout
     return "statically linked" in out
 
@@ -478,17 +480,24 @@ def _unmount_under(path: str) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True)
 
 
-def _remove_cgroup(relative: str) -> None:
-    """rmdir the cgroup `relative` (and its children) in every mounted hierarchy."""
+def _remove_cgroup(relative: str, timeout: float = 5.0) -> None:
+    """rmdir the cgroup `relative` (and its children) in every mounted hierarchy,
+    retrying while a process that is exiting (conmon) still keeps one busy."""
     with open("/proc/self/mountinfo") as f:
         roots = [line.split()[4] for line in f if " - cgroup" in line]
-    for root in roots:
-        top = os.path.join(root, relative.lstrip("/"))
-        for path, _dirs, _files in sorted(os.walk(top), key=lambda walked: -len(walked[0])):
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = False
+        for root in roots:
+            top = os.path.join(root, relative.lstrip("/"))
+            for path, _dirs, _files in sorted(os.walk(top), key=lambda walked: -len(walked[0])):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    busy = True
+        if not busy or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
 
 
 class PodmanContainer:
