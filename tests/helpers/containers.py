@@ -26,6 +26,10 @@ import tarfile
 import tempfile
 import time
 
+from keeptime.criu import image
+from keeptime.criu.dumpdir import DumpDir
+from keeptime.criu.imagedir import ImageDir
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TICKER_SOURCE = os.path.join(HERE, "ticker.c")
 
@@ -566,6 +570,11 @@ class PodmanContainer:
                                capture_output=True, text=True, env=self.env)
         return os.path.join(found.stdout.strip(), name) if found.returncode == 0 else None
 
+    @property
+    def images(self) -> str:
+        """CRIU's image directory of the last checkpoint (podman keeps it with --keep)."""
+        return os.path.join(os.path.dirname(self.userdata_log("dump.log")), "checkpoint")
+
     def start(self) -> "PodmanContainer":
         """Import the rootfs as an image and `podman run -d` the ticker."""
         rootfs = make_rootfs(os.path.join(self.workdir, "rootfs"), self.ticker)
@@ -609,65 +618,25 @@ class PodmanContainer:
 
 
 # ---------------------------------------------------------------- CRIU images
-
-COMMON_MAGIC = 0x54564319
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        value |= (byte & 0x7F) << shift
-        at, shift = at + 1, shift + 7
-        if byte < 0x80:
-            return value, at
-
-
-def _fields(message: bytes) -> dict[int, int | bytes]:
-    """The first value of each field of a protobuf message (varints and
-    length-delimited fields only, which is all the images read here hold)."""
-    fields: dict[int, int | bytes] = {}
-    at = 0
-    while at < len(message):
-        key, at = _varint(message, at)
-        if key & 7 == 0:
-            value, at = _varint(message, at)
-        elif key & 7 == 2:
-            size, at = _varint(message, at)
-            value, at = message[at:at + size], at + size
-        else:
-            raise ValueError(f"unexpected protobuf wire type {key & 7}")
-        fields.setdefault(key >> 3, value)
-    return fields
-
-
-def _first_entry(path: str) -> dict[int, int | bytes]:
-    with open(path, "rb") as f:
-        data = f.read()
-    # inventory.img has only its own magic; the other images start with the common one.
-    at = 8 if int.from_bytes(data[:4], "little") == COMMON_MAGIC else 4
-    size = int.from_bytes(data[at:at + 4], "little")
-    return _fields(data[at + 4:at + 4 + size])
-
-
-TIME_NS_ID = 12  # task_kobj_ids_entry.time_ns_id (images/core.proto)
-
+# keeptime's own readers: the tests that use these check them against what
+# CRIU really writes and reads.
 
 def time_namespace_ids(images: str) -> tuple[int, int]:
     """(time_ns_id of the dumped tree's root task from ids-<root>.img, time_ns_id
     of CRIU's own root from inventory.img's root_ids)."""
-    root_pid = _first_entry(os.path.join(images, "pstree.img"))[1]  # pstree_entry.pid
-    tree = _first_entry(os.path.join(images, f"ids-{root_pid}.img")).get(TIME_NS_ID, 0)
-    criu = _fields(_first_entry(os.path.join(images, "inventory.img"))[3]).get(TIME_NS_ID, 0)  # root_ids
-    return tree, criu
+    def read(name: str) -> bytes:
+        with open(os.path.join(images, name), "rb") as f:
+            return f.read()
+
+    ids_name = image.ids_image(image.root_pid(read(image.PSTREE_IMAGE)))
+    return image.time_ns_id(read(ids_name), ids_name), image.criu_time_ns_id(read(image.INVENTORY_IMAGE))
 
 
 def timens_image_read_at_restore(images: str) -> str:
-    """Name of the time namespace image CRIU (4.2) reads when it restores the
-    dump in images: timens-<id>.img when the tree had a time namespace of its
-    own (its id differs from CRIU's in inventory.img), else timens-0.img."""
-    tree, criu = time_namespace_ids(images)
-    return f"timens-{tree}.img" if tree != criu else "timens-0.img"
+    """Name of the time namespace image CRIU reads when it restores the dump
+    in images, as keeptime's hook finds it."""
+    with DumpDir(ImageDir(images)) as dump:
+        return dump.timens_name()
 
 
 # ---------------------------------------------------------------- benchmarks
