@@ -30,8 +30,11 @@ mkdir -p /etc/bash_completion.d
 
 # The CRIU action script and its configuration (an existing one is kept).
 # CRIU uses it once /etc/criu/default.conf (or runc.conf, crun.conf) names it:
-# see deploy/criu/default.conf.
-install -D -m 0755 "$here/deploy/criu/criu-hook" /usr/libexec/keeptime/criu-hook
+# see deploy/criu/default.conf. A link, not a wrapper script: CRIU runs it at
+# every step, and a shell in between would add its start to each.
+ln -sf "$prefix/bin/keeptime-criu-hook" /usr/local/bin/keeptime-criu-hook
+mkdir -p /usr/libexec/keeptime
+ln -sfn "$prefix/bin/keeptime-criu-hook" /usr/libexec/keeptime/criu-hook
 if [ ! -e /etc/keeptime/criu-hook.toml ]; then
     install -D -m 0644 "$here/deploy/criu/criu-hook.toml" /etc/keeptime/criu-hook.toml
 fi

@@ -1,0 +1,90 @@
+"""The CRIU hook's wire on keeptimed's socket (keeptime.criu.hookwire), spoken
+by hand: the relay tells it from gRPC by the first bytes, whatever the gRPC
+server said meanwhile; bad requests get a clear answer; descriptors sent
+where they do not belong are closed."""
+import os
+import socket
+import time
+
+import pytest
+
+from keeptime.criu import hookwire
+
+pytestmark = pytest.mark.root
+
+
+def connect(daemon) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(20)
+    sock.connect(daemon.socket)
+    return sock
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_hook_that_speaks_late_still_gets_the_hook_answer(daemon):
+    """The gRPC server greets every connection at once (HTTP/2 SETTINGS): that
+    greeting must never reach a connection that turns out to be the hook's."""
+    with connect(daemon) as sock:
+        time.sleep(0.3)   # long enough for the greeting to be there
+        sock.sendall(hookwire.encode_request({"action": "pre-dump", "fds": ""}))
+        code, message = hookwire.read_reply(sock)
+    assert (code, message) == (0, "")
+
+
+def test_a_request_without_criu_environment_is_a_usage_error(daemon):
+    with connect(daemon) as sock:
+        sock.sendall(hookwire.encode_request({"action": "post-dump", "fds": ""}))
+        code, message = hookwire.read_reply(sock)
+    assert code == 2 and "CRTOOLS_IMAGE_DIR is not set" in message
+
+
+@pytest.mark.parametrize("request_bytes, words", [
+    (hookwire.MAGIC + b"\xff\xff\xff\xff", "exceeds"),
+    (hookwire.MAGIC + b"\x04\x00\x00\x00abcd", "does not end with NUL"),
+    (b"KTCRIU0\n" + b"\x00" * 4, "not a keeptime CRIU hook request"),
+])
+def test_malformed_requests_get_a_usage_answer(daemon, request_bytes, words):
+    with connect(daemon) as sock:
+        sock.sendall(request_bytes)
+        code, message = hookwire.read_reply(sock)
+    assert code == 2 and words in message and message.count("\n") == 1
+    assert daemon.health() == "SERVING"
+
+
+def test_descriptors_must_be_the_ones_named(daemon, tmp_path):
+    before = open_fds(daemon.proc.pid)
+    with connect(daemon) as sock, open(tmp_path / "f", "w") as f:
+        socket.send_fds(sock, [hookwire.encode_request({"action": "post-dump", "fds": "pidfd,config"})],
+                        [f.fileno()])
+        code, message = hookwire.read_reply(sock)
+    assert code == 2 and "the hook sent 1 descriptors named ['pidfd', 'config']" in message
+    time.sleep(0.2)
+    assert open_fds(daemon.proc.pid) == before
+
+
+def test_descriptors_sent_on_a_grpc_connection_are_closed(daemon, tmp_path):
+    before = open_fds(daemon.proc.pid)
+    files = [open(tmp_path / f"f{i}", "w") for i in range(3)]
+    try:
+        for _ in range(5):
+            with connect(daemon) as sock:
+                socket.send_fds(sock, [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"], [f.fileno() for f in files])
+                sock.recv(100)   # the server's greeting: the connection went on as gRPC
+    finally:
+        for f in files:
+            f.close()
+    time.sleep(0.3)
+    assert open_fds(daemon.proc.pid) <= before + 1
+
+
+def test_a_hook_that_stalls_mid_request_is_cut_off(daemon):
+    with connect(daemon) as sock:
+        sock.sendall(hookwire.MAGIC + b"\x10\x00\x00\x00abc")   # 16 bytes announced, 3 sent
+        started = time.monotonic()
+        code, message = hookwire.read_reply(sock)
+        assert code == 2 and "closed" not in message and "timed out" in message
+        assert time.monotonic() - started < 10
+    assert daemon.health() == "SERVING"
