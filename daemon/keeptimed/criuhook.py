@@ -31,6 +31,7 @@ READ_TIMEOUT = 5.0        # seconds a hook has to send the rest of its request
 WORKERS = 4
 MAX_PENDING = 64          # steps waiting for a worker; more are refused at once
 RESULTS = {0: "OK", EXIT_FAILED: "FAILED", EXIT_USAGE: "USAGE"}
+LOGGED_MESSAGE_CHARS = 2000
 
 
 class RequestError(Exception):
@@ -67,10 +68,11 @@ class HookServer:
 
     def _serve(self, connection: HookConnection) -> None:
         started = time.monotonic()
-        action, code, step = "?", EXIT_FAILED, None
+        action, code, step, answer = "?", EXIT_FAILED, None, True
         try:
             fields, fds = _read_request(connection)
             action = fields.get("action", "")
+            answer = fields.get("reply") != "0"
             step = self._step(connection, fields, fds)
             code = self.actions.run(step) if step.action else EXIT_USAGE
             message = "".join(f"keeptime criu-hook: {action}: {line}\n" for line in step.lines)
@@ -82,15 +84,16 @@ class HookServer:
         finally:
             self._pending.release()
         try:
-            connection.sock.settimeout(READ_TIMEOUT)
-            connection.sock.sendall(hookwire.encode_reply(code, message))
+            if answer:
+                connection.sock.settimeout(READ_TIMEOUT)
+                connection.sock.sendall(hookwire.encode_reply(code, message))
         except OSError as exc:
             log.warning("CRIU hook step %s: cannot reply: %s", action, exc)
         finally:
             if step is not None and step.images is not None:
                 step.images.close()
             connection.close()
-        self._log(connection, action, code, time.monotonic() - started, step)
+        self._log(connection, action, code, time.monotonic() - started, step, message)
 
     def _step(self, connection: HookConnection, fields: dict, fds: dict) -> Step:
         caller = self.access.caller_of(connection.credentials)
@@ -106,13 +109,13 @@ class HookServer:
         return step
 
     def _log(self, connection: HookConnection, action: str, code: int, seconds: float,
-             step: Optional[Step]) -> None:
+             step: Optional[Step], message: str) -> None:
         result = RESULTS.get(code, str(code))
         credentials = connection.credentials
         line = {"rpc": "CriuHook", "action": action, "caller": credentials.program or "?",
                 "caller_pid": credentials.pid, "caller_uid": credentials.uid, "caller_gid": credentials.gid,
                 "init_pid": step.init_pid if step else "", "status": result,
-                "duration_ms": round(seconds * 1e3, 3)}
+                "duration_ms": round(seconds * 1e3, 3), "said": message.strip()[:LOGGED_MESSAGE_CHARS]}
         self.metrics.observe_hook(action if action in hookwire.ACTIONS else "other", result, seconds)
         log.log(logging.INFO if code == 0 else logging.WARNING, "CriuHook %s %s", action, result,
                 extra={"fields": line})

@@ -16,9 +16,12 @@ caller's credentials, to the hook server instead of the gRPC server.
 
 One thread multiplexes every connection with non-blocking sockets and a
 bounded buffer per direction, so a slow or stuck client only ever stalls its
-own connection. A connection ends when the gRPC server ends its side (as it
-does to a client that has not finished the HTTP/2 handshake in time), and
-the relay never holds more connections than its file descriptors allow.
+own connection. The connection to the gRPC server is made once the client's
+first bytes show it speaks gRPC; a client that says nothing within
+FIRST_BYTES_TIMEOUT is closed. A connection ends when the gRPC server ends
+its side (as it does to a client that has not finished the HTTP/2 handshake
+in time), and the relay never holds more connections than its file
+descriptors allow.
 """
 import collections
 import errno
@@ -50,6 +53,7 @@ FDS_PER_CONNECTION = 3            # its two ends here and the gRPC server's end
 FD_RESERVE = 256                  # kept for the store, the helper, pidfds of restored processes
 ACCEPT_PAUSE = 0.5                # seconds accepting stops for when out of descriptors
 USER_SHARE = 4                    # a non-root uid may hold 1/USER_SHARE of the connections
+FIRST_BYTES_TIMEOUT = 10.0        # seconds a new connection has to say what it speaks
 
 
 def connection_limit() -> int:
@@ -107,23 +111,34 @@ class _Direction:
 
 
 class _Pair:
-    """A public connection and its upstream connection to the gRPC server."""
+    """A public connection and, once it proved to speak gRPC, its upstream
+    connection to the gRPC server."""
 
-    def __init__(self, client: socket.socket, upstream: socket.socket, peer: str, credentials: PeerCredentials):
-        self.client, self.upstream = client, upstream
-        self.peer = peer
+    def __init__(self, client: socket.socket, credentials: PeerCredentials, accepted_at: float):
+        self.client = client
+        self.upstream: Optional[socket.socket] = None
+        self.peer = ""
         self.credentials = credentials
         self.uid = credentials.uid
-        self.first_read = True   # the client's first bytes say whether it speaks gRPC
-        self.up = _Direction(client, upstream)
-        self.down = _Direction(upstream, client)
+        self.accepted_at = accepted_at
+        self.up: Optional[_Direction] = None
+        self.down: Optional[_Direction] = None
+
+    @property
+    def silent(self) -> bool:
+        """Whether the client has yet to send its first bytes."""
+        return self.upstream is None
+
+    def connect(self, upstream: socket.socket, peer: str) -> None:
+        self.upstream, self.peer = upstream, peer
+        self.up = _Direction(self.client, upstream)
+        self.down = _Direction(upstream, self.client)
 
     def done(self) -> bool:
         # Once the gRPC server has ended its side and all of it reached the
         # client, nothing the client sends can go anywhere: the connection is
-        # over even if the client never closes its end. So is one the server
-        # ended before the client said anything (an unfinished handshake).
-        return self.down.eof and (not self.down.buffer or self.first_read)
+        # over even if the client never closes its end.
+        return self.down is not None and self.down.eof and not self.down.buffer
 
 
 class CallerRelay:
@@ -144,6 +159,8 @@ class CallerRelay:
         self._lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
         self._pairs: dict[socket.socket, _Pair] = {}
+        self._silent: dict[_Pair, None] = {}   # oldest first: connections yet to say what they speak
+        self._connections = 0
         self._counter = itertools.count(1)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stopping = False
@@ -211,19 +228,31 @@ class CallerRelay:
 
     def _loop(self) -> None:
         while not self._stopping:
-            timeout = None
-            if self._resume_accepting_at is not None:
-                timeout = self._resume_accepting_at - time.monotonic()
-                if timeout <= 0:
-                    self._resume_accepting()
-                    timeout = None
-            for key, events in self._selector.select(timeout):
+            for key, events in self._selector.select(self._next_timeout()):
                 if key.fileobj is self._listener:
                     self._accept()
                 elif key.fileobj == self._wake_r:
                     self._woken()
                 elif key.fileobj in self._pairs:   # not closed by an earlier event of this batch
                     self._serve(key.data, key.fileobj, events)
+
+    def _next_timeout(self) -> Optional[float]:
+        """Seconds until the loop has something to do without an event: resume
+        accepting, close a connection that stayed silent too long."""
+        now = time.monotonic()
+        if self._resume_accepting_at is not None and self._resume_accepting_at <= now:
+            self._resume_accepting()
+        while self._silent:
+            oldest = next(iter(self._silent))
+            if oldest.accepted_at + FIRST_BYTES_TIMEOUT > now:
+                break
+            log.info("relay: closing a connection from uid %d (pid %d) that sent nothing for %.0f s",
+                     oldest.uid, oldest.credentials.pid, FIRST_BYTES_TIMEOUT)
+            self._close(oldest)
+        deadlines = [t for t in (self._resume_accepting_at,) if t is not None]
+        if self._silent:
+            deadlines.append(next(iter(self._silent)).accepted_at + FIRST_BYTES_TIMEOUT)
+        return max(0.0, min(deadlines) - now) if deadlines else None
 
     def _woken(self) -> None:
         try:
@@ -271,7 +300,7 @@ class CallerRelay:
                 else:
                     log.error("relay: accept failed: %s", exc)
                 return
-            if len(self._pairs) // 2 >= self._max_connections:
+            if self._connections >= self._max_connections:
                 log.warning("relay: refusing a connection, %d already open", self._max_connections)
                 client.close()
                 continue
@@ -281,20 +310,23 @@ class CallerRelay:
                             credentials.uid, credentials.pid, self._max_per_user)
                 client.close()
                 continue
-            try:
-                self._open_upstream(client, _with_program(credentials))
-            except OSError as exc:
-                log.error("relay: cannot reach the gRPC server: %s", exc)
-                client.close()
+            client.setblocking(False)
+            pair = _Pair(client, _with_program(credentials), time.monotonic())
+            self._connections += 1
+            self._by_uid[credentials.uid] += 1
+            self._pairs[client] = pair
+            self._silent[pair] = None
+            self._selector.register(client, selectors.EVENT_READ, pair)
 
-    def _open_upstream(self, client: socket.socket, credentials: PeerCredentials) -> None:
+    def _open_upstream(self, pair: _Pair) -> None:
+        """Connect pair to the gRPC server, as a peer it knows the caller of."""
         bound_path = os.path.join(self.private_dir, f"c{next(self._counter)}")
         peer = f"unix:{bound_path}"
         upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             upstream.bind(bound_path)
             with self._lock:   # registered before gRPC can see a byte of it
-                self._callers[peer] = credentials
+                self._callers[peer] = pair.credentials
             upstream.connect(self.private_socket)
             # The connection keeps its name for getpeername(); the file is not needed.
             os.unlink(bound_path)
@@ -306,13 +338,9 @@ class CallerRelay:
             except FileNotFoundError:
                 pass
             raise
-        client.setblocking(False)
         upstream.setblocking(False)
-        pair = _Pair(client, upstream, peer, credentials)
-        self._by_uid[credentials.uid] += 1
-        self._pairs[client] = pair
+        pair.connect(upstream, peer)
         self._pairs[upstream] = pair
-        self._selector.register(client, selectors.EVENT_READ, pair)
         self._selector.register(upstream, selectors.EVENT_READ, pair)
 
     def _forget(self, peer: str) -> None:
@@ -321,13 +349,11 @@ class CallerRelay:
 
     def _serve(self, pair: _Pair, sock: socket.socket, events: int) -> None:
         try:
-            if events & selectors.EVENT_READ and sock is pair.client and pair.first_read:
-                if self._first_read(pair):
+            if pair.silent:
+                if events & selectors.EVENT_READ and self._first_read(pair):
                     return
             elif events & selectors.EVENT_READ:
-                # Until the client has spoken, what the gRPC server sends
-                # (its SETTINGS) waits here: the client may be the hook.
-                self._read(pair.up if sock is pair.client else pair.down, flush=not pair.first_read)
+                self._read(pair.up if sock is pair.client else pair.down)
             if events & selectors.EVENT_WRITE:
                 self._flush(pair.down if sock is pair.client else pair.up)
         except OSError as exc:
@@ -343,22 +369,29 @@ class CallerRelay:
     def _first_read(self, pair: _Pair) -> bool:
         """Read the client's first bytes, with any descriptors sent along
         (later reads use recv, which makes the kernel discard descriptors).
-        True when the connection was the hook's and left the relay."""
+        True when the connection left the relay: the hook's, handed over, or
+        one that ended or could not reach the gRPC server."""
         try:
             data, fds, _, _ = socket.recv_fds(pair.client, CHUNK, len(FD_NAMES), socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return False
-        pair.first_read = False
+        del self._silent[pair]
         if data[:1] == HOOK_MAGIC[:1]:   # HTTP/2 starts with "PRI * HTTP/2.0"
             self._hand_over(pair, data, fds)
             return True
         for fd in fds:
             os.close(fd)
         if not data:
-            pair.up.eof = True
+            self._close(pair)
+            return True
+        try:
+            self._open_upstream(pair)
+        except OSError as exc:
+            log.error("relay: cannot reach the gRPC server: %s", exc)
+            self._close(pair)
+            return True
         pair.up.buffer += data
         self._flush(pair.up)
-        self._flush(pair.down)   # what the gRPC server said meanwhile
         return False
 
     def _hand_over(self, pair: _Pair, data: bytes, fds: list[int]) -> None:
@@ -376,7 +409,7 @@ class CallerRelay:
             log.exception("relay: the CRIU hook server failed to take a connection")
             connection.close()
 
-    def _read(self, direction: _Direction, flush: bool = True) -> None:
+    def _read(self, direction: _Direction) -> None:
         if direction.eof or len(direction.buffer) >= MAX_BUFFERED:
             return
         try:
@@ -386,8 +419,7 @@ class CallerRelay:
         if not data:
             direction.eof = True
         direction.buffer += data
-        if flush:
-            self._flush(direction)
+        self._flush(direction)
 
     @staticmethod
     def _flush(direction: _Direction) -> None:
@@ -405,11 +437,13 @@ class CallerRelay:
 
     def _update_interest(self, pair: _Pair) -> None:
         """Wait to read where there is room, to write where bytes are pending."""
+        if pair.silent:
+            return   # still waiting for its first bytes
         for sock, incoming, outgoing in ((pair.client, pair.up, pair.down), (pair.upstream, pair.down, pair.up)):
             events = 0
             if not incoming.eof and len(incoming.buffer) < MAX_BUFFERED:
                 events |= selectors.EVENT_READ
-            if outgoing.buffer and not (sock is pair.client and pair.first_read):
+            if outgoing.buffer:
                 events |= selectors.EVENT_WRITE
             try:
                 registered = self._selector.get_key(sock).events
@@ -427,10 +461,14 @@ class CallerRelay:
     def _close(self, pair: _Pair, keep: Optional[socket.socket] = None) -> None:
         """Close both ends of pair (all but keep, which only leaves the relay)."""
         if pair.client in self._pairs:   # counted once, however often closed
+            self._connections -= 1
             self._by_uid[pair.uid] -= 1
             if not self._by_uid[pair.uid]:
                 del self._by_uid[pair.uid]
+        self._silent.pop(pair, None)
         for sock in (pair.client, pair.upstream):
+            if sock is None:
+                continue
             self._pairs.pop(sock, None)
             try:
                 self._selector.unregister(sock)
@@ -438,7 +476,8 @@ class CallerRelay:
                 pass
             if sock is not keep:
                 sock.close()
-        self._forget(pair.peer)
+        if pair.peer:
+            self._forget(pair.peer)
 
 
 def _with_program(credentials: PeerCredentials) -> PeerCredentials:

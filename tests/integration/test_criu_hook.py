@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from helpers.criu_images import damaged_timens_images
+from helpers.probes import restore_events
 from keeptime.criu import hook as criu_hook
-from keeptime.criu.image import TimensClocks, decode_timens, encode_timens
+from keeptime.criu import dump_pb2
+from keeptime.criu.image import INVENTORY_MAGIC, TimensClocks, decode_timens, encode_timens, write_entries
 from keeptimed import recordfile
 
 pytestmark = pytest.mark.root
@@ -96,10 +98,13 @@ def fails(result, code, words):
 
 def dump(client, images, pid) -> tuple[bytes, int]:
     """What CRIU leaves before post-dump: timens-0.img with the tree's clocks
-    read inside its namespace. Returns (image bytes, host BOOTTIME then)."""
+    read inside its namespace, and an inventory.img of this dump. Returns
+    (image bytes, host BOOTTIME then)."""
     seen = client.clocks(pid)
     image = encode_timens(TimensClocks(seen.clocks.monotonic_ns, seen.clocks.boottime_ns))
     images.write("timens-0.img", image)
+    inventory = dump_pb2.inventory_entry(img_version=2, dump_uptime=time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+    images.write("inventory.img", write_entries(INVENTORY_MAGIC, [inventory.SerializeToString()], common=False))
     return image, seen.host_clocks.boottime_ns
 
 
@@ -139,7 +144,7 @@ def test_dump_restore_cycle_under_suspend(client, far_process, images, hook, roo
     since_dump = host_boottime() - dumped_at
     assert first.boottime_ns + 300 * MS <= second.boottime_ns <= dumped.boottime_ns + since_dump
     assert sorted(os.listdir(images.path)) == [
-        "keeptime-record.bin", "timens-0.img", "timens-0.img.keeptime-sha256", "timens-0.img.orig"]
+        "inventory.img", "keeptime-record.bin", "timens-0.img", "timens-0.img.orig", "timens-0.img.orig.dump"]
 
     # post-restore on a tree that resumed where it should: verified and stored.
     restored = client.restore(record.id, ["/bin/sleep", "30"], policy="suspend")
@@ -152,8 +157,10 @@ def test_dump_restore_cycle_under_suspend(client, far_process, images, hook, roo
 
     # post-restore on a tree whose clocks went back ten days: loud, and fails the restore.
     fails(hook("post-restore", images, pid=root_sleeper), 1, f"CLOCK REGRESSION in restored pid {root_sleeper}")
-    # post-resume is too late to abort: loud, exit 0; and fail_on_regression = false never fails.
-    assert "CLOCK REGRESSION" in ok(hook("post-resume", images, pid=root_sleeper))
+    # post-resume is too late to abort: the hook does not even wait for the verdict, which is kept all the same.
+    assert f"keeptimed verifies pid {root_sleeper}" in ok(hook("post-resume", images, pid=root_sleeper))
+    assert len(restore_events(client, record.id, 3)) == 3
+    # fail_on_regression = false never fails.
     assert "CLOCK REGRESSION" in ok(hook("post-restore", images, pid=root_sleeper, fail_on_regression=False))
 
     events = client.restores(record.id)
@@ -324,7 +331,7 @@ def test_a_dump_again_with_the_hook_starts_afresh(client, far_process, images, h
     second, _ = dump(client, images, inside)  # the same directory, dumped again later
     ok(hook("post-dump", images, pid=inside))
     assert not images.has("timens-0.img.orig")  # it belonged to the first dump
-    assert not images.has("timens-0.img.keeptime-sha256")
+    assert not images.has("timens-0.img.orig.dump")
     record = recordfile.decode(images.read("keeptime-record.bin"))
     assert record.labels["criu-timens-sha256"] == hashlib.sha256(second).hexdigest()
     ok(hook("pre-restore", images))
@@ -341,7 +348,8 @@ def test_a_dump_again_without_the_hook_is_not_planned_from_the_old_record(client
     second, _ = dump(client, images, inside)  # CRIU ran again without the hook: old record, old .orig
     # freeze needs no record: it leaves CRIU's new image and drops the old original.
     said = ok(hook("pre-restore", images, policy="freeze"))
-    assert "removed a stale timens-0.img.orig" in said and "left as CRIU wrote it" in said
+    assert "removed a stale timens-0.img.orig: it belongs to an earlier dump" in said
+    assert "left as CRIU wrote it" in said
     assert images.read("timens-0.img") == second and not images.has("timens-0.img.orig")
     # suspend would need a record of this dump: the one there is the old dump's.
     fails(hook("pre-restore", images), 1, "is not the one record")
@@ -366,3 +374,31 @@ def test_other_actions(images, hook, action, code, words):
     result = hook(action, images)
     assert result.returncode == code and "Traceback" not in result.stderr
     assert words in result.stderr and (result.stderr == "") == (code == 0)
+
+
+def test_a_rewritten_image_lost_in_a_crash_is_made_again_from_the_original(client, far_process, images, hook):
+    """The rewritten image is not fsync'd: a crash may leave garbage there,
+    and the next restore plans from the original all the same."""
+    inside, _ = far_process
+    original, _ = dump(client, images, inside)
+    ok(hook("post-dump", images, pid=inside))
+    ok(hook("pre-restore", images))
+    images.write("timens-0.img", b"\0" * 5)
+    ok(hook("pre-restore", images))
+    assert images.read("timens-0.img.orig") == original
+    assert decode_timens(images.read("timens-0.img")).monotonic_ns == decode_timens(original).monotonic_ns
+
+
+def test_an_original_kept_by_keeptime_0_1_is_taken_over(client, far_process, images, hook):
+    """keeptime 0.1 named the image it wrote in timens-0.img.keeptime-sha256."""
+    inside, _ = far_process
+    original, _ = dump(client, images, inside)
+    ok(hook("post-dump", images, pid=inside))
+    rewritten = encode_timens(TimensClocks(decode_timens(original).monotonic_ns, decode_timens(original).boottime_ns + S))
+    images.write("timens-0.img.orig", original)
+    images.write("timens-0.img", rewritten)
+    images.write("timens-0.img.keeptime-sha256", hashlib.sha256(rewritten).hexdigest().encode() + b"\n")
+    ok(hook("pre-restore", images))
+    assert images.read("timens-0.img.orig") == original and images.has("timens-0.img.orig.dump")
+    assert not images.has("timens-0.img.keeptime-sha256")
+    assert decode_timens(images.read("timens-0.img")).monotonic_ns == decode_timens(original).monotonic_ns

@@ -62,7 +62,7 @@ def test_descriptors_must_be_the_ones_named(daemon, tmp_path):
         code, message = hookwire.read_reply(sock)
     assert code == 2 and "the hook sent 1 descriptors named ['pidfd', 'config']" in message
     time.sleep(0.2)
-    assert open_fds(daemon.proc.pid) == before
+    assert open_fds(daemon.proc.pid) <= before
 
 
 def test_descriptors_sent_on_a_grpc_connection_are_closed(daemon, tmp_path):

@@ -74,7 +74,7 @@ def test_files_root_writes_never_take_the_users_mode(client, users_dir, run_hook
     assert run_hook("post-dump", users_dir, pid=inside).returncode == 0
     result = run_hook("pre-restore", users_dir)
     assert result.returncode == 0, result.stderr
-    for name in ("timens-0.img", "timens-0.img.orig", "timens-0.img.keeptime-sha256", "keeptime-record.bin"):
+    for name in ("timens-0.img", "timens-0.img.orig", "timens-0.img.orig.dump", "keeptime-record.bin"):
         st = os.stat(os.path.join(users_dir, name))
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600), (name, oct(st.st_mode))
 

@@ -17,6 +17,7 @@ import pytest
 
 from helpers import containers
 from helpers.containers import HOST, OWN_PID_TIMENS, OWN_PIDNS, OWN_TIMENS
+from helpers.probes import restore_events
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptimed import recordfile
 
@@ -106,7 +107,7 @@ def record_in(images: str) -> pb.Record:
 
 
 def assert_verified(client, record_id: str, stages=("post-restore", "post-resume")) -> list[pb.RestoreEvent]:
-    events = client.restores(record_id)
+    events = restore_events(client, record_id, len(stages))
     assert [e.stage for e in events] == list(stages), events
     assert all(e.ok and e.verdict == pb.VERDICT_CONTINUOUS for e in events), events
     return events

@@ -51,7 +51,9 @@ def test_out_of_descriptors_the_relay_pauses_instead_of_spinning(tmp_path):
         child.stdin.write("\n")
         child.stdin.flush()
         assert child.stdout.readline() == "freed\n"
-        # Accepted now; no gRPC server listens behind this relay, so it closes the connection.
+        # Accepted now; no gRPC server listens behind this relay, so once the
+        # client speaks gRPC the relay closes the connection.
+        client.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         client.settimeout(10)
         assert client.recv(1) == b""
         client.close()

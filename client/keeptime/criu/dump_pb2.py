@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18keeptime/criu/dump.proto\x12\rkeeptime.criu\"\x1b\n\x0cpstree_entry\x12\x0b\n\x03pid\x18\x01 \x02(\r\")\n\x13task_kobj_ids_entry\x12\x12\n\ntime_ns_id\x18\x0c \x01(\r\"\\\n\x0finventory_entry\x12\x13\n\x0bimg_version\x18\x01 \x02(\r\x12\x34\n\x08root_ids\x18\x03 \x01(\x0b\x32\".keeptime.criu.task_kobj_ids_entry')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18keeptime/criu/dump.proto\x12\rkeeptime.criu\"\x1b\n\x0cpstree_entry\x12\x0b\n\x03pid\x18\x01 \x02(\r\")\n\x13task_kobj_ids_entry\x12\x12\n\ntime_ns_id\x18\x0c \x01(\r\"q\n\x0finventory_entry\x12\x13\n\x0bimg_version\x18\x01 \x02(\r\x12\x34\n\x08root_ids\x18\x03 \x01(\x0b\x32\".keeptime.criu.task_kobj_ids_entry\x12\x13\n\x0b\x64ump_uptime\x18\x08 \x01(\x04')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,5 +36,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK_KOBJ_IDS_ENTRY']._serialized_start=72
   _globals['_TASK_KOBJ_IDS_ENTRY']._serialized_end=113
   _globals['_INVENTORY_ENTRY']._serialized_start=115
-  _globals['_INVENTORY_ENTRY']._serialized_end=207
+  _globals['_INVENTORY_ENTRY']._serialized_end=228
 # @@protoc_insertion_point(module_scope)

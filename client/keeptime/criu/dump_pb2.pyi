@@ -18,9 +18,11 @@ class task_kobj_ids_entry(_message.Message):
     def __init__(self, time_ns_id: _Optional[int] = ...) -> None: ...
 
 class inventory_entry(_message.Message):
-    __slots__ = ("img_version", "root_ids")
+    __slots__ = ("img_version", "root_ids", "dump_uptime")
     IMG_VERSION_FIELD_NUMBER: _ClassVar[int]
     ROOT_IDS_FIELD_NUMBER: _ClassVar[int]
+    DUMP_UPTIME_FIELD_NUMBER: _ClassVar[int]
     img_version: int
     root_ids: task_kobj_ids_entry
-    def __init__(self, img_version: _Optional[int] = ..., root_ids: _Optional[_Union[task_kobj_ids_entry, _Mapping]] = ...) -> None: ...
+    dump_uptime: int
+    def __init__(self, img_version: _Optional[int] = ..., root_ids: _Optional[_Union[task_kobj_ids_entry, _Mapping]] = ..., dump_uptime: _Optional[int] = ...) -> None: ...

@@ -6,12 +6,17 @@
                                  namespace of its own; keeptime rewrites it at
                                  pre-restore to impose a policy
     <timens image>.orig          CRIU's original, kept by the first rewrite;
-                                 every later restore plans from it
-    <timens image>.keeptime-sha256
-                                 the sha256 of the image keeptime last wrote:
-                                 any other content there was written by CRIU
-                                 (a new dump), so an original kept beside it
-                                 is stale
+                                 every later restore of the dump plans from it
+    <timens image>.orig.dump     which dump that original belongs to: the
+                                 sha256 of the dump's inventory.img (CRIU
+                                 writes a new one at every dump). An original
+                                 of another dump (CRIU dumped into the
+                                 directory again) is stale and dropped.
+
+The original and its dump are made durable before the image is first
+rewritten. The rewritten image itself is not fsync'd: the restore that
+follows reads it from the page cache, and every later restore plans from
+the original again, so a crash that loses it loses nothing.
 
 Used by keeptimed (serving the CRIU hook) and by the hook itself when
 keeptimed is unreachable. Every file goes through ImageDir, which never
@@ -26,7 +31,9 @@ from .imagedir import ImageDir, ImageFileError
 
 RECORD_FILE = "keeptime-record.bin"
 ORIGINAL_SUFFIX = ".orig"
-DIGEST_SUFFIX = ".keeptime-sha256"
+DUMP_SUFFIX = ".orig.dump"
+# What keeptime 0.1 kept instead of DUMP_SUFFIX: the sha256 of the image it wrote.
+LEGACY_DIGEST_SUFFIX = ".keeptime-sha256"
 # The record's label naming the time namespace image it was taken with
 # (sha256, hex), so a restore never plans from an image of another dump.
 IMAGE_DIGEST_LABEL = "criu-timens-sha256"
@@ -108,8 +115,13 @@ class DumpDir:
         return self.timens_name() + ORIGINAL_SUFFIX
 
     @property
-    def digest_name(self) -> str:
-        return self.timens_name() + DIGEST_SUFFIX
+    def dump_name(self) -> str:
+        return self.timens_name() + DUMP_SUFFIX
+
+    def dump_id(self) -> str:
+        """This dump's identity: the sha256 of its inventory.img ("" without one)."""
+        inventory = self.images.read(image.INVENTORY_IMAGE)
+        return digest(inventory) if inventory is not None else ""
 
     # -- reading -----------------------------------------------------------------
 
@@ -120,20 +132,35 @@ class DumpDir:
         return self.images.read(RECORD_FILE, MAX_RECORD_BYTES)
 
     def dumped(self) -> Dumped:
-        """The dump's time namespace image, original and current. When CRIU
-        wrote the image after keeptime last rewrote it (a new dump without
-        the hook), the kept original belongs to the old dump: it is deleted."""
+        """The dump's time namespace image, original and current. An original
+        kept for another dump (CRIU dumped into the directory again since) is
+        stale: it is deleted."""
         name = self.timens_name()
         original = self.images.read(self.original_name, MAX_TIMENS_BYTES)
         current = self.read_timens()
-        if original is None or current == original:
-            return Dumped(name, original, current)
-        written = (self.images.read(self.digest_name, 256) or b"").decode("ascii", "replace").strip()
-        if current is not None and digest(current) == written:
+        if original is None:
+            return Dumped(name, None, current)
+        kept_for = self._kept_for(original, current)
+        if kept_for is not None and kept_for == self.dump_id():
             return Dumped(name, original, current)
         self.forget_original()
-        self.say(f"removed a stale {self.original_name}: CRIU wrote {name} again since keeptime rewrote it")
+        self.say(f"removed a stale {self.original_name}: it belongs to an earlier dump into this directory")
         return Dumped(name, None, current)
+
+    def _kept_for(self, original: bytes, current: Optional[bytes]) -> Optional[str]:
+        """Which dump the original was kept for (None: unknown)."""
+        kept_for = self.images.read(self.dump_name, 256)
+        if kept_for is not None:
+            return kept_for.decode("ascii", "replace").strip()
+        legacy = self.images.read(self.timens_name() + LEGACY_DIGEST_SUFFIX, 256)
+        if legacy is None or current is None:
+            return None
+        if current != original and digest(current) != legacy.decode("ascii", "replace").strip():
+            return None   # CRIU wrote the image since keeptime 0.1 rewrote it
+        dump_id = self.dump_id()   # the original is this dump's: say so the current way
+        self.images.write_atomic(self.dump_name, dump_id.encode() + b"\n")
+        self.images.remove(self.timens_name() + LEGACY_DIGEST_SUFFIX)
+        return dump_id
 
     # -- writing -----------------------------------------------------------------
 
@@ -142,24 +169,22 @@ class DumpDir:
 
     def forget_original(self) -> None:
         """Drop what an earlier restore kept: it belongs to an older dump."""
-        self.images.remove(self.original_name)
-        self.images.remove(self.digest_name)
+        for name in (self.original_name, self.dump_name, self.timens_name() + LEGACY_DIGEST_SUFFIX):
+            self.images.remove(name)
 
     def rewrite(self, dumped: Dumped, planned: bytes) -> None:
-        """Make CRIU read planned, keeping CRIU's original first."""
+        """Make CRIU read planned, keeping CRIU's original (durably) first."""
         if dumped.original is None:
-            self.images.write_atomic(self.original_name, dumped.current)
+            self.images.write_atomic(self.original_name, dumped.current, sync_directory=False)
+            self.images.write_atomic(self.dump_name, self.dump_id().encode() + b"\n", sync_directory=False)
+            self.images.sync()
         if planned != dumped.current:
-            # The digest goes first: a crash in between can only make a later
-            # restore take this image for CRIU's and plan from values that are
-            # too high, never too low.
-            self.images.write_atomic(self.digest_name, digest(planned).encode() + b"\n")
-            self.images.write_atomic(dumped.name, planned)
+            self.images.write_atomic(dumped.name, planned, durable=False)
 
     def put_back_original(self, dumped: Dumped) -> bool:
         """Leave CRIU its own image: the original, if an earlier restore rewrote it."""
         if not dumped.rewritten:
             return False
-        self.images.write_atomic(dumped.name, dumped.original)
+        self.images.write_atomic(dumped.name, dumped.original, durable=False)
         self.say(f"put CRIU's original {dumped.name} back: the dumped clocks resume as they were")
         return True

@@ -74,9 +74,10 @@ def read_entries(data: bytes, magic: int, name: str, common: bool = True) -> lis
     return entries
 
 
-def write_entries(magic: int, entries: list[bytes]) -> bytes:
-    """A CRIU image file of type magic holding entries."""
-    parts = [_U32.pack(COMMON_MAGIC), _U32.pack(magic)]
+def write_entries(magic: int, entries: list[bytes], common: bool = True) -> bytes:
+    """A CRIU image file of type magic holding entries (preceded by the
+    common magic unless common is False)."""
+    parts = ([_U32.pack(COMMON_MAGIC)] if common else []) + [_U32.pack(magic)]
     for entry in entries:
         parts += [_U32.pack(len(entry)), entry]
     return b"".join(parts)

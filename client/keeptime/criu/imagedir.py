@@ -93,8 +93,11 @@ class ImageDir:
         finally:
             os.close(fd)
 
-    def write_atomic(self, name: str, data: bytes) -> None:
-        """Replace (or create) name with data: mode 0600, atomically and durably."""
+    def write_atomic(self, name: str, data: bytes, durable: bool = True, sync_directory: bool = True) -> None:
+        """Replace (or create) name with data: mode 0600, atomically and
+        durably (data fsync'd, then the rename once the directory is: at once,
+        or with sync_directory False at the next sync()). durable=False skips
+        both, for data that can be made again."""
         tmp = f".{name}.keeptime-{secrets.token_hex(4)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE,
                      dir_fd=self.fd)
@@ -106,7 +109,8 @@ class ImageDir:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
@@ -116,6 +120,11 @@ class ImageDir:
             except FileNotFoundError:
                 pass
             raise
+        if durable and sync_directory:
+            self.sync()
+
+    def sync(self) -> None:
+        """Make the directory's entries (renames, removals) durable."""
         os.fsync(self.fd)
 
     def remove(self, name: str) -> bool:

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""What keeptime's CRIU hook costs a real CRIU, side by side in one run.
+
+    sudo .venv/bin/python benchmarks/criu_bench.py [--runs 10] [--json-out FILE]
+
+One process (a static ticker writing MONOTONIC and BOOTTIME every 10 ms) is
+dumped and restored by plain `criu` and by `runc`, alternately with no
+action script, with keeptime's shipped hook (keeptime-criu-hook, policy
+suspend, a private keeptimed) and with the Python hook (`keeptime
+criu-hook` behind a shell script, what main shipped before the native hook).
+For each: the median wall time of the dump and of the restore command, and
+of the MONOTONIC step the restored ticker sees (first tick after the restore
+minus the last before the dump; it includes up to one 10 ms tick). Also the
+start cost of one CRIU step keeptime does not use.
+
+bench.py runs this too and puts the tables in docs/benchmarks.md.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from helpers import containers  # noqa: E402  (tests/helpers, shared with the test suite)
+from helpers.daemon import RunningDaemon  # noqa: E402
+
+TARGET_RATIO = 1.3          # dump and restore with the hook vs without
+TARGET_STEP_MS = 30.0       # extra MONOTONIC step across a hooked restore
+
+
+def hook_program() -> str:
+    for path in (os.path.join(os.path.dirname(sys.executable), "keeptime-criu-hook"),
+                 os.path.join(ROOT, "build", "native", "keeptime-criu-hook")):
+        if os.access(path, os.X_OK):
+            return path
+    raise SystemExit("keeptime-criu-hook is not built: pip install the project first")
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def start_cost_ms(argv: list[str], env: dict, runs: int = 300) -> float:
+    """Median wall time of starting argv and waiting for it (fork + exec + exit)."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter_ns()
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append((time.perf_counter_ns() - started) / 1e6)
+    return median_ms(times)
+
+
+def run(runs: int, runtimes: list[str]) -> dict:
+    work = containers.public_dir("keeptime-criu-bench-")
+    daemon = RunningDaemon(tempfile.mkdtemp(prefix="keeptimed-bench-")).start()
+    try:
+        ticker = containers.build_ticker(work)
+        config = os.path.join(work, "criu-hook.toml")
+        with open(config, "w") as f:
+            f.write('policy = "suspend"\n')
+        # CRIU (and runc, which starts it) passes its environment to the action script.
+        os.environ.update(KEEPTIME_SOCKET=daemon.socket, KEEPTIME_CRIU_HOOK_CONFIG=config,
+                          KEEPTIME_CLI=os.path.join(os.path.dirname(sys.executable), "keeptime"))
+        python_hook = containers.write_script(os.path.join(work, "python-hook.sh"), (
+            f"#!/bin/sh\nexec '{os.path.join(os.path.dirname(sys.executable), 'keeptime')}' criu-hook\n"))
+        scripts = {"none": None, "keeptime-criu-hook": hook_program(), "python hook": python_hook}
+        results = {"runs": runs, "runtimes": {}}
+        for runtime in runtimes:
+            samples = {name: [] for name in scripts}
+            for i in range(runs):
+                for name, script in scripts.items():   # interleaved: drift hits every variant alike
+                    m = containers.measure(ticker, os.path.join(work, f"{runtime}-{i}-{len(samples[name])}-"
+                                                                      f"{name.replace(' ', '-')}"),
+                                           runtime, script)
+                    samples[name].append((m.dump_s * 1e3, m.restore_s * 1e3, m.monotonic_step_ms))
+            results["runtimes"][runtime] = {
+                name: {"dump_ms": median_ms([s[0] for s in values]),
+                       "restore_ms": median_ms([s[1] for s in values]),
+                       "step_ms": median_ms([s[2] for s in values])}
+                for name, values in samples.items()}
+        env = {"PATH": "/usr/bin:/bin", "CRTOOLS_SCRIPT_ACTION": "pre-resume"}
+        results["step_start_ms"] = {
+            "keeptime-criu-hook, a step it does not use": start_cost_ms([scripts["keeptime-criu-hook"]], env),
+            "sh -c 'exit 0'": start_cost_ms(["/bin/sh", "-c", "exit 0"], env),
+            "python3 -c pass": start_cost_ms(["/usr/bin/python3", "-c", "pass"], env, runs=50),
+        }
+        return results
+    finally:
+        daemon.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def verdicts(results: dict) -> list[tuple[str, str, str, bool]]:
+    """(target, goal, measured, met) rows."""
+    rows = []
+    for runtime, variants in results["runtimes"].items():
+        base, hook = variants["none"], variants["keeptime-criu-hook"]
+        for what in ("dump", "restore"):
+            ratio = hook[f"{what}_ms"] / base[f"{what}_ms"]
+            rows.append((f"{runtime} {what} with the hook vs without", f"≤ {TARGET_RATIO}×",
+                         f"{ratio:.2f}× ({hook[f'{what}_ms']:.0f} vs {base[f'{what}_ms']:.0f} ms)",
+                         ratio <= TARGET_RATIO))
+        extra = hook["step_ms"] - base["step_ms"]
+        rows.append((f"{runtime} restored MONOTONIC step, hook vs none", f"≤ +{TARGET_STEP_MS:.0f} ms",
+                     f"{extra:+.1f} ms ({hook['step_ms']:.1f} vs {base['step_ms']:.1f} ms)",
+                     extra <= TARGET_STEP_MS))
+    return rows
+
+
+def markdown(results: dict) -> str:
+    """The CRIU section of docs/benchmarks.md."""
+    out = ["## CRIU with keeptime's hook", "",
+           f"One static ticker process, dumped and restored {results['runs']} times per variant, variants "
+           "interleaved; medians. *python hook* is `keeptime criu-hook` behind a shell script, what the "
+           "action script was before the native hook. Policy suspend, a private keeptimed.", ""]
+    for runtime, variants in results["runtimes"].items():
+        out += [f"| {runtime} | dump ms | restore ms | MONOTONIC step ms |", "|---|---:|---:|---:|"]
+        out += [f"| {name} | {v['dump_ms']:.1f} | {v['restore_ms']:.1f} | {v['step_ms']:.1f} |"
+                for name, v in variants.items()]
+        out.append("")
+    out += ["| one CRIU step's start | median ms |", "|---|---:|"]
+    out += [f"| {name} | {ms:.2f} |" for name, ms in results["step_start_ms"].items()]
+    out += ["", "| target | goal | measured | |", "|---|---|---|---|"]
+    out += [f"| {t} | {g} | {m} | {'met' if ok else 'MISSED'} |" for t, g, m, ok in verdicts(results)]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10, help="dumps and restores per variant (default 10)")
+    parser.add_argument("--json-out", help="write the results as JSON here")
+    args = parser.parse_args()
+    reason = containers.criu_skip_reason()
+    if reason:
+        raise SystemExit(f"cannot benchmark CRIU here: {reason}")
+    runtimes = ["criu"] + ([] if containers.runc_skip_reason() else ["runc"])
+    results = run(args.runs, runtimes)
+    print(markdown(results))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
