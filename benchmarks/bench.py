@@ -28,6 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+import criu_bench  # noqa: E402  (benchmarks/criu_bench.py: CRIU with and without keeptime's hook)
+from helpers import containers  # noqa: E402
 from helpers.daemon import RunningDaemon  # noqa: E402  (tests/helpers, shared with the test suite)
 from helpers.procstat import rss_kb  # noqa: E402
 from keeptime import Client  # noqa: E402
@@ -302,6 +304,10 @@ def run(args) -> dict:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(store_dir, ignore_errors=True)
     results["verdicts"] = verdicts(results)
+    results["criu_skipped"] = containers.criu_skip_reason() if args.criu_runs else "--criu-runs 0"
+    if not results["criu_skipped"]:
+        runtimes = ["criu"] + ([] if containers.runc_skip_reason() else ["runc"])
+        results["criu"] = criu_bench.run(args.criu_runs, runtimes)
     return results
 
 
@@ -444,6 +450,8 @@ def main() -> int:
     parser.add_argument("--checkpoints", type=int, default=None, help="checkpoints per tree size (default 200)")
     parser.add_argument("--seconds", type=float, default=None, help="per throughput point (default 3)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--criu-runs", type=int, default=None,
+                        help="dumps and restores per CRIU variant (default 10; 0 skips the CRIU section)")
     parser.add_argument("--json-out", default=None, help="write the results as JSON here")
     parser.add_argument("--markdown-out", default=None, help="write the table as Markdown here (docs/benchmarks.md)")
     parser.add_argument("--from-json", default=None, help="do not measure: render the results of an earlier --json-out")
@@ -453,6 +461,7 @@ def main() -> int:
     args.jumps = args.jumps or (20 if quick else 1000)
     args.checkpoints = args.checkpoints or (8 if quick else 200)
     args.seconds = args.seconds or (0.5 if quick else 3.0)
+    args.criu_runs = (2 if quick else 10) if args.criu_runs is None else args.criu_runs
     if args.from_json:
         with open(args.from_json) as f:
             results = json.load(f)
@@ -462,6 +471,10 @@ def main() -> int:
     else:
         results = run(args)
     text = table(results)
+    if "criu" in results:
+        text += "\n" + criu_bench.markdown(results["criu"])
+    else:
+        text += f"\nCRIU section not measured: {results.get('criu_skipped') or 'an older run'}.\n"
     print(text)
     if args.json_out:
         with open(args.json_out, "w") as f:

@@ -102,9 +102,12 @@ def print_restores(events) -> None:
         return
     print(f"{'#':>5}  {'RECORD':<32}  {'PID':>7}  {'POLICY':<8}  {'STAGE':<13}  {'VERIFIED (UTC)':<29}  VERDICT")
     for e in events:
-        verdict = "ok" if e.ok else "REGRESSED"
-        print(f"{e.id:>5}  {e.record_id:<32}  {e.pid:>7}  {policy_name(e.policy):<8}  {e.stage[:13]:<13}  "
+        verdict = "ok" if e.ok else VERDICTS.get(e.verdict, "REGRESSED")
+        print(f"{e.id:>5}  {e.record_id or '-':<32}  {e.pid:>7}  {policy_name(e.policy):<8}  {e.stage[:13]:<13}  "
               f"{_when(e.realtime_ns):<29}  {verdict}: {e.message}")
+
+
+VERDICTS = {pb.VERDICT_REGRESSED: "REGRESSED", pb.VERDICT_UNVERIFIED: "UNVERIFIED"}
 
 
 def print_clocks(c: pb.ClocksResponse) -> None:
