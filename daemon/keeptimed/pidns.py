@@ -122,10 +122,6 @@ class View:
         self.namespace = namespace
         self.same = (namespace.dev, namespace.inode) == (keeptimed.dev, keeptimed.inode)
 
-    def where(self) -> str:
-        """How messages name the namespace a pid was looked up in."""
-        return "" if self.same else " in the caller's pid namespace"
-
     def resolve(self, pid: int) -> Target:
         """The process the caller calls pid; NotFound when its namespace has none."""
         return Target(pid, self.to_host(pid))

@@ -372,9 +372,11 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     @rpc
     def GetInfo(self, request, context):
         a = self.about
+        # keeptimed is never inside a caller's other pid namespace: its pid there is 0.
+        own_pid = os.getpid() if current_caller().pidns == self.access.own_pidns else 0
         return pb.GetInfoResponse(
             version=__version__,
-            pid=os.getpid(),
+            pid=own_pid,
             started_realtime_ns=a.started_realtime_ns,
             kernel_release=os.uname().release,
             time_namespaces=procfs.has_time_namespaces(),
