@@ -99,11 +99,12 @@ def checkpoint(target: Target, host: HostClock, labels: Optional[dict[str, str]]
 
     shown: dict[int, int] = {}  # keeptimed's pid -> the view's
 
-    def shown_pid(member: int) -> int:
-        """The view's pid of member (0: outside the view's namespace, or gone)."""
+    def shown_pid(member: int, descendant: bool = False) -> int:
+        """The view's pid of member (0: outside the view's namespace, or gone).
+        A descendant of the root is in the root's pid namespace or below."""
         if member not in shown:
             try:
-                shown[member] = view.to_caller(member) if view else member
+                shown[member] = view.to_caller(member, inside=descendant) if view else member
             except ProcessLookupError:
                 return 0
         return shown[member]
@@ -127,8 +128,8 @@ def checkpoint(target: Target, host: HostClock, labels: Optional[dict[str, str]]
         if member == target.host_pid and shown_pid(member) != pid:
             # Exited after the caller's pid was looked up; another process took keeptimed's pid.
             raise NotFound(f"pid {pid} exited during the checkpoint")
-        if not shown_pid(member):
-            continue  # exited meanwhile (a descendant is never outside the root's namespace)
+        if not shown_pid(member, descendant=True):
+            continue  # exited meanwhile
         processes.append(
             pb.ProcessInfo(
                 pid=shown_pid(member), ppid=shown_pid(stat.ppid), start_time_ticks=stat.start_time_ticks,

@@ -10,7 +10,9 @@ the same depth has its own pid 3), which the namespace's identity (device and
 inode of /proc/PID/ns/pid, walked up with NS_GET_PARENT) settles.
 
 A caller in keeptimed's own namespace (the common case) gets the identity
-View: no /proc reads at all.
+View: no /proc reads at all. For the others, finding keeptimed's pid for one
+of theirs scans /proc; what a scan found is remembered and checked again
+before it is used (one /proc read), so asking again about a pid is cheap.
 """
 import errno
 import fcntl
@@ -18,6 +20,8 @@ import os
 import signal
 import socket
 import struct
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -26,6 +30,10 @@ from .errors import NotFound
 PROC = "/proc"
 SO_PEERPIDFD = 77          # Linux >= 6.5: a pidfd of the peer, fixed at connect time
 NS_GET_PARENT = 0xB702     # _IO(0xb7, 0x2)
+REMEMBERED = 4096          # (namespace, pid) -> keeptimed's pid, last found
+
+_found: "OrderedDict[tuple[int, int, int], int]" = OrderedDict()
+_found_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -51,10 +59,19 @@ def own() -> PidNamespace:
 def nspids(status: str) -> list[int]:
     """The NSpid line of a /proc/PID/status text: the process's pid in
     keeptimed's namespace, then in each namespace below, down to its own."""
-    for line in status.splitlines():
-        if line.startswith("NSpid:"):
-            return [int(value) for value in line.split()[1:]]
-    raise ValueError("no NSpid line in /proc/PID/status (Linux < 4.1?)")
+    start = status.find("\nNSpid:")
+    if start < 0:
+        raise ValueError("no NSpid line in /proc/PID/status (Linux < 4.1?)")
+    end = status.find("\n", start + 1)
+    return [int(value) for value in status[start + len("\nNSpid:"):end if end > 0 else None].split()]
+
+
+def _read_status(path: str, dir_fd: Optional[int] = None) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return os.read(fd, 16384).decode("ascii", "replace")
+    finally:
+        os.close(fd)
 
 
 def of_peer(sock: socket.socket, pid: int, keeptimed: PidNamespace) -> Optional[PidNamespace]:
@@ -77,8 +94,7 @@ def of_peer(sock: socket.socket, pid: int, keeptimed: PidNamespace) -> Optional[
         if _identity(st) == (keeptimed.dev, keeptimed.inode):
             namespace = keeptimed
         else:
-            with open(f"{PROC}/{pid}/status", encoding="ascii", errors="replace") as f:
-                namespace = PidNamespace(st.st_dev, st.st_ino, len(nspids(f.read())) - 1)
+            namespace = PidNamespace(st.st_dev, st.st_ino, len(nspids(_read_status(f"{PROC}/{pid}/status"))) - 1)
         return namespace if _alive(pidfd) else None
     except (OSError, ValueError):
         return None
@@ -126,12 +142,20 @@ class View:
         """The process the caller calls pid; NotFound when its namespace has none."""
         return Target(pid, self.to_host(pid))
 
-    def to_caller(self, host_pid: int) -> int:
+    def to_caller(self, host_pid: int, inside: bool = False) -> int:
         """The caller's pid for keeptimed's host_pid; 0 when the process is
-        outside the caller's namespace. ProcessLookupError when it is gone."""
+        outside the caller's namespace. ProcessLookupError when it is gone.
+
+        inside: the process is known to be in the caller's namespace or one
+        below it, as every descendant of a process that is (a child is born
+        in its parent's pid namespace or one below), so only its NSpid is read.
+        """
         if self.same:
             return host_pid
         try:
+            if inside:
+                pids = nspids(_read_status(f"{PROC}/{host_pid}/status"))
+                return pids[self.namespace.level] if len(pids) > self.namespace.level else 0
             dirfd = os.open(f"{PROC}/{host_pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except (FileNotFoundError, ProcessLookupError):
             raise ProcessLookupError(errno.ESRCH, f"no process with pid {host_pid}") from None
@@ -144,13 +168,19 @@ class View:
 
     def to_host(self, pid: int) -> int:
         """keeptimed's pid for the caller's pid; NotFound when the caller's
-        namespace has no such process. Scans /proc: only callers in another
-        namespace pay for it."""
+        namespace has no such process. Scans /proc unless an earlier answer
+        still holds: only callers in another namespace pay for it."""
         if self.same:
             return pid   # looked up by whoever uses it, as always
+        key = (self.namespace.dev, self.namespace.inode, pid)
+        with _found_lock:
+            host_pid = _found.get(key)
+        if host_pid is not None and self._is(host_pid, pid):
+            return host_pid
         for host_pid, dirfd in _processes():
             try:
                 if self._pid_in(dirfd, wanted=pid) == pid:
+                    self.remember(pid, host_pid)
                     return host_pid
             except (OSError, ValueError):
                 continue   # exited meanwhile, or not ours to read
@@ -158,16 +188,29 @@ class View:
                 os.close(dirfd)
         raise NotFound(f"no process with pid {pid} in the caller's pid namespace")
 
+    def remember(self, pid: int, host_pid: int) -> None:
+        """Note that the caller's pid is keeptimed's host_pid (checked again before use)."""
+        if self.same:
+            return
+        with _found_lock:
+            _found[(self.namespace.dev, self.namespace.inode, pid)] = host_pid
+            _found.move_to_end((self.namespace.dev, self.namespace.inode, pid))
+            while len(_found) > REMEMBERED:
+                _found.popitem(last=False)
+
+    def _is(self, host_pid: int, pid: int) -> bool:
+        """Whether keeptimed's host_pid is the caller's pid (a pid names one
+        process of a namespace at a time, so this is exact)."""
+        try:
+            return self.to_caller(host_pid) == pid
+        except (OSError, ValueError):
+            return False
+
     def _pid_in(self, dirfd: int, wanted: Optional[int] = None) -> int:
         """The caller's pid of the process whose /proc directory is dirfd (0:
         outside its namespace). With wanted, 0 early for any other pid, before
         the namespace is looked at."""
-        fd = os.open("status", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
-        try:
-            status = os.read(fd, 16384).decode("ascii", "replace")
-        finally:
-            os.close(fd)
-        pids = nspids(status)
+        pids = nspids(_read_status("status", dir_fd=dirfd))
         level = self.namespace.level
         if len(pids) <= level or (wanted is not None and pids[level] != wanted):
             return 0

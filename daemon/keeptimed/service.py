@@ -208,6 +208,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         # Read before the reaper may reap it: until then even an exited child keeps its pids.
         pid = view.to_caller(host_pid)
         self.children.adopt(host_pid, current_caller().owner_uid, None if view.same else (view.namespace, pid))
+        view.remember(pid, host_pid)
         return pid
 
     def _check_restored_clocks(self, plan: RestorePlan, spawned: native.Spawned, host_after_exec: Clocks) -> None:

@@ -255,11 +255,13 @@ def test_a_non_root_caller_in_its_own_pid_namespace(open_dir):
                       prefix=["unshare", "--pid", "--fork", "--mount-proc"])
     connector = _wait_for_child(proxy.process.pid)
     enter = ["nsenter", "--target", str(connector), "--pid", "--"]
-    sleepers = [subprocess.Popen(enter + ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                                          "sleep", "300"]),
-                subprocess.Popen(enter + ["sleep", "300"])]
+    sleepers, inside = [], []
     try:
-        nobodys, roots = (_wait_for_child(s.pid) for s in sleepers)
+        for argv in (["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "sleep", "300"],
+                     ["sleep", "300"]):   # one after the other: pids 2 and 3 in there
+            sleepers.append(subprocess.Popen(enter + argv))
+            inside.append(_wait_for_child(sleepers[-1].pid))
+        nobodys, roots = inside
         assert (_nspid(nobodys)[-1], _nspid(roots)[-1]) == (2, 3)
         out = os.path.join(open_dir, "restored.out")
         with Client(socket=proxy.path, timeout=30) as kt:
