@@ -103,8 +103,9 @@ class Access:
         if caller.pidns is None:
             raise FailedPrecondition(
                 f"keeptimed cannot tell the pid namespace of the calling process (SO_PEERCRED pid "
-                f"{caller.pid or 0}: it is not visible in keeptimed's pid namespace, or it exited), so the "
-                "pids of this call have no meaning; call from keeptimed's pid namespace or one below it"
+                f"{caller.pid or 0}: it is not visible in keeptimed's pid namespace, it exited, or reading its "
+                "/proc/PID/ns/pid needs CAP_SYS_PTRACE), so the pids of this call have no meaning; call from "
+                "keeptimed's pid namespace or one below it"
             )
         return pidns.View(caller.pidns, self.own_pidns)
 

@@ -76,12 +76,13 @@ def _read_status(path: str, dir_fd: Optional[int] = None) -> str:
 
 def of_peer(sock: socket.socket, pid: int, keeptimed: PidNamespace) -> Optional[PidNamespace]:
     """The pid namespace of the process that connected sock, whose SO_PEERCRED
-    pid is pid; None when it cannot be known (pid 0: invisible to keeptimed,
-    or the process is gone).
+    pid is pid; None when it cannot be known (pid 0: invisible to keeptimed;
+    the process is gone; or its namespace is not keeptimed's and keeptimed
+    may not read /proc/PID/ns/pid, which needs CAP_SYS_PTRACE).
 
     The pidfd (SO_PEERPIDFD, else pidfd_open(pid)) is checked to still name a
-    live process after /proc/PID/ns/pid was read: only then was that file the
-    caller's and not that of a process that reused its pid.
+    live process after /proc/PID was read: only then was it the caller's and
+    not that of a process that reused its pid.
     """
     if pid <= 0:
         return None
@@ -90,11 +91,14 @@ def of_peer(sock: socket.socket, pid: int, keeptimed: PidNamespace) -> Optional[
     except OSError:
         return None
     try:
-        st = os.stat(f"{PROC}/{pid}/ns/pid")
-        if _identity(st) == (keeptimed.dev, keeptimed.inode):
+        # NSpid starts in keeptimed's namespace (that of its /proc), so a single
+        # entry means the caller is in it; status needs no ptrace access.
+        levels = len(nspids(_read_status(f"{PROC}/{pid}/status")))
+        if levels == 1:
             namespace = keeptimed
         else:
-            namespace = PidNamespace(st.st_dev, st.st_ino, len(nspids(_read_status(f"{PROC}/{pid}/status"))) - 1)
+            st = os.stat(f"{PROC}/{pid}/ns/pid")
+            namespace = PidNamespace(st.st_dev, st.st_ino, levels - 1)
         return namespace if _alive(pidfd) else None
     except (OSError, ValueError):
         return None
