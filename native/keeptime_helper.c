@@ -24,6 +24,11 @@
  * Linux 6.2 the kernel refuses them while time_for_children differs from the
  * caller's namespace.
  *
+ * A request may carry a pid namespace: the program (or joined child) is then
+ * born in it (setns(CLONE_NEWPID) before the clone, and back to our own pid
+ * namespace right after, on every path), so that a caller in a container
+ * sees it. It stays keeptimed's child either way.
+ *
  * Reports: the helper sends the new pid and the offsets it wrote; any
  * failing process sends (step, errno); a successful exec closes the child's
  * copy of the report socket, so end-of-file means "done".
@@ -49,6 +54,9 @@
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
+#endif
+#ifndef CLONE_NEWPID
+#define CLONE_NEWPID 0x20000000
 #endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -464,8 +472,27 @@ static long spawn_joined(const struct request *r, int report_fd, int pidfd, stru
     _exit(0);
 }
 
-static void handle(int memfd, int report_fd, int pidfd, int own_ns_fd)
+/* The pidfd and pid namespace fd of a request: after the memfd and the
+ * report socket, a pidfd for joins and reads, then a pid namespace fd when
+ * asked for. -1 when the fds do not match the request. */
+static int request_fds(const struct kt_wire_request *h, const int *fds, int nfds, int *pidfd, int *pidns_fd)
 {
+    int next = 2;
+    *pidfd = *pidns_fd = -1;
+    if (h->mode == KT_MODE_JOIN_TIMENS || h->mode == KT_MODE_READ_OFFSETS)
+        *pidfd = next < nfds ? fds[next++] : -1;
+    if (h->enter_pidns)
+        *pidns_fd = next < nfds ? fds[next++] : -1;
+    if (next != nfds || (h->mode != KT_MODE_NEW_TIMENS && *pidfd < 0) || (h->enter_pidns && *pidns_fd < 0))
+        return -1;
+    return 0;
+}
+
+/* Runs one request. Returns -1 when the helper could not return to its own
+ * pid namespace: it must then serve no other request. */
+static int handle(const int *fds, int nfds, int own_ns_fd, int own_pidns_fd)
+{
+    int memfd = fds[0], report_fd = fds[1], pidfd, pidns_fd;
     struct request r;
     char *buffer = NULL;
     memset(&r, 0, sizeof(r));
@@ -474,14 +501,21 @@ static void handle(int memfd, int report_fd, int pidfd, int own_ns_fd)
     report.kind = KT_MSG_SPAWNED;
 
     long pid = -1;
-    if (read_request(memfd, &r, &buffer) != 0)
+    int lost = 0;
+    if (read_request(memfd, &r, &buffer) != 0 || request_fds(&r.h, fds, nfds, &pidfd, &pidns_fd) != 0 ||
+        (r.h.mode != KT_MODE_NEW_TIMENS && r.h.mode != KT_MODE_JOIN_TIMENS && r.h.mode != KT_MODE_READ_OFFSETS))
         send_failure(report_fd, KT_STEP_REQUEST, EINVAL);
-    else if (r.h.mode == KT_MODE_NEW_TIMENS)
-        pid = spawn_in_new_timens(&r, report_fd, own_ns_fd, &report);
-    else if ((r.h.mode == KT_MODE_JOIN_TIMENS || r.h.mode == KT_MODE_READ_OFFSETS) && pidfd >= 0)
-        pid = spawn_joined(&r, report_fd, pidfd, &report);
-    else
-        send_failure(report_fd, KT_STEP_REQUEST, EINVAL);
+    else if (pidns_fd >= 0 && setns(pidns_fd, CLONE_NEWPID) != 0)
+        send_failure(report_fd, KT_STEP_SETNS_PID, errno);
+    else {
+        /* pid_ns_for_children is now the requested one: only the clone below sees it. */
+        if (r.h.mode == KT_MODE_NEW_TIMENS)
+            pid = spawn_in_new_timens(&r, report_fd, own_ns_fd, &report);
+        else
+            pid = spawn_joined(&r, report_fd, pidfd, &report);
+        if (pidns_fd >= 0 && setns(own_pidns_fd, CLONE_NEWPID) != 0)
+            lost = -1;
+    }
     if (pid > 0) {
         report.pid = (int32_t)pid;
         send_msg(report_fd, &report);
@@ -490,6 +524,7 @@ static void handle(int memfd, int report_fd, int pidfd, int own_ns_fd)
     free(r.argv);
     free(r.env);
     free(buffer);
+    return lost;
 }
 
 /* Every signal to its default disposition, including the two the C library
@@ -520,7 +555,8 @@ int main(void)
     syscall(SYS_close_range, CONTROL_FD + 1, ~0U, 0);
     fcntl(CONTROL_FD, F_SETFD, FD_CLOEXEC);
     int own_ns_fd = open("/proc/self/ns/time", O_RDONLY | O_CLOEXEC);
-    if (own_ns_fd < 0)
+    int own_pidns_fd = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+    if (own_ns_fd < 0 || own_pidns_fd < 0)
         return 1;
 
     for (;;) {
@@ -528,7 +564,7 @@ int main(void)
         struct iovec iov = { &byte, 1 };
         union {
             struct cmsghdr align;
-            char buf[CMSG_SPACE(3 * sizeof(int))];
+            char buf[CMSG_SPACE(4 * sizeof(int))];
         } control;
         struct msghdr msg;
         memset(&msg, 0, sizeof(msg));
@@ -542,18 +578,21 @@ int main(void)
         if (n <= 0)
             return 0;   /* keeptimed closed the socket: we are done */
 
-        int fds[3] = { -1, -1, -1 }, nfds = 0;
+        int fds[4] = { -1, -1, -1, -1 }, nfds = 0;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
             if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
                 nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-                memcpy(fds, CMSG_DATA(c), sizeof(int) * (size_t)(nfds > 3 ? 3 : nfds));
+                memcpy(fds, CMSG_DATA(c), sizeof(int) * (size_t)(nfds > 4 ? 4 : nfds));
             }
         }
-        if (nfds >= 2 && !(msg.msg_flags & MSG_CTRUNC))
-            handle(fds[0], fds[1], nfds >= 3 ? fds[2] : -1, own_ns_fd);
-        for (int i = 0; i < 3; i++) {
+        int lost = 0;
+        if (nfds >= 2 && nfds <= 4 && !(msg.msg_flags & MSG_CTRUNC))
+            lost = handle(fds, nfds, own_ns_fd, own_pidns_fd);
+        for (int i = 0; i < 4; i++) {
             if (fds[i] >= 0)
                 close(fds[i]);
         }
+        if (lost)
+            return 1;   /* keeptimed starts another helper for the next request */
     }
 }

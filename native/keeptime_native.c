@@ -76,6 +76,7 @@ static int encode_request(const struct kt_spawn_request *req, int mode)
     h.n_groups = req->set_ids ? req->n_groups : 0;
     h.no_new_privs = req->no_new_privs;
     h.umask = req->umask;
+    h.enter_pidns = req->enter_pidns ? 1 : 0;
     h.n_paths = count(req->exec_paths);
     h.n_argv = count(req->argv);
     h.n_env = count(req->envp);
@@ -108,19 +109,24 @@ static int encode_request(const struct kt_spawn_request *req, int mode)
     return fd;
 }
 
-/* Send one request to the helper; returns our end of its report socket. */
-static int send_request(int helper_fd, int memfd, int pidfd)
+/* Send one request to the helper (pidfd, pidns_fd: -1 for none); returns our
+ * end of its report socket. */
+static int send_request(int helper_fd, int memfd, int pidfd, int pidns_fd)
 {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
         return -1;
-    int fds[3] = { memfd, pair[1], pidfd };
-    int nfds = pidfd >= 0 ? 3 : 2;
+    int fds[4] = { memfd, pair[1] };
+    int nfds = 2;
+    if (pidfd >= 0)
+        fds[nfds++] = pidfd;
+    if (pidns_fd >= 0)
+        fds[nfds++] = pidns_fd;
     char byte = 'R';
     struct iovec iov = { &byte, 1 };
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(3 * sizeof(int))];
+        char buf[CMSG_SPACE(4 * sizeof(int))];
     } control;
     memset(&control, 0, sizeof(control));
     struct msghdr msg;
@@ -161,7 +167,8 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
 {
     memset(res, 0, sizeof(*res));
     int memfd = encode_request(req, mode);
-    int report_fd = memfd < 0 ? -1 : send_request(helper_fd, memfd, pidfd);
+    int pidns_fd = req->enter_pidns ? req->pidns_fd : -1;
+    int report_fd = memfd < 0 ? -1 : send_request(helper_fd, memfd, pidfd, pidns_fd);
     if (report_fd < 0) {
         res->failed_step = KT_STEP_CHANNEL;
         res->error = errno;

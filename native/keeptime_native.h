@@ -42,6 +42,7 @@
 #define KT_STEP_REPORT 19   /* reading the report failed */
 #define KT_STEP_READ_OFFSETS 20
 #define KT_STEP_REQUEST 21  /* keeptime-helper could not read the request */
+#define KT_STEP_SETNS_PID 22
 
 struct kt_spawn_request {
     int mode;
@@ -65,6 +66,8 @@ struct kt_spawn_request {
     const char *stdin_path;         /* NULL: inherit */
     const char *stdout_path;
     const char *stderr_path;
+    int enter_pidns;                /* 0: the process is born in the caller's pid namespace; */
+    int pidns_fd;                   /*   1: in pidns_fd's (an open /proc/PID/ns/pid) */
 };
 
 struct kt_spawn_result {

@@ -1,8 +1,9 @@
 /*
  * The wire between keeptimed's native module and keeptime-helper: one
  * request per SOCK_SEQPACKET message on the control socket (a single byte,
- * with the request memfd, the report socket and, for joins, a pidfd passed
- * as SCM_RIGHTS), and fixed-size reports on the per-request report socket.
+ * with the request memfd, the report socket, for joins a pidfd and, when
+ * enter_pidns is set, a pid namespace fd last, passed as SCM_RIGHTS), and
+ * fixed-size reports on the per-request report socket.
  * Both ends are built from this one header.
  */
 #ifndef KT_WIRE_H
@@ -10,7 +11,7 @@
 
 #include <stdint.h>
 
-#define KT_WIRE_MAGIC 0x3152544bu          /* "KTR1" */
+#define KT_WIRE_MAGIC 0x3252544bu          /* "KTR2" */
 #define KT_MODE_READ_OFFSETS 3           /* internal: read a namespace's offsets */
 #define KT_MAX_REQUEST_BYTES (64u << 20)
 
@@ -38,6 +39,7 @@ struct kt_wire_request {
     int32_t has_stdin;
     int32_t has_stdout;
     int32_t has_stderr;
+    int32_t enter_pidns;          /* create the process in the passed pid namespace */
     uint64_t strings_len;
 };
 

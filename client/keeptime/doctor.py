@@ -104,9 +104,14 @@ def check_daemon(client: Client) -> tuple[Check, Optional[pb.GetInfoResponse]]:
     except errors.KeeptimeError as exc:
         return Check("daemon", FAIL, f"keeptimed does not answer: {exc.message}"), None
     if health != "SERVING":
-        return Check("daemon", FAIL, f"keeptimed {info.version} (pid {info.pid}) is {health}"), info
-    return Check("daemon", OK, f"keeptimed {info.version} (pid {info.pid}) is SERVING, "
+        return Check("daemon", FAIL, f"keeptimed {info.version} ({_where(info)}) is {health}"), info
+    return Check("daemon", OK, f"keeptimed {info.version} ({_where(info)}) is SERVING, "
                                f"{info.record_count} record(s), {info.children_running} running child(ren)"), info
+
+
+def _where(info: pb.GetInfoResponse) -> str:
+    """keeptimed's pid, which is 0 when it runs outside the caller's pid namespace."""
+    return f"pid {info.pid}" if info.pid else "outside this pid namespace"
 
 
 def check_privileges(info: pb.GetInfoResponse) -> Check:

@@ -124,7 +124,8 @@ def print_info(info: pb.GetInfoResponse) -> None:
     abi = pb.OffsetAbi.Name(info.offset_abi).removeprefix("OFFSET_ABI_").lower()
     limit = "unknown" if info.max_time_namespaces < 0 else str(info.max_time_namespaces)
     rows = [
-        ("version", f"keeptimed {info.version}, pid {info.pid}, started {_when(info.started_realtime_ns)}"),
+        ("version", f"keeptimed {info.version}, {f'pid {info.pid}' if info.pid else 'outside this pid namespace'}, "
+                    f"started {_when(info.started_realtime_ns)}"),
         ("kernel", f"{info.kernel_release}, time namespaces {'yes' if info.time_namespaces else 'NO'}, "
                    f"limit {limit} per user namespace"),
         ("clone3 offsets", abi),

@@ -10,15 +10,19 @@ The policy:
     restore or exec only as itself: the program runs with the caller's
     uid, gid and groups and with no_new_privs, so keeptime grants it nothing
     but the new time namespace.
+Every pid a call takes or returns is one of the caller's pid namespace
+(keeptimed's own for TLS clients): see pids().
 """
 import contextvars
 import os
 import pwd
 from dataclasses import dataclass, replace
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
-from .errors import NotFound, PermissionDenied
+from . import pidns
+from .errors import FailedPrecondition, NotFound, PermissionDenied
 from .native import ExecSpec
+from .pidns import PidNamespace
 from .relay import CallerRelay
 
 # The RPCs an unprivileged caller may make (each then checks ownership).
@@ -39,6 +43,7 @@ class Caller:
     uid: Optional[int] = None
     gid: Optional[int] = None
     name: str = ""                  # unix: the program's name; tls: the client certificate's name
+    pidns: Optional[PidNamespace] = None   # whose pids it names; None: unknown
 
     @property
     def privileged(self) -> bool:
@@ -72,6 +77,7 @@ class Access:
     def __init__(self, relay: Optional[CallerRelay], allowed_names: Iterable[str] = ()):
         self.relay = relay
         self.allowed_names = frozenset(allowed_names)
+        self.own_pidns = pidns.own()
 
     def identify(self, context) -> Caller:
         """The caller of this call; PermissionDenied for a connection of unknown origin."""
@@ -87,13 +93,26 @@ class Access:
                      for n in auth.get(key, [])]
             if self.allowed_names and not self.allowed_names.intersection(names):
                 raise PermissionDenied(f"client certificate {names or '(no name)'} is not in the allow-list")
-            return Caller("tls", name=names[0] if names else "")
-        return Caller("tcp-insecure", name=peer)
+            return Caller("tls", name=names[0] if names else "", pidns=self.own_pidns)
+        return Caller("tcp-insecure", name=peer, pidns=self.own_pidns)
+
+    def pids(self, caller: Caller) -> pidns.View:
+        """How the caller's pids map to keeptimed's; FailedPrecondition when
+        keeptimed cannot tell which pid namespace the caller is in."""
+        if caller.pidns is None:
+            raise FailedPrecondition(
+                f"keeptimed cannot tell the pid namespace of the calling process (SO_PEERCRED pid "
+                f"{caller.pid or 0}: it is not visible in keeptimed's pid namespace, it exited, or reading its "
+                "/proc/PID/ns/pid needs CAP_SYS_PTRACE), so the pids of this call have no meaning; call from "
+                "keeptimed's pid namespace or one below it"
+            )
+        return pidns.View(caller.pidns, self.own_pidns)
 
     @staticmethod
     def caller_of(credentials) -> Caller:
         """The caller behind a unix connection with these peer credentials."""
-        return Caller("unix", credentials.pid, credentials.uid, credentials.gid, credentials.program)
+        return Caller("unix", credentials.pid, credentials.uid, credentials.gid, credentials.program,
+                      credentials.pidns)
 
     @staticmethod
     def check_rpc(caller: Caller, rpc_name: str) -> None:
@@ -101,12 +120,14 @@ class Access:
             raise PermissionDenied(f"{rpc_name} needs root")
 
     @staticmethod
-    def check_owns(caller: Caller, pids: Iterable[int]) -> None:
-        """Every pid must run entirely as the caller (real, effective, saved and fs uid)."""
+    def check_owns(caller: Caller, pids: Mapping[int, int]) -> None:
+        """Every process must run entirely as the caller (real, effective,
+        saved and fs uid). pids maps keeptimed's pid of each process to the
+        pid the caller knows it by (for the message)."""
         if caller.privileged:
             return
-        for pid in pids:
-            uids = _uids_of(pid)
+        for host_pid, pid in pids.items():
+            uids = _uids_of(host_pid, pid)
             if any(uid != caller.uid for uid in uids):
                 raise PermissionDenied(f"pid {pid} does not belong to uid {caller.uid}")
 
@@ -127,9 +148,9 @@ class Access:
                        no_new_privs=True)
 
 
-def _uids_of(pid: int) -> list[int]:
+def _uids_of(host_pid: int, pid: int) -> list[int]:
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        with open(f"/proc/{host_pid}/status", encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("Uid:"):
                     return [int(value) for value in line.split()[1:5]]

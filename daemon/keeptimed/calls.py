@@ -31,15 +31,19 @@ def note(**fields) -> None:
 
 def caller_fields(caller: Optional[Caller], context) -> dict:
     """Who is calling, for the log: on the unix socket the pid, uid and gid
-    the kernel reported at connect time (SO_PEERCRED, through the relay) and
-    that process's name then; over TCP the transport and the certificate's
+    the kernel reported at connect time (SO_PEERCRED, through the relay),
+    that process's name then and, when it is in another pid namespace than
+    keeptimed, that namespace's inode; over TCP the transport and the certificate's
     name; the bare peer address of a call refused before it was identified."""
     if caller is None:
         return {"peer": context.peer()}
     if caller.transport != "unix":
         return {"transport": caller.transport, "caller": caller.name or "-"}
-    return {"caller": caller.name or "?", "caller_pid": caller.pid, "caller_uid": caller.uid,
-            "caller_gid": caller.gid}
+    fields = {"caller": caller.name or "?", "caller_pid": caller.pid, "caller_uid": caller.uid,
+              "caller_gid": caller.gid}
+    if caller.pidns is not None and caller.pidns.level:   # the call's pids are that namespace's
+        fields["caller_pidns"] = caller.pidns.inode
+    return fields
 
 
 def request_fields(request) -> dict:

@@ -2,8 +2,12 @@
 
 The tree is walked first and the clocks are read last, in one burst, so the
 recorded values are as late as anything in the tree could have read.
+
+/proc is read with keeptimed's pids; the record holds the pids the caller's
+pid namespace gives the same processes (pidns.View), read during the walk.
 """
 from collections import deque
+from dataclasses import dataclass
 from typing import Optional
 
 import psutil
@@ -11,9 +15,10 @@ import psutil
 from keeptime.recordfile import new_record_id
 from keeptime.v1 import keeptime_pb2 as pb
 
-from . import procfs, timens
+from . import pidns, procfs, timens
 from .errors import InvalidArgument, NotFound
 from .hostclock import HostClock
+from .pidns import Target
 from .policies import Clocks
 from .wire import clock_values, offsets as wire_offsets
 
@@ -57,11 +62,12 @@ def _tree_by_scan(root: int) -> list[tuple[int, int]]:
     return pairs[: MAX_TREE_SIZE + 1]
 
 
-def _validate_pid(pid: int) -> procfs.ProcStat:
+def _validate_pid(target: Target) -> procfs.ProcStat:
+    pid = target.pid
     if pid <= 0:
         raise InvalidArgument(f"pid must be a positive integer, got {pid}")
     try:
-        stat = procfs.read_stat(pid)
+        stat = procfs.read_stat(target.host_pid)
     except ProcessLookupError:
         raise NotFound(f"no process with pid {pid}") from None
     if stat.is_kernel_thread:
@@ -71,16 +77,41 @@ def _validate_pid(pid: int) -> procfs.ProcStat:
     return stat
 
 
-def checkpoint(pid: int, host: HostClock, labels: Optional[dict[str, str]] = None) -> pb.Record:
-    """Record the clocks of the process tree rooted at pid."""
-    root_stat = _validate_pid(pid)
+@dataclass(frozen=True)
+class Tree:
+    """A checkpointed tree: the record, with the view's pids, and keeptimed's
+    pids of record.processes in the same order (for access checks)."""
+
+    record: pb.Record
+    host_pids: list[int]
+
+
+def checkpoint(target: Target, host: HostClock, labels: Optional[dict[str, str]] = None,
+               view: Optional[pidns.View] = None) -> Tree:
+    """Record the clocks of the process tree rooted at target, with pids as
+    view shows them (keeptimed's own when None)."""
+    pid = target.pid
+    root_stat = _validate_pid(target)
     try:
-        pairs = _tree(pid)
+        pairs = _tree(target.host_pid)
     except ProcessLookupError:
         raise NotFound(f"pid {pid} exited during the checkpoint") from None
 
+    shown: dict[int, int] = {}  # keeptimed's pid -> the view's
+
+    def shown_pid(member: int, descendant: bool = False) -> int:
+        """The view's pid of member (0: outside the view's namespace, or gone).
+        A descendant of the root is in the root's pid namespace or below."""
+        if member not in shown:
+            try:
+                shown[member] = view.to_caller(member, inside=descendant) if view else member
+            except ProcessLookupError:
+                return 0
+        return shown[member]
+
     processes: list[pb.ProcessInfo] = []
-    members: dict[int, list[int]] = {}  # namespace inode -> pids
+    host_pids: list[int] = []
+    members: dict[int, list[int]] = {}  # namespace inode -> keeptimed's pids
     for member, parent in pairs:
         try:
             stat = procfs.read_stat(member)
@@ -91,15 +122,21 @@ def checkpoint(pid: int, host: HostClock, labels: Optional[dict[str, str]] = Non
             inode = procfs.timens_inode(member)
             uid = procfs.owner_uid(member)
         except ProcessLookupError:
-            if member == pid:
+            if member == target.host_pid:
                 raise NotFound(f"pid {pid} exited during the checkpoint") from None
             continue
+        if member == target.host_pid and shown_pid(member) != pid:
+            # Exited after the caller's pid was looked up; another process took keeptimed's pid.
+            raise NotFound(f"pid {pid} exited during the checkpoint")
+        if not shown_pid(member, descendant=True):
+            continue  # exited meanwhile
         processes.append(
             pb.ProcessInfo(
-                pid=member, ppid=stat.ppid, start_time_ticks=stat.start_time_ticks,
+                pid=shown_pid(member), ppid=shown_pid(stat.ppid), start_time_ticks=stat.start_time_ticks,
                 timens_inode=inode, comm=stat.comm, uid=uid,
             )
         )
+        host_pids.append(member)
         members.setdefault(inode, []).append(member)
 
     offsets = {inode: _namespace_offsets(inode, pids) for inode, pids in members.items()}
@@ -107,7 +144,7 @@ def checkpoint(pid: int, host: HostClock, labels: Optional[dict[str, str]] = Non
     if root_inode not in offsets or offsets[root_inode] is None:
         raise NotFound(f"pid {pid} exited during the checkpoint")
     try:
-        if procfs.read_stat(pid).start_time_ticks != root_stat.start_time_ticks:
+        if procfs.read_stat(target.host_pid).start_time_ticks != root_stat.start_time_ticks:
             raise ProcessLookupError(pid)
     except ProcessLookupError:
         raise NotFound(f"pid {pid} exited during the checkpoint") from None
@@ -134,10 +171,10 @@ def checkpoint(pid: int, host: HostClock, labels: Optional[dict[str, str]] = Non
                 inode=inode,
                 offsets=wire_offsets(offsets[inode]),
                 clocks=clock_values(now.clocks + offsets[inode]),
-                pids=pids,
+                pids=[shown[member] for member in pids],
             )
         )
-    return record
+    return Tree(record, host_pids)
 
 
 def _namespace_offsets(inode: int, pids: list[int]) -> Optional[Clocks]:
@@ -152,16 +189,16 @@ def _namespace_offsets(inode: int, pids: list[int]) -> Optional[Clocks]:
     return None
 
 
-def clocks_of(pid: int, host: HostClock) -> pb.ClocksResponse:
+def clocks_of(target: Target, host: HostClock) -> pb.ClocksResponse:
     """The clocks a live process sees now and its namespace's offsets."""
-    _validate_pid(pid)
+    _validate_pid(target)
     try:
-        ns = timens.namespace_of(pid)
+        ns = timens.namespace_of(target.host_pid)
     except (ProcessLookupError, FileNotFoundError):
-        raise NotFound(f"no process with pid {pid}") from None
+        raise NotFound(f"no process with pid {target.pid}") from None
     now = host.now()
     return pb.ClocksResponse(
-        pid=pid,
+        pid=target.pid,
         timens_inode=ns.inode,
         host_namespace=ns.inode == procfs.INITIAL_TIMENS_INODE,
         offsets=wire_offsets(ns.offsets),

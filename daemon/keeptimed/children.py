@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Hashable, Optional
 
 from .errors import NotFound, ResourceExhausted
 
@@ -41,15 +41,19 @@ class Children:
         self._running: dict[int, int] = {}  # pidfd -> pid
         self._exited: "OrderedDict[int, ExitStatus]" = OrderedDict()
         self._owners: dict[int, int] = {}    # pid -> uid it was started for
+        # (pid namespace, pid there) -> pid, for processes started in another pid namespace
+        self._aliases: dict[Hashable, int] = {}
+        self._alias_of: dict[int, Hashable] = {}
         self._keep = keep_statuses
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="keeptimed-reaper", daemon=True)
         self._thread.start()
 
-    def adopt(self, pid: int, owner_uid: int = 0) -> None:
+    def adopt(self, pid: int, owner_uid: int = 0, alias: Optional[Hashable] = None) -> None:
         """Start tracking pid, a child of this process that has not been reaped,
-        started on behalf of owner_uid.
+        started on behalf of owner_uid; alias is how the caller that started it
+        names it (its pid namespace and pid there) when that is not pid itself.
 
         A child that cannot be tracked (no descriptor left for its pidfd) is
         killed and reaped, so it is neither a zombie nor a process no one
@@ -65,6 +69,11 @@ class Children:
             self._running[pidfd] = pid
             self._exited.pop(pid, None)  # a reused pid: forget the older process
             self._owners[pid] = owner_uid
+            self._forget_alias(pid)
+            if alias is not None:
+                self._forget_alias(self._aliases.get(alias))   # a reused pid over there
+                self._aliases[alias] = pid
+                self._alias_of[pid] = alias
         self._epoll.register(pidfd, select.EPOLLIN)
 
     def alive(self) -> bool:
@@ -75,6 +84,16 @@ class Children:
         """The uid pid was started for, while its status is still known."""
         with self._cond:
             return self._owners.get(pid)
+
+    def started_as(self, alias: Hashable) -> Optional[int]:
+        """keeptimed's pid of the process adopted with alias, while its status is still known."""
+        with self._cond:
+            return self._aliases.get(alias)
+
+    def _forget_alias(self, pid: Optional[int]) -> None:
+        alias = self._alias_of.pop(pid, None)
+        if alias is not None:
+            del self._aliases[alias]
 
     def running(self) -> list[int]:
         with self._cond:
@@ -138,6 +157,7 @@ class Children:
             while len(self._exited) > self._keep:
                 forgotten, _ = self._exited.popitem(last=False)
                 self._owners.pop(forgotten, None)
+                self._forget_alias(forgotten)
             self._cond.notify_all()
         os.close(pidfd)
 

@@ -129,6 +129,8 @@ def spawn_error(exc: NativeError, spec: ExecSpec) -> KeeptimeError:
     what = f"{step}: {reason}"
     if step == "setns(CLONE_NEWTIME)" and code == errno.ESRCH:
         return NotFound(f"the target process exited ({what})")
+    if step == "setns(CLONE_NEWPID)" and code == errno.EINVAL:
+        return FailedPrecondition(f"cannot start the process in the caller's pid namespace ({what})")
     if step == "unshare(CLONE_NEWTIME)" and code == errno.EINVAL:
         return FailedPrecondition(f"this kernel has no time namespaces, needs Linux >= 5.6 with CONFIG_TIME_NS ({what})")
     if step.startswith("write /proc") and code == errno.ERANGE:

@@ -35,6 +35,7 @@ from . import checkpoint, criu, procfs, recordfile, verify
 from .access import Access, Caller
 from .errors import DataLoss, FailedPrecondition, KeeptimeError, NotFound
 from .hostclock import HostClock
+from .pidns import Target
 from .policies import FREEZE, Clocks
 from .restores import Restores
 from .store import RecordStore
@@ -72,15 +73,16 @@ class Step:
     def say(self, message: str) -> None:
         self.lines.append(message)
 
-    def root_pid(self) -> int:
-        """keeptimed's pid of CRTOOLS_INIT_PID's process (the hook's pidfd names it)."""
+    def root(self) -> Target:
+        """CRTOOLS_INIT_PID's process: the pid CRIU knows it by, and keeptimed's
+        (the hook's pidfd names it, whatever pid namespace CRIU runs in)."""
         if self.pidfd is None and self.pidfd_error == errno.ESRCH:
             raise NotFound(f"no process with pid {self.init_pid}")
         if self.pidfd is None:
             raise StepFailed(f"CRTOOLS_INIT_PID must be the root pid CRIU sets at {self.action}, got "
                              f"{self.init_pid!r}", EXIT_USAGE)
         try:
-            return procfs.pid_of_pidfd(self.pidfd)
+            return Target(int(self.init_pid), procfs.pid_of_pidfd(self.pidfd))
         except ProcessLookupError:
             raise NotFound(f"pid {self.init_pid} has exited") from None
 
@@ -166,7 +168,7 @@ class CriuActions:
         # An original kept by a restore from an earlier dump here belongs to that dump.
         dump.forget_original()
         try:
-            record = self._checkpoint(step, step.root_pid(), labels)
+            record = self._checkpoint(step, step.root(), labels)
             how = f"from pid {step.init_pid}'s tree"
         except KeeptimeError as exc:   # the tree is gone or unreadable: CRIU's own reading will do
             if timens is None:
@@ -179,14 +181,15 @@ class CriuActions:
         step.say(f"recorded {record.id} {how} into {dumpdir.RECORD_FILE}")
         return EXIT_OK
 
-    def _checkpoint(self, step: Step, pid: int, labels: dict) -> pb.Record:
-        self.access.check_owns(step.caller, [pid])
-        record = checkpoint.checkpoint(pid, self.host, labels)
+    def _checkpoint(self, step: Step, root: Target, labels: dict) -> pb.Record:
+        """A checkpoint of the tree, its pids as CRIU knows them, stored for the caller."""
+        self.access.check_owns(step.caller, {root.host_pid: root.pid})
+        tree = checkpoint.checkpoint(root, self.host, labels, self.access.pids(step.caller))
         if not step.still_alive():
             raise NotFound(f"pid {step.init_pid} exited during the checkpoint")
-        self.access.check_owns(step.caller, [process.pid for process in record.processes])
-        self.store.add(record, step.caller.owner_uid)
-        return record
+        self.access.check_owns(step.caller, dict(zip(tree.host_pids, (p.pid for p in tree.record.processes))))
+        self.store.add(tree.record, step.caller.owner_uid)
+        return tree.record
 
     # -- pre-restore -----------------------------------------------------------------
 
@@ -243,13 +246,13 @@ class CriuActions:
         owner = step.caller.owner_uid
         basis = None
         try:
-            pid = step.root_pid()
-            identity = (pid, procfs.read_stat(pid).start_time_ticks)
+            root = step.root()
+            identity = (root.host_pid, procfs.read_stat(root.host_pid).start_time_ticks)
             basis = self._basis(step, identity)
-            tree = verify.restored_tree(pid, self.host)
+            tree = verify.restored_tree(root, self.host, self.access.pids(step.caller))
             if not step.still_alive():
                 raise NotFound(f"pid {step.init_pid} exited while being verified")
-            self.access.check_owns(step.caller, [process.pid for process in tree.processes])
+            self.access.check_owns(step.caller, dict(zip(tree.host_pids, (p.pid for p in tree.record.processes))))
         except (StepFailed, ImageFileError, KeeptimeError, ProcessLookupError) as exc:
             why = exc.message if isinstance(exc, KeeptimeError) else str(exc) or f"pid {step.init_pid} has exited"
             if isinstance(exc, StepFailed) and exc.code == EXIT_USAGE:
@@ -259,7 +262,7 @@ class CriuActions:
             return self._unverified(step, why)
         if step.action == POST_RESTORE:
             self._remember(identity, basis)
-        event = self.restores.verified(tree, basis.record_id, basis.dumped, basis.record, basis.policy,
+        event = self.restores.verified(tree.record, basis.record_id, basis.dumped, basis.record, basis.policy,
                                        step.action, owner)
         if event.ok:
             step.say(f"pid {step.init_pid}: {event.message}")

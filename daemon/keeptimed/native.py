@@ -44,6 +44,7 @@ STEPS = {
     lib.KT_STEP_REPORT: "read report",
     lib.KT_STEP_READ_OFFSETS: "read timens_offsets",
     lib.KT_STEP_REQUEST: "decode request",
+    lib.KT_STEP_SETNS_PID: "setns(CLONE_NEWPID)",
 }
 HELPER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keeptime-helper")
 
@@ -188,6 +189,12 @@ def _cstring_or_null(value: Optional[str], keep: list):
     return s
 
 
+def _fill_pidns(req, pidns_fd: Optional[int]) -> None:
+    if pidns_fd is not None:
+        req.enter_pidns = 1
+        req.pidns_fd = pidns_fd
+
+
 def _fill_exec(req, spec: ExecSpec, keep: list) -> None:
     req.exec_paths = _cstrings(spec.exec_paths, keep)
     req.argv = _cstrings(spec.argv, keep)
@@ -243,10 +250,13 @@ def _run(helper_fd: int, req) -> Spawned:
     )
 
 
-def spawn_in_new_timens(spec: ExecSpec, targets: Clocks, own_offsets: Clocks) -> Spawned:
+def spawn_in_new_timens(spec: ExecSpec, targets: Clocks, own_offsets: Clocks,
+                        pidns_fd: Optional[int] = None) -> Spawned:
     """Start spec in a new time namespace whose clocks read targets at the
     moment the offsets are written. own_offsets are the caller's namespace
-    offsets, so its clock reads can be turned into host clock values."""
+    offsets, so its clock reads can be turned into host clock values.
+    pidns_fd: the pid namespace to start it in (an open /proc/PID/ns/pid);
+    None for this process's. The pid returned is this process's pid for it."""
     keep: list = []
     req = ffi.new("struct kt_spawn_request *")
     req.mode = lib.KT_MODE_NEW_TIMENS
@@ -257,16 +267,19 @@ def spawn_in_new_timens(spec: ExecSpec, targets: Clocks, own_offsets: Clocks) ->
     req.own_boottime_offset_ns = own_offsets.boottime_ns
     req.try_offset_abi = int(_offset_abi_supported is not False)
     _fill_exec(req, spec, keep)
+    _fill_pidns(req, pidns_fd)
     return _spawn(req)
 
 
-def spawn_in_timens_of(spec: ExecSpec, pidfd: int) -> Spawned:
-    """Start spec inside the time namespace of pidfd's process."""
+def spawn_in_timens_of(spec: ExecSpec, pidfd: int, pidns_fd: Optional[int] = None) -> Spawned:
+    """Start spec inside the time namespace of pidfd's process (and in
+    pidns_fd's pid namespace, as in spawn_in_new_timens)."""
     keep: list = []
     req = ffi.new("struct kt_spawn_request *")
     req.mode = lib.KT_MODE_JOIN_TIMENS
     req.join_pidfd = pidfd
     _fill_exec(req, spec, keep)
+    _fill_pidns(req, pidns_fd)
     return _spawn(req)
 
 

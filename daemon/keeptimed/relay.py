@@ -41,8 +41,9 @@ from typing import Callable, Optional
 
 from keeptime.criu.hookwire import FD_NAMES, MAGIC as HOOK_MAGIC
 
-from . import procfs
+from . import pidns, procfs
 from .errors import KeeptimeError
+from .pidns import PidNamespace
 
 log = logging.getLogger("keeptimed.relay")
 
@@ -72,6 +73,8 @@ class PeerCredentials:
     uid: int
     gid: int
     program: str = ""       # its name (comm) when it connected, for the log
+    # Its pid namespace when it connected; None when unknown (pid 0: invisible to keeptimed).
+    pidns: Optional[PidNamespace] = None
 
 
 def peer_credentials(sock: socket.socket) -> PeerCredentials:
@@ -171,6 +174,7 @@ class CallerRelay:
         self._max_per_user = max(1, self._max_connections // USER_SHARE)
         self._by_uid: collections.Counter = collections.Counter()
         self._resume_accepting_at: Optional[float] = None
+        self._own_pidns = pidns.own()
 
     # -- what the service asks -------------------------------------------------
 
@@ -311,7 +315,7 @@ class CallerRelay:
                 client.close()
                 continue
             client.setblocking(False)
-            pair = _Pair(client, _with_program(credentials), time.monotonic())
+            pair = _Pair(client, _with_program(credentials, client, self._own_pidns), time.monotonic())
             self._connections += 1
             self._by_uid[credentials.uid] += 1
             self._pairs[client] = pair
@@ -480,13 +484,15 @@ class CallerRelay:
             self._forget(pair.peer)
 
 
-def _with_program(credentials: PeerCredentials) -> PeerCredentials:
-    """The credentials with the caller's name, read once per connection rather than per call."""
+def _with_program(credentials: PeerCredentials, client: socket.socket,
+                  own_pidns: PidNamespace) -> PeerCredentials:
+    """The credentials with the caller's name and pid namespace, read once per
+    connection rather than per call."""
     try:
         program = procfs.read_stat(credentials.pid).comm
     except (OSError, KeeptimeError):  # gone already, or not ours to read
         program = "?"
-    return replace(credentials, program=program)
+    return replace(credentials, program=program, pidns=pidns.of_peer(client, credentials.pid, own_pidns))
 
 
 def _private_directory(public_path: str) -> str:

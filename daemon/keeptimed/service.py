@@ -9,15 +9,17 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
+from typing import Optional
 
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import __version__, caps, checkpoint, commands, criu, native, paging, procfs, recordfile, timens, verify
-from .access import Access, current_caller
+from . import __version__, caps, checkpoint, commands, criu, native, paging, pidns, procfs, recordfile, timens, verify
+from .access import Access, Caller, current_caller
 from .calls import note, rpc
 from .children import Children
-from .errors import Cancelled, DeadlineExceeded, InvalidArgument, KeeptimeError, NotFound, ResourceExhausted
+from .errors import (Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument, KeeptimeError, NotFound,
+                     ResourceExhausted)
 from .hostclock import HostClock
 from .metrics import KeeptimeMetrics
 from .policies import Clocks, RestorePlan, plan_restore
@@ -117,13 +119,43 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             command.gid if command.HasField("gid") else None,
         )
 
+    def _target(self, pid: int) -> tuple[pidns.View, pidns.Target]:
+        """The caller's pid view and the process it calls pid (NotFound when none)."""
+        view = self.access.pids(current_caller())
+        return view, view.resolve(_positive_pid(pid))
+
+    def _check_owns_tree(self, caller: Caller, tree: checkpoint.Tree) -> None:
+        self.access.check_owns(caller, dict(zip(tree.host_pids, (p.pid for p in tree.record.processes))))
+
+    def _start_in_callers_pidns(self, view: pidns.View) -> Optional[int]:
+        """An open descriptor of the caller's pid namespace for a process
+        started there; None when that is keeptimed's own. The caller's process
+        is asked for it, and it must still be in the namespace it connected from."""
+        if view.same:
+            return None
+        caller = current_caller()
+        try:
+            fd = os.open(f"/proc/{caller.pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            fd = None
+        if fd is not None:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (view.namespace.dev, view.namespace.inode):
+                return fd
+            os.close(fd)
+        raise FailedPrecondition(
+            f"the calling process (pid {caller.pid} to keeptimed) exited or left its pid namespace, "
+            "so keeptimed cannot start a process there"
+        )
+
     @rpc
     def Checkpoint(self, request, context):
         caller = current_caller()
-        pid = _positive_pid(request.pid)
-        self.access.check_owns(caller, [pid])
-        record = checkpoint.checkpoint(pid, self.host, dict(request.labels))
-        self.access.check_owns(caller, [process.pid for process in record.processes])
+        view, target = self._target(request.pid)
+        self.access.check_owns(caller, {target.host_pid: target.pid})
+        tree = checkpoint.checkpoint(target, self.host, dict(request.labels), view)
+        self._check_owns_tree(caller, tree)
+        record = tree.record
         self.store.add(record, caller.owner_uid)
         note(record=record.id, processes=len(record.processes))
         return pb.CheckpointResponse(record=record)
@@ -140,23 +172,36 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         plan = self._plan(record, request.policy)
         note(record=record.id, policy=plan.policy)
         spec = self._command_spec(request.command)
+        view = self.access.pids(current_caller())
+        pidns_fd = self._start_in_callers_pidns(view)
         try:
-            spawned = native.spawn_in_new_timens(spec, plan.targets, self.host.own_offsets)
+            spawned = native.spawn_in_new_timens(spec, plan.targets, self.host.own_offsets, pidns_fd)
         except native.NativeError as exc:
             if exc.step == "verify clocks":
                 self._regression("unknown", "the restored program read a clock below its target before exec")
             raise commands.spawn_error(exc, spec) from None
+        finally:
+            if pidns_fd is not None:
+                os.close(pidns_fd)
         host_after_exec = self.host.now().clocks  # first thing: the measured step grows with every delay
-        self.children.adopt(spawned.pid, current_caller().owner_uid)
+        pid = self._adopt(view, spawned.pid)
         self._check_restored_clocks(plan, spawned, host_after_exec)
         note(child_pid=spawned.pid, mechanism=spawned.mechanism)
         return pb.RestoreResponse(
-            pid=spawned.pid,
+            pid=pid,
             offsets=offsets(spawned.offsets),
             mechanism=MECHANISM_ENUMS[spawned.mechanism],
             timens_inode=spawned.timens_inode,
             plan=self._plan_message(record.id, plan),
         )
+
+    def _adopt(self, view: pidns.View, host_pid: int) -> int:
+        """Track a process started for the caller; its pid in the caller's namespace."""
+        # Read before the reaper may reap it: until then even an exited child keeps its pids.
+        pid = view.to_caller(host_pid)
+        self.children.adopt(host_pid, current_caller().owner_uid, None if view.same else (view.namespace, pid))
+        view.remember(pid, host_pid)
+        return pid
 
     def _check_restored_clocks(self, plan: RestorePlan, spawned: native.Spawned, host_after_exec: Clocks) -> None:
         """Measure how far above its targets the restored namespace's clocks
@@ -180,20 +225,35 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     def _regression(self, clock: str, detail: str) -> None:
         self.restores.regression(clock, detail)
 
+    def _started(self, view: pidns.View, pid: int) -> int:
+        """keeptimed's pid of the process the caller calls pid, if keeptimed started it."""
+        if view.same:
+            return pid
+        host_pid = self.children.started_as((view.namespace, pid))
+        if host_pid is None:   # started for someone else: found while it runs
+            try:
+                host_pid = view.resolve(pid).host_pid
+            except NotFound:
+                host_pid = None
+        if host_pid is None or self.children.owner_of(host_pid) is None:
+            raise NotFound(f"pid {pid} was not started by this keeptimed, or it exited too long ago")
+        return host_pid
+
     @rpc
     def Wait(self, request, context):
         pid = _positive_pid(request.pid)
         caller = current_caller()
-        if not caller.privileged and self.children.owner_of(pid) != caller.uid:
+        host_pid = self._started(self.access.pids(caller), pid)
+        if not caller.privileged and self.children.owner_of(host_pid) != caller.uid:
             raise NotFound(f"pid {pid} was not started by keeptimed for uid {caller.uid}")
-        status = self.children.wait(pid, timeout=0)
+        status = self.children.wait(host_pid, timeout=0)
         if status is None:
             # A blocked Wait holds a worker thread: cap them, so waiting
             # callers can never starve everyone else of workers.
             if not self._wait_slots.acquire(blocking=False):
                 raise ResourceExhausted(f"{self.max_waits} Wait calls are already blocked in keeptimed; retry")
             try:
-                status = self.children.wait(pid, timeout=context.time_remaining(), still_wanted=context.is_active)
+                status = self.children.wait(host_pid, timeout=context.time_remaining(), still_wanted=context.is_active)
             finally:
                 self._wait_slots.release()
         if status is None:
@@ -244,34 +304,42 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     @rpc
     def Clocks(self, request, context):
-        pid = _positive_pid(request.pid)
-        self.access.check_owns(current_caller(), [pid])
-        return checkpoint.clocks_of(pid, self.host)
+        _, target = self._target(request.pid)
+        self.access.check_owns(current_caller(), {target.host_pid: target.pid})
+        return checkpoint.clocks_of(target, self.host)
 
     @rpc
     def Exec(self, request, context):
-        pid = _positive_pid(request.pid)
-        self.access.check_owns(current_caller(), [pid])
+        view, target = self._target(request.pid)
+        pid = target.pid
+        self.access.check_owns(current_caller(), {target.host_pid: pid})
         spec = self._command_spec(request.command)
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = os.pidfd_open(target.host_pid)
         except ProcessLookupError:
             raise NotFound(f"no process with pid {pid}") from None
+        pidns_fd = None
         try:
-            if procfs.read_stat(pid).is_kernel_thread:
+            # The pidfd holds the process: is it still the one the caller named?
+            if view.to_caller(target.host_pid) != pid:
+                raise ProcessLookupError(pid)
+            if procfs.read_stat(target.host_pid).is_kernel_thread:
                 raise InvalidArgument(f"pid {pid} is a kernel thread")
-            namespace = timens.namespace_of(pid)
-            spawned = native.spawn_in_timens_of(spec, pidfd)
+            namespace = timens.namespace_of(target.host_pid)
+            pidns_fd = self._start_in_callers_pidns(view)
+            spawned = native.spawn_in_timens_of(spec, pidfd, pidns_fd)
         except ProcessLookupError:
             raise NotFound(f"no process with pid {pid}") from None
         except native.NativeError as exc:
             raise commands.spawn_error(exc, spec) from None
         finally:
             os.close(pidfd)
-        self.children.adopt(spawned.pid, current_caller().owner_uid)
+            if pidns_fd is not None:
+                os.close(pidns_fd)
+        child_pid = self._adopt(view, spawned.pid)
         note(child_pid=spawned.pid, timens=namespace.inode)
         return pb.ExecResponse(
-            pid=spawned.pid,
+            pid=child_pid,
             timens_inode=namespace.inode,
             offsets=offsets(namespace.offsets),
             mechanism=MECHANISM_ENUMS[spawned.mechanism],
@@ -295,9 +363,11 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     @rpc
     def GetInfo(self, request, context):
         a = self.about
+        # keeptimed is never inside a caller's other pid namespace: its pid there is 0.
+        own_pid = os.getpid() if current_caller().pidns == self.access.own_pidns else 0
         return pb.GetInfoResponse(
             version=__version__,
-            pid=os.getpid(),
+            pid=own_pid,
             started_realtime_ns=a.started_realtime_ns,
             kernel_release=os.uname().release,
             time_namespaces=procfs.has_time_namespaces(),
@@ -341,9 +411,10 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     @rpc
     def VerifyRestore(self, request, context):
         record = self._record(request.record)
-        pid = _positive_pid(request.pid)
         caller = current_caller()
-        self.access.check_owns(caller, [pid])
+        view, target = self._target(request.pid)
+        pid = target.pid
+        self.access.check_owns(caller, {target.host_pid: pid})
         if len(request.stage) > MAX_STAGE_LENGTH:
             raise InvalidArgument(f"stage is longer than {MAX_STAGE_LENGTH} characters")
         policy = self._policy(request.policy)
@@ -351,9 +422,10 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             dumped = criu.timens_clocks(request.timens_image)
         else:
             dumped = Clocks(record.clocks.monotonic_ns, record.clocks.boottime_ns)
-        tree = verify.restored_tree(pid, self.host)
-        self.access.check_owns(caller, [process.pid for process in tree.processes])
-        event = self.restores.verified(tree, record.id, dumped, record, policy, request.stage, caller.owner_uid)
+        tree = verify.restored_tree(target, self.host, view)
+        self._check_owns_tree(caller, tree)
+        event = self.restores.verified(tree.record, record.id, dumped, record, policy, request.stage,
+                                       caller.owner_uid)
         note(record=record.id, stage=request.stage, ok=event.ok)
         return pb.VerifyRestoreResponse(event=event)
 

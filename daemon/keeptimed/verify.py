@@ -11,22 +11,22 @@ from typing import Optional
 from keeptime.timefmt import format_ns
 from keeptime.v1 import keeptime_pb2 as pb
 
-from . import checkpoint
+from . import checkpoint, pidns
 from .errors import NotFound, PermissionDenied
 from .hostclock import HostClock
 from .policies import Clocks
 from .wire import clock_values
 
 
-def restored_tree(pid: int, host: HostClock) -> pb.Record:
-    """The restored tree rooted at pid as a checkpoint sees it (its pids,
-    time namespaces and their clocks now)."""
+def restored_tree(target: pidns.Target, host: HostClock, view: pidns.View) -> checkpoint.Tree:
+    """The restored tree rooted at target as a checkpoint sees it (its pids
+    as view shows them, time namespaces and their clocks now)."""
     try:
-        return checkpoint.checkpoint(pid, host)
+        return checkpoint.checkpoint(target, host, view=view)
     except PermissionError:
-        raise PermissionDenied(f"cannot read the time namespaces of the tree of pid {pid}") from None
+        raise PermissionDenied(f"cannot read the time namespaces of the tree of pid {target.pid}") from None
     except NotFound:
-        raise NotFound(f"no process with pid {pid} (or it exited while being verified)") from None
+        raise NotFound(f"no process with pid {target.pid} (or it exited while being verified)") from None
 
 
 def verify(tree: pb.Record, record_id: str, dumped: Clocks, dumped_record: Optional[pb.Record] = None

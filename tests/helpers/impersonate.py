@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+from typing import Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _built: dict[str, str] = {}
@@ -48,14 +49,19 @@ def connect_as(uid: int, gid: int, target: str) -> subprocess.CompletedProcess:
 
 
 class ConnectAs:
-    """A unix socket at `path` whose connections reach `target` as uid/gid."""
+    """A unix socket at `path` whose connections reach `target` as uid/gid.
 
-    def __init__(self, workdir: str, target: str, uid: int, gid: int):
+    prefix runs the connecting process through a command such as
+    ``unshare --pid --fork`` (as root, before the switch to uid/gid), so its
+    connections come from another namespace; ``process`` is that command."""
+
+    def __init__(self, workdir: str, target: str, uid: int, gid: int, prefix: Sequence[str] = ()):
         self.path = os.path.join(workdir, f"as-{uid}.sock")
         ours, theirs = socket.socketpair()
         self._control = ours
-        self._connector = subprocess.Popen(
-            as_user(uid, gid, [connector(), "serve", str(theirs.fileno()), target]), pass_fds=(theirs.fileno(),),
+        self._connector = self.process = subprocess.Popen(
+            [*prefix, *as_user(uid, gid, [connector(), "serve", str(theirs.fileno()), target])],
+            pass_fds=(theirs.fileno(),),
         )
         theirs.close()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -214,4 +214,4 @@ def test_the_helper_is_small_and_single_threaded():
     assert int(fields["Threads"]) == 1
     assert int(fields["VmRSS"].split()[0]) < 4096  # kB: copying it per restore is cheap
     assert fields["SigIgn"].strip() == "0000000000000000"
-    assert sorted(os.listdir(f"/proc/{native.helper_pid()}/fd")) == ["0", "1", "2", "3", "4"]  # + own ns fd
+    assert sorted(os.listdir(f"/proc/{native.helper_pid()}/fd")) == ["0", "1", "2", "3", "4", "5"]  # + own time and pid ns fds

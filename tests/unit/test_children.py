@@ -109,3 +109,20 @@ def test_a_child_keeptimed_may_not_kill_runs_on_and_is_reaped_when_it_ends():
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_child_started_for_another_pid_namespace_is_found_by_its_name_there_until_forgotten():
+    children = Children(keep_statuses=1)
+    try:
+        first, second = start_sleep(), start_sleep()
+        children.adopt(first, alias=("namespace", 2))
+        assert children.started_as(("namespace", 2)) == first and children.started_as(("namespace", 3)) is None
+        children.adopt(second, alias=("namespace", 2))   # pid 2 over there was reused
+        assert children.started_as(("namespace", 2)) == second
+        for pid in (first, second):
+            os.kill(pid, signal.SIGKILL)
+            children.wait(pid, timeout=10)
+        # One status kept: the first process is forgotten, the second still known by its alias.
+        assert children.started_as(("namespace", 2)) == second
+    finally:
+        children.close()
