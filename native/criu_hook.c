@@ -15,9 +15,9 @@
  * and passes them to keeptimed over its socket (SCM_RIGHTS), which does the
  * work and answers with an exit status and the lines for CRIU's log. Every
  * other step costs only this program's start. At post-resume, which comes
- * after the tree runs again and whose failure CRIU ignores, it does not wait
- * for the answer: keeptimed verifies and keeps the verdict on its own. The
- * wire is described in keeptime/criu/hookwire.py.
+ * after the tree runs again and whose failure CRIU ignores, keeptimed answers
+ * as soon as it has the request and verifies after. The wire is described in
+ * keeptime/criu/hookwire.py.
  *
  * When keeptimed cannot be reached it runs `keeptime criu-hook`, the Python
  * hook, which knows what to do without keeptimed (record from CRIU's image,
@@ -263,9 +263,8 @@ int main(void)
     else
         add_errno(&r, "config", errno);
     add_field(&r, "fds", r.fd_names);
-    int wait_for_answer = strcmp(action, "post-resume") != 0;
-    if (!wait_for_answer)
-        add_field(&r, "reply", "0");
+    if (strcmp(action, "post-resume") == 0)
+        add_field(&r, "answer", "early");
 
     static char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     const char *env_socket = getenv("KEEPTIME_SOCKET");
@@ -283,11 +282,6 @@ int main(void)
         fprintf(stderr, "keeptime criu-hook: %s: cannot send the step to keeptimed at %s: %s\n", action,
                 socket_path, strerror(errno));
         return 1;
-    }
-    if (!wait_for_answer) {
-        fprintf(stderr, "keeptime criu-hook: %s: keeptimed verifies pid %s; `keeptime restores` shows the "
-                "verdict\n", action, getenv("CRTOOLS_INIT_PID") ? getenv("CRTOOLS_INIT_PID") : "?");
-        return 0;
     }
     char header[MAGIC_LEN + 8];
     errno = 0;

@@ -68,11 +68,14 @@ class HookServer:
 
     def _serve(self, connection: HookConnection) -> None:
         started = time.monotonic()
-        action, code, step, answer = "?", EXIT_FAILED, None, True
+        action, code, step, answered = "?", EXIT_FAILED, None, False
         try:
             fields, fds = _read_request(connection)
             action = fields.get("action", "")
-            answer = fields.get("reply") != "0"
+            if fields.get("answer") == "early":
+                _answer(connection, action, 0, f"keeptime criu-hook: {action}: keeptimed verifies pid "
+                                               f"{fields.get('init_pid', '?')}; `keeptime restores` shows the verdict\n")
+                answered = True
             step = self._step(connection, fields, fds)
             code = self.actions.run(step) if step.action else EXIT_USAGE
             message = "".join(f"keeptime criu-hook: {action}: {line}\n" for line in step.lines)
@@ -84,11 +87,8 @@ class HookServer:
         finally:
             self._pending.release()
         try:
-            if answer:
-                connection.sock.settimeout(READ_TIMEOUT)
-                connection.sock.sendall(hookwire.encode_reply(code, message))
-        except OSError as exc:
-            log.warning("CRIU hook step %s: cannot reply: %s", action, exc)
+            if not answered:
+                _answer(connection, action, code, message)
         finally:
             if step is not None and step.images is not None:
                 step.images.close()
@@ -119,6 +119,15 @@ class HookServer:
         self.metrics.observe_hook(action if action in hookwire.ACTIONS else "other", result, seconds)
         log.log(logging.INFO if code == 0 else logging.WARNING, "CriuHook %s %s", action, result,
                 extra={"fields": line})
+
+
+def _answer(connection: HookConnection, action: str, code: int, message: str) -> None:
+    """Send the hook its exit status and lines, if it is still there to take them."""
+    try:
+        connection.sock.settimeout(READ_TIMEOUT)
+        connection.sock.sendall(hookwire.encode_reply(code, message))
+    except OSError as exc:
+        log.warning("CRIU hook step %s: cannot answer: %s", action, exc)
 
 
 def _read_request(connection: HookConnection) -> tuple[dict, dict]:

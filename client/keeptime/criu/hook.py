@@ -89,8 +89,8 @@ def forward(action: str, environ: Mapping[str, str], config: hookconfig.HookConf
             fields["config_named"] = "1"
         attach("config", lambda: os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY))
         fields["fds"] = ",".join(names)
-        if action == hookwire.UNANSWERED:
-            fields["reply"] = "0"
+        if action == hookwire.ANSWERED_EARLY:
+            fields["answer"] = "early"
         with socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             try:
@@ -98,9 +98,6 @@ def forward(action: str, environ: Mapping[str, str], config: hookconfig.HookConf
             except OSError as exc:
                 raise Unreachable(f"keeptimed is unreachable at {config.socket}: {exc.strerror}") from None
             socket_mod.send_fds(sock, [hookwire.encode_request(fields)], fds)
-            if action == hookwire.UNANSWERED:
-                return EXIT_OK, (f"keeptime criu-hook: {action}: keeptimed verifies pid {fields.get('init_pid', '?')}; "
-                                 f"`keeptime restores` shows the verdict\n")
             try:
                 return hookwire.read_reply(sock)
             except (OSError, hookwire.WireError) as exc:

@@ -25,8 +25,9 @@ Request (the descriptors ride on the message's first byte):
         fds                   the passed descriptors' names, in order, comma
                               separated: pidfd, image_dir, config
         <name>_errno          why a descriptor could not be opened (errno)
-        reply                 "0": the hook does not wait for an answer
-                              (post-resume, which cannot change the restore)
+        answer                "early": answer as soon as the request is in,
+                              and do the work after (post-resume, which
+                              cannot change the restore)
 
 Reply:
 
@@ -43,9 +44,9 @@ MAX_MESSAGE_BYTES = 64 * 1024
 FD_NAMES = ("pidfd", "image_dir", "config")
 # The steps the hook forwards; it answers every other one itself, at once.
 ACTIONS = ("post-dump", "pre-restore", "post-restore", "post-resume")
-# The step whose answer the hook does not wait for: the tree runs already and
-# CRIU ignores its failure, so waiting would only make the restore slower.
-UNANSWERED = "post-resume"
+# The step keeptimed answers before doing it: the tree runs already and CRIU
+# ignores its failure, so waiting for the work would only slow the restore.
+ANSWERED_EARLY = "post-resume"
 _U32 = struct.Struct("<I")
 _HEADER = len(MAGIC) + _U32.size
 
