@@ -81,10 +81,16 @@ class Step:
         if self.pidfd is None:
             raise StepFailed(f"CRTOOLS_INIT_PID must be the root pid CRIU sets at {self.action}, got "
                              f"{self.init_pid!r}", EXIT_USAGE)
+        if not self.init_pid.isdigit() or not 0 < int(self.init_pid) < 2**31:
+            raise StepFailed(f"CRTOOLS_INIT_PID must be the root pid CRIU sets at {self.action}, got "
+                             f"{self.init_pid!r}", EXIT_USAGE)
         try:
             return Target(int(self.init_pid), procfs.pid_of_pidfd(self.pidfd))
         except ProcessLookupError:
             raise NotFound(f"pid {self.init_pid} has exited") from None
+        except ValueError:
+            raise StepFailed("the descriptor sent as the pidfd of CRTOOLS_INIT_PID is not a pidfd",
+                             EXIT_USAGE) from None
 
     def still_alive(self) -> bool:
         """Whether the pidfd's process lives: then the pid read earlier was still its own."""
@@ -123,7 +129,9 @@ class CriuActions:
         self.host = host
         self.access = access
         self.restores = restores
-        self._resume: "OrderedDict[tuple[int, int], tuple[float, _Basis]]" = OrderedDict()
+        # post-restore's basis, for post-resume: (caller's uid and pid namespace,
+        # keeptimed's pid and start time of the restored root) -> basis
+        self._resume: "OrderedDict[tuple, tuple[float, _Basis]]" = OrderedDict()
         self._lock = threading.Lock()
 
     def run(self, step: Step) -> int:
@@ -141,7 +149,7 @@ class CriuActions:
             step.say(exc.message if isinstance(exc, KeeptimeError) else str(exc))
             return EXIT_FAILED
         except OSError as exc:   # the image directory refused a write (EACCES, ENOSPC, ...)
-            step.say(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+            step.say(f"{str(exc.filename) + ': ' if exc.filename else ''}{exc.strerror or exc}")
             return EXIT_FAILED
 
     # -- post-dump -------------------------------------------------------------------
@@ -247,7 +255,9 @@ class CriuActions:
         basis = None
         try:
             root = step.root()
-            identity = (root.host_pid, procfs.read_stat(root.host_pid).start_time_ticks)
+            # A post-resume goes on only from its own caller's post-restore.
+            identity = (step.caller.uid, step.caller.pidns, root.host_pid,
+                        procfs.read_stat(root.host_pid).start_time_ticks)
             basis = self._basis(step, identity)
             tree = verify.restored_tree(root, self.host, self.access.pids(step.caller))
             if not step.still_alive():
@@ -279,7 +289,7 @@ class CriuActions:
         step.say(f"WARNING: UNVERIFIED restore of pid {step.init_pid}: {why}")
         return EXIT_OK
 
-    def _basis(self, step: Step, identity: tuple[int, int]) -> _Basis:
+    def _basis(self, step: Step, identity: tuple) -> _Basis:
         """What to verify against: the image directory's dump, or (at
         post-resume, once CRIU has closed the directory) what post-restore used."""
         if step.images is None and step.action == POST_RESUME:
@@ -322,14 +332,14 @@ class CriuActions:
             return None
         return record
 
-    def _remember(self, identity: tuple[int, int], basis: _Basis) -> None:
+    def _remember(self, identity: tuple, basis: _Basis) -> None:
         with self._lock:
             self._resume[identity] = (time.monotonic() + RESUME_MEMORY_SECONDS, basis)
             self._resume.move_to_end(identity)
             while len(self._resume) > RESUME_MEMORY:
                 self._resume.popitem(last=False)
 
-    def _remembered(self, identity: tuple[int, int]) -> Optional[_Basis]:
+    def _remembered(self, identity: tuple) -> Optional[_Basis]:
         with self._lock:
             expires, basis = self._resume.get(identity, (0.0, None))
         return basis if expires > time.monotonic() else None

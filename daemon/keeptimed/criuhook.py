@@ -8,6 +8,7 @@ refused at once rather than queued without end. One log line per step, as
 for RPCs.
 """
 import errno
+import fcntl
 import logging
 import os
 import socket
@@ -72,7 +73,7 @@ class HookServer:
         try:
             fields, fds = _read_request(connection)
             action = fields.get("action", "")
-            if fields.get("answer") == "early":
+            if fields.get("answer") == "early" and action == hookwire.ANSWERED_EARLY:
                 _answer(connection, action, 0, f"keeptime criu-hook: {action}: keeptimed verifies pid "
                                                f"{fields.get('init_pid', '?')}; `keeptime restores` shows the verdict\n")
                 answered = True
@@ -184,14 +185,16 @@ def _image_dir(fd: int, caller: Caller) -> ImageDir:
     directory and every file read in it must be the caller's, and files are
     written as the caller: keeptimed never lends it root's rights there."""
     try:
-        owner = os.fstat(fd).st_uid
-        if not caller.privileged and owner != caller.uid:
-            raise RequestError(f"the image directory belongs to uid {owner}: keeptimed works for uid "
+        st = os.fstat(fd)
+        if not stat.S_ISDIR(st.st_mode) or fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_PATH:
+            raise RequestError("the descriptor sent as the image directory is not an open directory")
+        if not caller.privileged and st.st_uid != caller.uid:
+            raise RequestError(f"the image directory belongs to uid {st.st_uid}: keeptimed works for uid "
                                f"{caller.uid} only in a directory of its own")
-        confined = {} if caller.privileged else {"owner": (caller.uid, caller.gid), "require_owner": caller.uid}
-        return ImageDir(fd=os.dup(fd), **confined)
-    except (ImageFileError, OSError) as exc:
-        raise RequestError(f"the image directory: {exc}") from None
+    except OSError as exc:
+        raise RequestError(f"the image directory: {exc.strerror}") from None
+    confined = {} if caller.privileged else {"owner": (caller.uid, caller.gid), "require_owner": caller.uid}
+    return ImageDir(fd=os.dup(fd), **confined)
 
 
 def _strerror(text: str) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from helpers.daemon import RunningDaemon
 from helpers.impersonate import ConnectAs, as_user, connect_as
+from helpers.probes import restore_events
 from keeptime import Client, errors
 from keeptime.criu.image import TimensClocks, encode_timens
 from keeptime.recordfile import parse as parse_record
@@ -308,3 +309,41 @@ def test_one_user_cannot_take_every_connection(open_dir):
             conn.close()
         proxy.close()
         assert daemon.stop() == 0, daemon.log()
+
+
+def test_a_member_cannot_replace_the_post_restore_basis_of_roots_post_resume(group_daemon, open_dir,
+                                                                              nobody_sleeper, criu_hook_program):
+    """post-resume goes on from post-restore's basis: root's from root's, never
+    from a post-restore the process's owner sent for the same pid meanwhile."""
+    program = shutil.copy(criu_hook_program, open_dir)
+    with group_daemon.client() as root:
+        seen = root.clocks(nobody_sleeper).clocks
+
+    def images(owner: int, ahead_s: int) -> str:
+        path = tempfile.mkdtemp(dir=open_dir)
+        with open(os.path.join(path, "timens-0.img"), "wb") as f:
+            f.write(encode_timens(TimensClocks(seen.monotonic_ns + ahead_s * S, seen.boottime_ns + ahead_s * S)))
+        os.chown(path, owner, owner)
+        os.chown(os.path.join(path, "timens-0.img"), owner, owner)
+        return path
+
+    def hook(action: str, image_dir: str, as_nobody: bool) -> subprocess.CompletedProcess:
+        env = {"CRTOOLS_SCRIPT_ACTION": action, "CRTOOLS_IMAGE_DIR": image_dir, "KEEPTIME_SOCKET": group_daemon.socket,
+               "CRTOOLS_INIT_PID": str(nobody_sleeper), "KEEPTIME_CRIU_HOOK_CONFIG": config}
+        argv = as_user(NOBODY, NOGROUP, [program]) if as_nobody else [program]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    config = os.path.join(open_dir, "criu-hook.toml")
+    with open(config, "w") as f:
+        f.write('policy = "freeze"\n')
+    os.chmod(config, 0o644)
+
+    roots, members = images(0, 100_000), images(NOBODY, -100)
+    assert "CLOCK REGRESSION" in hook("post-restore", roots, as_nobody=False).stderr
+    assert "clocks continue" in hook("post-restore", members, as_nobody=True).stderr
+    closed = f"/proc/{os.getpid()}/fd/999999"   # CRIU has closed the image directory by post-resume
+    hook("post-resume", closed, as_nobody=False)
+    with group_daemon.client() as root:
+        events = restore_events(root, "", 3)
+    resumed = [e for e in events if e.stage == "post-resume"]
+    assert resumed and resumed[-1].verdict == pb.VERDICT_REGRESSED, events

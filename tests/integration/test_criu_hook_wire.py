@@ -88,3 +88,43 @@ def test_a_hook_that_stalls_mid_request_is_cut_off(daemon):
         assert code == 2 and "closed" not in message and "timed out" in message
         assert time.monotonic() - started < 10
     assert daemon.health() == "SERVING"
+
+
+def test_a_file_sent_as_the_image_directory_is_refused_and_leaks_nothing(daemon, tmp_path):
+    (tmp_path / "f").write_text("")
+    before = open_fds(daemon.proc.pid)
+    for _ in range(50):
+        with connect(daemon) as sock, open(tmp_path / "f") as f:
+            socket.send_fds(sock, [hookwire.encode_request(
+                {"action": "post-dump", "image_dir": "x", "init_pid": "1", "fds": "image_dir"})], [f.fileno()])
+            code, message = hookwire.read_reply(sock)
+        assert code == 2 and "not an open directory" in message
+    time.sleep(0.2)
+    assert open_fds(daemon.proc.pid) <= before
+
+
+@pytest.mark.parametrize("what", ["file-as-pidfd", "pid-not-a-number", "o-path-directory"])
+def test_forged_descriptors_and_fields_are_usage_errors_not_internal_ones(daemon, tmp_path, what):
+    (tmp_path / "f").write_text("")
+    fields = {"action": "post-restore", "init_pid": str(os.getpid()), "image_dir": str(tmp_path)}
+    fds = []
+    try:
+        if what == "file-as-pidfd":
+            fds = [os.open(tmp_path / "f", os.O_RDONLY), os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)]
+            words = "is not a pidfd"
+        elif what == "pid-not-a-number":
+            fields["init_pid"] = "abc"
+            fds = [os.pidfd_open(os.getpid()), os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)]
+            words = "CRTOOLS_INIT_PID must be the root pid"
+        else:
+            fds = [os.pidfd_open(os.getpid()), os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)]
+            words = "not an open directory"
+        fields["fds"] = "pidfd,image_dir"
+        with connect(daemon) as sock:
+            socket.send_fds(sock, [hookwire.encode_request(fields)], fds)
+            code, message = hookwire.read_reply(sock)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert code == 2 and words in message, message
+    assert "internal error" not in message and "Traceback" not in daemon.log()

@@ -46,6 +46,7 @@ def write_as_nobody(path: str, data: bytes, mode: int) -> None:
 
 @pytest.fixture
 def run_hook(daemon, criu_hook_program, tmp_path):
+    """Run the hook as root, as CRIU would; tmp_path/criu-hook.toml is its configuration (suspend)."""
     config = tmp_path / "criu-hook.toml"
     config.write_text('policy = "suspend"\n')
 
@@ -90,8 +91,14 @@ def test_a_fifo_is_a_clear_error_not_a_hang(client, users_dir, run_hook, name):
         as_nobody("rm", fifo)
     as_nobody("mkfifo", fifo)
     result = run_hook("pre-restore", users_dir)   # times out (fails) if anything opens the FIFO blocking
-    assert result.returncode == 1 and f"{name} is a FIFO, not a regular file" in result.stderr, result.stderr
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"{name} is a FIFO, not a regular file" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    if name.endswith(".orig"):   # keeptime's own file: one it did not write is dropped, and the restore goes on
+        assert result.returncode == 0, result.stderr
+        st = os.lstat(fifo)   # the original keeptime kept in its place
+        assert stat.S_ISREG(st.st_mode) and (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
+    else:
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
 
 
 def test_a_symlink_to_a_root_file_is_not_followed(users_dir, run_hook):
@@ -121,3 +128,65 @@ def test_an_oversized_file_is_refused_by_size(users_dir, run_hook):
     write_as_nobody(os.path.join(users_dir, "timens-0.img"), b"\0" * 100_000, 0o644)
     result = run_hook("pre-restore", users_dir)
     assert result.returncode == 1 and "timens-0.img is 100000 bytes, more than the 4096 allowed" in result.stderr
+
+
+@pytest.fixture
+def shared_dir():
+    """A sticky, world-writable directory (like /tmp) holding root's dump."""
+    parent = tempfile.mkdtemp(prefix="keeptime-sticky-")
+    os.chmod(parent, 0o755)
+    images = os.path.join(parent, "images")
+    os.mkdir(images)
+    os.chmod(images, 0o1777)
+    yield images
+    subprocess.run(["rm", "-rf", parent], check=False)
+
+
+def root_dump(client, images: str, pid: int) -> bytes:
+    """As CRIU running as root leaves it: a readable timens-0.img and inventory.img."""
+    from keeptime.criu import dump_pb2
+    from keeptime.criu.image import INVENTORY_MAGIC, write_entries
+
+    seen = client.clocks(pid).clocks
+    image = encode_timens(TimensClocks(seen.monotonic_ns, seen.boottime_ns))
+    inventory = write_entries(INVENTORY_MAGIC, [dump_pb2.inventory_entry(img_version=2, dump_uptime=7)
+                                                .SerializeToString()], common=False)
+    for name, data in (("timens-0.img", image), ("inventory.img", inventory)):
+        with open(os.path.join(images, name), "wb") as f:
+            f.write(data)
+        os.chmod(os.path.join(images, name), 0o644)   # CRIU's image mode
+    return image
+
+
+@pytest.mark.parametrize("planted", ["orig", "legacy-digest"])
+def test_an_original_planted_beside_roots_dump_is_never_used(client, shared_dir, run_hook, far_process, tmp_path,
+                                                              planted):
+    """Anyone who can create files in the directory could plant an 'original'
+    with clocks far below the dump's: a freeze restore that put it back would
+    send the restored tree's clocks back, and verification against it would
+    call that continuous."""
+    import hashlib
+
+    inside, _ = far_process
+    image = root_dump(client, shared_dir, inside)
+    low = encode_timens(TimensClocks(5 * S, 5 * S))
+    write_as_nobody(os.path.join(shared_dir, "timens-0.img.orig"), low, 0o600)
+    if planted == "orig":
+        with open(os.path.join(shared_dir, "inventory.img"), "rb") as f:
+            dump_id = hashlib.sha256(f.read()).hexdigest()
+        write_as_nobody(os.path.join(shared_dir, "timens-0.img.orig.dump"), dump_id.encode() + b"\n", 0o600)
+    else:
+        write_as_nobody(os.path.join(shared_dir, "timens-0.img.keeptime-sha256"),
+                        hashlib.sha256(image).hexdigest().encode() + b"\n", 0o600)
+    config = tmp_path / "criu-hook.toml"
+    config.write_text('policy = "freeze"\n')
+    result = run_hook("pre-restore", shared_dir)
+    assert result.returncode == 0, result.stderr
+    assert "removed a stale timens-0.img.orig: timens-0.img.orig was not written by keeptime here (uid 65534" \
+        in result.stderr
+    with open(os.path.join(shared_dir, "timens-0.img"), "rb") as f:
+        assert f.read() == image   # CRIU's own values, not the planted ones
+    assert not os.path.exists(os.path.join(shared_dir, "timens-0.img.orig"))
+    # Verification holds the tree to the dump's values: the far process reads above them.
+    verified = run_hook("post-restore", shared_dir, pid=inside)
+    assert verified.returncode == 0 and "clocks continue" in verified.stderr, verified.stderr

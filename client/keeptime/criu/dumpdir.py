@@ -13,8 +13,11 @@
                                  of another dump (CRIU dumped into the
                                  directory again) is stale and dropped.
 
-The original and its dump are made durable before the image is first
-rewritten. The rewritten image itself is not fsync'd: the restore that
+The original and its dump are keeptime's own files: they are trusted only
+when they are exactly what keeptime writes (owned by the uid it writes as,
+mode 0600, one link), never because someone who can create files in the
+directory put them there. The original and its dump are made durable before
+the image is first rewritten. The rewritten image itself is not fsync'd: the restore that
 follows reads it from the page cache, and every later restore plans from
 the original again, so a crash that loses it loses nothing.
 
@@ -133,26 +136,31 @@ class DumpDir:
 
     def dumped(self) -> Dumped:
         """The dump's time namespace image, original and current. An original
-        kept for another dump (CRIU dumped into the directory again since) is
-        stale: it is deleted."""
+        kept for another dump (CRIU dumped into the directory again since),
+        or one keeptime did not write, is not used: it is deleted."""
         name = self.timens_name()
-        original = self.images.read(self.original_name, MAX_TIMENS_BYTES)
         current = self.read_timens()
-        if original is None:
-            return Dumped(name, None, current)
-        kept_for = self._kept_for(original, current)
-        if kept_for is not None and kept_for == self.dump_id():
-            return Dumped(name, original, current)
+        try:
+            original = self.images.read_own(self.original_name, MAX_TIMENS_BYTES)
+            if original is None:
+                return Dumped(name, None, current)
+            kept_for = self._kept_for(original, current)
+        except ImageFileError as exc:
+            why = str(exc)
+        else:
+            if kept_for is not None and kept_for == self.dump_id():
+                return Dumped(name, original, current)
+            why = "it belongs to an earlier dump into this directory"
         self.forget_original()
-        self.say(f"removed a stale {self.original_name}: it belongs to an earlier dump into this directory")
+        self.say(f"removed a stale {self.original_name}: {why}")
         return Dumped(name, None, current)
 
     def _kept_for(self, original: bytes, current: Optional[bytes]) -> Optional[str]:
         """Which dump the original was kept for (None: unknown)."""
-        kept_for = self.images.read(self.dump_name, 256)
+        kept_for = self.images.read_own(self.dump_name, 256)
         if kept_for is not None:
             return kept_for.decode("ascii", "replace").strip()
-        legacy = self.images.read(self.timens_name() + LEGACY_DIGEST_SUFFIX, 256)
+        legacy = self.images.read_own(self.timens_name() + LEGACY_DIGEST_SUFFIX, 256)
         if legacy is None or current is None:
             return None
         if current != original and digest(current) != legacy.decode("ascii", "replace").strip():

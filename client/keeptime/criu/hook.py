@@ -228,5 +228,5 @@ def main(environ: Optional[Mapping[str, str]] = None, socket: Optional[str] = No
         return exc.code
     except (ImageFileError, OSError) as exc:
         say(action, str(exc) if isinstance(exc, ImageFileError) else
-            f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+            f"{str(exc.filename) + ': ' if exc.filename else ''}{exc.strerror or exc}")
         return EXIT_FAILED

@@ -43,11 +43,14 @@ class ImageDir:
         self.path = path if path is not None else f"(directory fd {fd})"
         if fd is None:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        elif not stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise ImageFileError("the image directory descriptor is not a directory")
         self.fd = fd
         self.owner = owner
         self.require_owner = require_owner
+
+    @property
+    def writer_uid(self) -> int:
+        """The uid the files this writes belong to."""
+        return self.owner[0] if self.owner is not None else os.geteuid()
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -64,7 +67,13 @@ class ImageDir:
         """The names in the directory."""
         return os.listdir(self.fd)
 
-    def read(self, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Optional[bytes]:
+    def read_own(self, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Optional[bytes]:
+        """The contents of name, a file this directory's writer wrote (owned
+        by writer_uid, mode 0600, one link), or None when it does not exist;
+        ImageFileError when it is there but another made it."""
+        return self.read(name, max_bytes, own=True)
+
+    def read(self, name: str, max_bytes: int = DEFAULT_MAX_BYTES, own: bool = False) -> Optional[bytes]:
         """The contents of the regular file name, or None when it does not exist."""
         try:
             fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY,
@@ -81,6 +90,9 @@ class ImageDir:
                 raise ImageFileError(f"{name} is {_kind(st.st_mode)}, not a regular file")
             if self.require_owner is not None and st.st_uid != self.require_owner:
                 raise ImageFileError(f"{name} belongs to uid {st.st_uid}, not to uid {self.require_owner}")
+            if own and (st.st_uid, stat.S_IMODE(st.st_mode), st.st_nlink) != (self.writer_uid, FILE_MODE, 1):
+                raise ImageFileError(f"{name} was not written by keeptime here (uid {st.st_uid}, mode "
+                                     f"{stat.S_IMODE(st.st_mode):o}, {st.st_nlink} link(s))")
             if st.st_size > max_bytes:
                 raise ImageFileError(f"{name} is {st.st_size} bytes, more than the {max_bytes} allowed")
             chunks, size = [], 0
@@ -128,13 +140,18 @@ class ImageDir:
         os.fsync(self.fd)
 
     def remove(self, name: str) -> bool:
-        """Delete name durably; False when it did not exist."""
+        """Delete name durably (an empty directory someone made in its place
+        too); False when it did not exist."""
         try:
             os.unlink(name, dir_fd=self.fd)
         except FileNotFoundError:
             return False
         except IsADirectoryError:
-            raise ImageFileError(f"{name} is a directory, not a file keeptime wrote") from None
+            try:
+                os.rmdir(name, dir_fd=self.fd)
+            except OSError as exc:
+                raise ImageFileError(f"{name} is a directory keeptime cannot remove ({exc.strerror}); "
+                                     f"it stands where keeptime keeps a file of its own") from None
         os.fsync(self.fd)
         return True
 
