@@ -33,7 +33,7 @@ from keeptime.v1 import keeptime_pb2 as pb
 
 from . import checkpoint, criu, procfs, recordfile, verify
 from .access import Access, Caller
-from .errors import DataLoss, FailedPrecondition, KeeptimeError, NotFound
+from .errors import DataLoss, FailedPrecondition, InvalidArgument, KeeptimeError, NotFound
 from .hostclock import HostClock
 from .pidns import Target
 from .policies import FREEZE, Clocks
@@ -338,10 +338,10 @@ class CriuActions:
 def _parse_record(data: bytes) -> pb.Record:
     """The record in keeptime-record.bin; damage fails the step as DATA_LOSS."""
     try:
-        return recordfile.decode(data)
+        return recordfile.accept(data)
     except DataLoss as exc:
         raise StepFailed(f"DATA_LOSS: {dumpdir.RECORD_FILE}: {exc.message}") from None
-    except FailedPrecondition as exc:
+    except (FailedPrecondition, InvalidArgument) as exc:
         raise StepFailed(f"{dumpdir.RECORD_FILE}: {exc.message}") from None
 
 
