@@ -173,7 +173,7 @@ CASES = {
     "list-page-token-invalid": lambda w: w["stub"].ListRecords(
         pb.ListRecordsRequest(page_token="page-2"), timeout=30),
     "list-page-token-overflow": lambda w: w["stub"].ListRecords(
-        pb.ListRecordsRequest(page_token=f"{2**63}.{'a' * 32}"), timeout=30),
+        pb.ListRecordsRequest(page_token=f"{2**63}.{'a' * 32}.0"), timeout=30),
     "restores-page-token-invalid": lambda w: w["stub"].ListRestores(
         pb.ListRestoresRequest(page_token="-1"), timeout=30),
 }
