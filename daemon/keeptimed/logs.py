@@ -12,6 +12,8 @@ import json
 import logging
 import sys
 
+from keeptime.printable import printable
+
 # Attribute names that cannot be overridden by fields (they describe the record itself).
 RESERVED = ("ts", "level", "logger", "msg", "exc")
 MAX_FIELD_CHARS = 1024
@@ -56,8 +58,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def _text_value(value) -> str:
-    text = str(value)
-    if not text or any(c in text for c in ' "=\n'):
+    text = printable(str(value))   # text lines are for a terminal
+    if not text or any(c in text for c in ' "='):
         return json.dumps(text, ensure_ascii=False)
     return text
 
@@ -69,9 +71,12 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        line = clip(super().formatMessage(record), MAX_MESSAGE_CHARS)
+        line = printable(clip(super().formatMessage(record), MAX_MESSAGE_CHARS))
         pairs = " ".join(f"{key}={_text_value(value)}" for key, value in fields_of(record).items())
         return f"{line} {pairs}" if pairs else line
+
+    def formatException(self, exc_info) -> str:
+        return clip(super().formatException(exc_info), MAX_TRACEBACK_CHARS)
 
 
 def choose_format(log_format: str, stream=None) -> str:
