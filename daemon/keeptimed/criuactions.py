@@ -290,7 +290,7 @@ class CriuActions:
             return basis
         dump = step.dump_dir()
         dumped = dump.dumped()
-        record = self._record_for(step, dump.read_record(), dumped)
+        record = self._own(step, self._record_for(step, dump.read_record(), dumped))
         if dumped.as_dumped is not None:
             clocks = criu.timens_clocks(dumped.as_dumped, dumped.name)
         elif record is not None:
@@ -319,6 +319,20 @@ class CriuActions:
         expected = record.labels.get(IMAGE_DIGEST_LABEL)
         if dumped.as_dumped is not None and expected and dumpdir.digest(dumped.as_dumped) != expected:
             step.say(f"{dumpdir.RECORD_FILE} belongs to another dump: verifying against {dumped.name} alone")
+            return None
+        return record
+
+    def _own(self, step: Step, record: Optional[pb.Record]) -> Optional[pb.Record]:
+        """record, if the caller may have a verdict kept under its id: root
+        always; another caller only for a record it holds (pre-restore stored
+        it). Otherwise the image alone is verified against, under no record id."""
+        if record is None or step.caller.privileged:
+            return record
+        try:
+            self.store.get(record.id, step.caller.uid)
+        except NotFound:
+            step.say(f"{dumpdir.RECORD_FILE} names record {record.id}, which uid {step.caller.uid} does not "
+                     f"hold (no pre-restore?): verifying against the image alone")
             return None
         return record
 

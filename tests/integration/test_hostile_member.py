@@ -2,9 +2,12 @@
 the calls come from uid 65534 (or 4242) through keeptimed's socket, with the
 kernel's SO_PEERCRED, and root looks through the CLI as an operator would."""
 import json
+import os
 import re
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import urllib.request
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from helpers.daemon import RunningDaemon
 from helpers.impersonate import ConnectAs, as_user
 from keeptime import Client, errors
+from keeptime.criu.image import TimensClocks, encode_timens
 from keeptime.recordfile import encode
 from keeptime.v1 import keeptime_pb2 as pb
 
@@ -124,6 +128,39 @@ def test_a_member_leaves_no_verdict_under_roots_record_and_cannot_raise_the_regr
     with watched_daemon.client() as root:
         assert [(e.owner_uid, e.verdict) for e in root.restores(roots.id)] == [(NOBODY, pb.VERDICT_REGRESSED)]
         assert root.get(roots.id) == roots   # root's own record, untouched
+
+
+def test_a_members_criu_hook_keeps_no_verdict_under_a_record_it_does_not_hold(
+        group_daemon, open_dir, nobody_sleeper, root_sleeper, criu_hook_program):
+    """Rootless CRIU's post-restore with a keeptime-record.bin that carries
+    root's record id (and no pre-restore that would have stored it for the
+    user): the image alone is verified against, under no record id."""
+    with group_daemon.client() as root:
+        roots = root.checkpoint_record(root_sleeper)
+        seen = root.clocks(nobody_sleeper).clocks
+    images = tempfile.mkdtemp(dir=open_dir)
+    files = {"timens-0.img": encode_timens(TimensClocks(seen.monotonic_ns, seen.boottime_ns)),
+             "keeptime-record.bin": encode(_forged(roots, roots.id, clocks=(2**60, 2**60)))}
+    for name, data in files.items():
+        with open(os.path.join(images, name), "wb") as f:
+            f.write(data)
+        os.chown(os.path.join(images, name), NOBODY, NOGROUP)
+    os.chown(images, NOBODY, NOGROUP)
+    config = os.path.join(open_dir, "criu-hook.toml")
+    with open(config, "w") as f:
+        f.write('policy = "freeze"\nfail_on_regression = true\n')
+    os.chmod(config, 0o644)
+    program = shutil.copy(criu_hook_program, open_dir)
+    environ = {"CRTOOLS_SCRIPT_ACTION": "post-restore", "CRTOOLS_IMAGE_DIR": images,
+               "CRTOOLS_INIT_PID": str(nobody_sleeper), "KEEPTIME_CRIU_HOOK_CONFIG": config,
+               "KEEPTIME_SOCKET": group_daemon.socket}
+    result = subprocess.run(as_user(NOBODY, NOGROUP, [program]), env=environ, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"names record {roots.id}, which uid {NOBODY} does not hold" in result.stderr
+    with group_daemon.client() as root:
+        assert root.restores(roots.id) == []
+        assert [(e.record_id, e.owner_uid, e.ok) for e in root.restores()] == [("", NOBODY, True)]
 
 
 def test_importing_another_users_record_first_takes_nothing_from_its_owner(group_daemon, as_nobody, open_dir):
