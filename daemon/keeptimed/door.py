@@ -7,10 +7,11 @@ field. Records that come in as bytes are held to the same limits (see
 recordfile.accept and RecordStore.add). Refusals name the field and the
 sizes, never the value, so a huge value cannot make a huge message.
 """
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import DecodeError
+import functools
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError
 
 from keeptime import limits
 from keeptime.v1 import keeptime_pb2 as pb
@@ -57,18 +58,32 @@ def add_to_server(servicer, server: grpc.Server) -> None:
 
 def check(message, prefix: str = "") -> None:
     """InvalidArgument when a field of message (at any depth) breaks its limit."""
-    for field, value in message.ListFields():
+    for field, limit, is_map in _limited_fields(message.DESCRIPTOR):
+        value = getattr(message, field.name)
         name = prefix + field.name
-        limit = limits.of(field)
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        if is_map:
             _check_map(field, name, value, limit)
         elif field.is_repeated:
             if limit is not None and limit.max_items and len(value) > limit.max_items:
                 raise InvalidArgument(f"{name} has {len(value)} entries, more than the {limit.max_items} allowed")
             for i, item in enumerate(value):
                 _check_value(field, f"{name}[{i}]", item, limit)
-        else:
+        elif field.message_type is None or message.HasField(field.name):
             _check_value(field, name, value, limit)
+
+
+@functools.cache
+def _limited_fields(descriptor) -> tuple:
+    """(field, its limit, whether it is a map) for each field of a message
+    type that has a limit or leads to one; the rest need no look."""
+    out = []
+    for field in descriptor.fields:
+        limit = limits.of(field)
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        leads_to_limits = field.message_type is not None and not is_map and _limited_fields(field.message_type)
+        if limit is not None or leads_to_limits:
+            out.append((field, limit, is_map))
+    return tuple(out)
 
 
 def problem(message, prefix: str = "") -> str:
