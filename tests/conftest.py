@@ -1,15 +1,18 @@
 """Shared fixtures: a real keeptimed on a temporary socket, a compiled clock
-probe, and the `root` marker for tests that need privileges and time
-namespaces (skipped elsewhere with the reason)."""
+probe, a keeptimed open to nobody's group and a client that is nobody to it,
+and the `root` marker for tests that need privileges and time namespaces
+(skipped elsewhere with the reason)."""
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
 
 from helpers.daemon import RunningDaemon
-from helpers.impersonate import as_user
+from helpers.impersonate import ConnectAs, as_user
+from keeptime import Client
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -142,3 +145,36 @@ def criu_hook_program() -> str:
         if os.access(path, os.X_OK):
             return path
     pytest.skip("keeptime-criu-hook is not built (pip install the project first)")
+
+
+# -- a non-root caller: keeptimed's socket opened to nobody's group, and a
+# client that is nobody to it (real SO_PEERCRED, see helpers/impersonate.py)
+
+NOBODY = 65534
+NOGROUP = 65534
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user may traverse (pytest's tmp_path is root-only)."""
+    path = tempfile.mkdtemp(prefix="keeptime-access-")
+    os.chmod(path, 0o755)
+    yield path
+    subprocess.run(["rm", "-rf", path], check=False)
+
+
+@pytest.fixture
+def group_daemon(open_dir):
+    """keeptimed with its socket opened to the nobody user's group."""
+    running = RunningDaemon(open_dir).start("--socket-group", str(NOGROUP))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def as_nobody(group_daemon, open_dir):
+    """A keeptime.Client that keeptimed sees as uid and gid 65534."""
+    proxy = ConnectAs(open_dir, group_daemon.socket, NOBODY, NOGROUP)
+    with Client(socket=proxy.path, timeout=20) as client:
+        yield client
+    proxy.close()

@@ -28,11 +28,15 @@ GRPC_SUFFIXES = ("_pb2_grpc.py",)
 
 def generate(proto: str, out_root: str, grpc: bool) -> None:
     """Run protoc on one proto file, writing under out_root."""
+    import importlib.resources
+
     from grpc_tools import protoc  # imported late: only a development dependency
 
+    well_known = importlib.resources.files("grpc_tools") / "_proto"   # google/protobuf/descriptor.proto
     args = [
         "protoc",
         f"-I{PROTO_ROOT}",
+        f"-I{well_known}",
         f"--python_out={out_root}",
         f"--pyi_out={out_root}",
         *([f"--grpc_python_out={out_root}"] if grpc else []),

@@ -17,8 +17,8 @@ from .criu import hook as criu_hook
 from .criu.dumpdir import RECORD_FILE, DumpDir
 from .criu.imagedir import ImageDir, ImageFileError
 from .defaults import CONFIG_ENV, DEFAULT_CONFIG, DEFAULT_SOCKET, POLICIES, SOCKET_ENV
-from .output import (message_to_dict, policy_name, print_clocks, print_doctor, print_info, print_json, print_list,
-                     print_plan, print_record, print_restores)
+from .output import (emit, message_to_dict, policy_name, print_clocks, print_doctor, print_info, print_json,
+                     print_list, print_plan, print_record, print_restores)
 from .timefmt import format_ns
 
 EXIT_OK = 0
@@ -215,7 +215,7 @@ def run(args, client: Client) -> int:
     if args.command == "checkpoint":
         labels = dict(label.split("=", 1) for label in args.label)
         record = client.checkpoint_record(args.pid, labels)
-        print_json(message_to_dict(record)) if as_json else print(record.id)
+        print_json(message_to_dict(record)) if as_json else emit(record.id)
     elif args.command == "plan":
         plan = client.plan(args.record, args.policy)
         print_json(message_to_dict(plan)) if as_json else print_plan(plan)
@@ -231,10 +231,10 @@ def run(args, client: Client) -> int:
             })
         else:
             print(result.pid)
-            print(f"keeptime: restored {result.plan.record_id} as pid {result.pid} under "
-                  f"{policy_name(result.plan.policy)} via {result.mechanism}; offsets monotonic "
-                  f"{format_ns(result.monotonic_offset_ns)}, boottime {format_ns(result.boottime_offset_ns)}",
-                  file=sys.stderr)
+            emit(f"keeptime: restored {result.plan.record_id} as pid {result.pid} under "
+                 f"{policy_name(result.plan.policy)} via {result.mechanism}; offsets monotonic "
+                 f"{format_ns(result.monotonic_offset_ns)}, boottime {format_ns(result.boottime_offset_ns)}",
+                 file=sys.stderr)
     elif args.command == "exec":
         result = client.exec(args.pid, **_command_kwargs(args))
         if as_json:
@@ -260,7 +260,7 @@ def run(args, client: Client) -> int:
         print_json([message_to_dict(r) for r in records]) if as_json else print_list(records)
     elif args.command == "rm":
         record_id = client.delete(args.record)
-        print_json({"deleted": record_id}) if as_json else print(record_id)
+        print_json({"deleted": record_id}) if as_json else emit(record_id)
     elif args.command == "clocks":
         clocks = client.clocks(args.pid)
         print_json(message_to_dict(clocks)) if as_json else print_clocks(clocks)
@@ -269,7 +269,7 @@ def run(args, client: Client) -> int:
         print_json(message_to_dict(info)) if as_json else print_info(info)
     elif args.command == "health":
         status = client.health()
-        print_json({"status": status}) if as_json else print(status)
+        print_json({"status": status}) if as_json else emit(status)
         return EXIT_OK if status == "SERVING" else EXIT_ERROR
     elif args.command == "restores":
         events = client.restores(args.record)
@@ -298,7 +298,7 @@ def _fail(status: int, code: str, message: str, line: str, as_json: bool) -> int
     if as_json:
         print(json.dumps({"error": {"code": code, "message": message}, "exit_status": status}), file=sys.stderr)
     else:
-        print(line, file=sys.stderr)
+        emit(line, file=sys.stderr)
     return status
 
 

@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import errors
+from .limits import CHANNEL_OPTIONS
 from .defaults import DEFAULT_SOCKET, POLICIES, SOCKET_ENV
 from .v1 import keeptime_pb2 as pb
 from .v1 import keeptime_pb2_grpc as pb_grpc
@@ -120,14 +121,15 @@ class Client:
         self.timeout = timeout
         if address:
             self.socket = address
-            options = [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
+            options = [*CHANNEL_OPTIONS, *([("grpc.ssl_target_name_override", tls_server_name)]
+                                           if tls_server_name else [])]
             if not (tls_ca and tls_cert and tls_key):
                 raise errors.InvalidArgument("TCP needs tls_ca, tls_cert and tls_key (keeptimed requires mutual TLS)")
             credentials = grpc.ssl_channel_credentials(_read(tls_ca), _read(tls_key), _read(tls_cert))
             self._channel = grpc.secure_channel(address, credentials, options=options)
         else:
             self.socket = socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
-            self._channel = grpc.insecure_channel(f"unix:{os.path.abspath(self.socket)}")
+            self._channel = grpc.insecure_channel(f"unix:{os.path.abspath(self.socket)}", options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.KeeptimeStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

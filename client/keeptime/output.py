@@ -1,10 +1,12 @@
 """How the CLI prints results: one JSON document with --json (protobuf
-messages as plain JSON types), else tables and lines for humans."""
+messages as plain JSON types, exactly as received), else tables and lines for
+humans, in which whatever keeptimed or a record supplied is made printable."""
 import datetime
 import json
 import sys
 
 from . import doctor
+from .printable import printable
 from .timefmt import format_duration, format_ns
 from .v1 import keeptime_pb2 as pb
 
@@ -40,6 +42,12 @@ def print_json(value) -> None:
     sys.stdout.write("\n")
 
 
+def emit(line, file=None) -> None:
+    """Print one line for a human: control characters and the like escaped,
+    so text from keeptimed (hostnames, labels, messages) cannot drive the terminal."""
+    print(printable(str(line)), file=file or sys.stdout)
+
+
 def _when(realtime_ns: int) -> str:
     return datetime.datetime.fromtimestamp(realtime_ns / 1e9, tz=datetime.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -53,58 +61,59 @@ def policy_name(value: int) -> str:
 
 
 def print_plan(plan: pb.Plan) -> None:
-    print(f"record    {plan.record_id}")
-    print(f"policy    {policy_name(plan.policy)}")
-    print(_clock_line("recorded", plan.recorded))
-    print(_clock_line("target", plan.targets))
-    print(_clock_line("offsets", plan.offsets))
-    print(f"downtime  {format_duration(plan.downtime_ns)} "
+    emit(f"record    {plan.record_id}")
+    emit(f"policy    {policy_name(plan.policy)}")
+    emit(_clock_line("recorded", plan.recorded))
+    emit(_clock_line("target", plan.targets))
+    emit(_clock_line("offsets", plan.offsets))
+    emit(f"downtime  {format_duration(plan.downtime_ns)} "
           f"({'same boot' if plan.same_boot else 'other boot'}, {'same host' if plan.same_host else 'other host'})")
-    print(f"why       {plan.explanation}")
+    emit(f"why       {plan.explanation}")
 
 
 def print_record(record: pb.Record) -> None:
-    print(f"record      {record.id}")
-    print(f"root pid    {record.root_pid}")
-    print(f"taken       {_when(record.realtime_ns)} on {record.hostname or '?'} (boot {record.boot_id or '?'})")
-    print(f"source      {record.source}")
-    print(_clock_line("clocks", record.clocks))
-    print(_clock_line("host", record.host_clocks))
+    emit(f"record      {record.id}")
+    emit(f"root pid    {record.root_pid}")
+    emit(f"taken       {_when(record.realtime_ns)} on {record.hostname or '?'} (boot {record.boot_id or '?'})")
+    emit(f"source      {record.source}")
+    emit(_clock_line("clocks", record.clocks))
+    emit(_clock_line("host", record.host_clocks))
     for key, value in sorted(record.labels.items()):
-        print(f"label       {key}={value}")
+        emit(f"label       {key}={value}")
     for ns in record.namespaces:
         root = "  (root's)" if ns.inode == record.root_timens_inode else ""
-        print(f"namespace   {ns.inode}{root}: {len(ns.pids)} process(es), offsets "
+        emit(f"namespace   {ns.inode}{root}: {len(ns.pids)} process(es), offsets "
               f"monotonic {format_ns(ns.offsets.monotonic_ns)}, boottime {format_ns(ns.offsets.boottime_ns)}")
-    print(f"processes   {len(record.processes)}")
+    emit(f"processes   {len(record.processes)}")
     for proc in record.processes[:50]:
-        print(f"  {proc.pid:>8} {proc.ppid:>8} {proc.comm}")
+        emit(f"  {proc.pid:>8} {proc.ppid:>8} {proc.comm}")
     if len(record.processes) > 50:
-        print(f"  ... and {len(record.processes) - 50} more (use --json)")
+        emit(f"  ... and {len(record.processes) - 50} more (use --json)")
 
 
 def print_list(records) -> None:
     if not records:
-        print("no records")
+        emit("no records")
         return
-    print(f"{'ID':<32}  {'ROOT':>7}  {'PROCS':>5}  {'TAKEN (UTC)':<29}  {'HOST':<16}  MONOTONIC")
+    emit(f"{'ID':<32}  {'OWNER':>6}  {'ROOT':>7}  {'PROCS':>5}  {'TAKEN (UTC)':<29}  {'HOST':<16}  MONOTONIC")
     for r in records:
         if r.error:
-            print(f"{r.id:<32}  DAMAGED: {r.error}")
+            emit(f"{r.id:<32}  {r.owner_uid:>6}  DAMAGED: {r.error}")
             continue
-        print(f"{r.id:<32}  {r.root_pid:>7}  {r.process_count:>5}  {_when(r.realtime_ns):<29}  "
+        emit(f"{r.id:<32}  {r.owner_uid:>6}  {r.root_pid:>7}  {r.process_count:>5}  {_when(r.realtime_ns):<29}  "
               f"{r.hostname[:16]:<16}  {format_ns(r.clocks.monotonic_ns)}")
 
 
 def print_restores(events) -> None:
     if not events:
-        print("no restores")
+        emit("no restores")
         return
-    print(f"{'#':>5}  {'RECORD':<32}  {'PID':>7}  {'POLICY':<8}  {'STAGE':<13}  {'VERIFIED (UTC)':<29}  VERDICT")
+    emit(f"{'#':>5}  {'RECORD':<32}  {'OWNER':>6}  {'PID':>7}  {'POLICY':<8}  {'STAGE':<13}  {'VERIFIED (UTC)':<29}  "
+         f"VERDICT")
     for e in events:
         verdict = "ok" if e.ok else VERDICTS.get(e.verdict, "REGRESSED")
-        print(f"{e.id:>5}  {e.record_id or '-':<32}  {e.pid:>7}  {policy_name(e.policy):<8}  {e.stage[:13]:<13}  "
-              f"{_when(e.realtime_ns):<29}  {verdict}: {e.message}")
+        emit(f"{e.id:>5}  {e.record_id or '-':<32}  {e.owner_uid:>6}  {e.pid:>7}  {policy_name(e.policy):<8}  "
+             f"{e.stage[:13]:<13}  {_when(e.realtime_ns):<29}  {verdict}: {e.message}")
 
 
 VERDICTS = {pb.VERDICT_REGRESSED: "REGRESSED", pb.VERDICT_UNVERIFIED: "UNVERIFIED"}
@@ -112,11 +121,11 @@ VERDICTS = {pb.VERDICT_REGRESSED: "REGRESSED", pb.VERDICT_UNVERIFIED: "UNVERIFIE
 
 def print_clocks(c: pb.ClocksResponse) -> None:
     where = "the host's" if c.host_namespace else "its own"
-    print(f"pid        {c.pid}")
-    print(f"namespace  {c.timens_inode} ({where})")
-    print(_clock_line("sees", c.clocks))
-    print(_clock_line("offsets", c.offsets))
-    print(_clock_line("host", c.host_clocks))
+    emit(f"pid        {c.pid}")
+    emit(f"namespace  {c.timens_inode} ({where})")
+    emit(_clock_line("sees", c.clocks))
+    emit(_clock_line("offsets", c.offsets))
+    emit(_clock_line("host", c.host_clocks))
 
 
 def print_info(info: pb.GetInfoResponse) -> None:
@@ -141,15 +150,15 @@ def print_info(info: pb.GetInfoResponse) -> None:
         ("host", f"{info.hostname} (boot {info.boot_id})"),
     ]
     for key, value in rows:
-        print(f"{key:<16}{value}")
+        emit(f"{key:<16}{value}")
 
 
 def print_doctor(report: dict) -> None:
     for check in report["checks"]:
-        print(f"{check['status']:<6}{check['name']:<17}{check['summary']}")
+        emit(f"{check['status']:<6}{check['name']:<17}{check['summary']}")
     warnings = sum(c["status"] == doctor.WARN for c in report["checks"])
     problems = sum(c["status"] == doctor.FAIL for c in report["checks"])
     if problems:
-        print(f"{problems} blocking problem(s), {warnings} warning(s)")
+        emit(f"{problems} blocking problem(s), {warnings} warning(s)")
     else:
-        print(f"no blocking problem, {warnings} warning(s)")
+        emit(f"no blocking problem, {warnings} warning(s)")

@@ -3,7 +3,10 @@
 keeptimed runs as root and starts processes, so Restore is root-equivalent.
 The policy:
   * root on the unix socket, and TLS clients whose certificate the daemon
-    accepted (migration tooling), may do everything;
+    accepted (migration tooling), may do everything; with an allow-list, a
+    certificate is accepted for a DNS subject alternative name in it, never
+    for its common name or a SAN of another type (an email address or URI
+    equal to an allowed name proves nothing);
   * any other uid that could connect (the socket is opened to a group with
     --socket-group) may only checkpoint, inspect and enter processes it owns,
     see and use records it created, wait for processes it started, and
@@ -89,12 +92,24 @@ class Access:
             return self.caller_of(credentials)
         auth = context.auth_context()
         if auth.get("transport_security_type") == [b"ssl"]:
-            names = [n.decode() for key in ("x509_common_name", "x509_subject_alternative_name")
-                     for n in auth.get(key, [])]
-            if self.allowed_names and not self.allowed_names.intersection(names):
-                raise PermissionDenied(f"client certificate {names or '(no name)'} is not in the allow-list")
-            return Caller("tls", name=names[0] if names else "", pidns=self.own_pidns)
+            return Caller("tls", name=self._certificate_name(auth), pidns=self.own_pidns)
         return Caller("tcp-insecure", name=peer, pidns=self.own_pidns)
+
+    def _certificate_name(self, auth: Mapping[str, list[bytes]]) -> str:
+        """The name a TLS client is known by: its DNS subject alternative name
+        that the allow-list holds (PermissionDenied when none does), or
+        without an allow-list its first DNS name, else its common name."""
+        # gRPC lists the SANs of type DNS alone as peer_dns, those of every
+        # type together as x509_subject_alternative_name.
+        dns_names = [name.decode(errors="replace") for name in auth.get("peer_dns", [])]
+        if self.allowed_names:
+            allowed = [name for name in dns_names if name in self.allowed_names]
+            if not allowed:
+                raise PermissionDenied(f"client certificate with DNS names {dns_names or '(none)'} is not in the "
+                                       f"allow-list (names are matched against DNS subject alternative names only)")
+            return allowed[0]
+        common_names = [name.decode(errors="replace") for name in auth.get("x509_common_name", [])]
+        return (dns_names or common_names or [""])[0]
 
     def pids(self, caller: Caller) -> pidns.View:
         """How the caller's pids map to keeptimed's; FailedPrecondition when

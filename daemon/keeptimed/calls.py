@@ -1,7 +1,8 @@
 """One gRPC call, start to end: identify the caller and apply the access
-policy, turn domain errors (KeeptimeError) into their status and one-line
-message and hide internal ones, log one line per call and count it in the
-metrics. Handlers add fields to their line with note()."""
+policy, refuse what the door does not take (a request that does not decode
+or breaks a size limit), turn domain errors (KeeptimeError) into their status
+and a bounded one-line message and hide internal ones, log one line per call
+and count it in the metrics. Handlers add fields to their line with note()."""
 import contextvars
 import functools
 import logging
@@ -10,8 +11,9 @@ from typing import Optional
 
 import grpc
 
+from . import door
 from .access import Caller, reset_current_caller, set_current_caller
-from .errors import KeeptimeError
+from .errors import InvalidArgument, KeeptimeError
 from .wire import POLICY_NAMES
 
 log = logging.getLogger("keeptimed.rpc")
@@ -20,6 +22,9 @@ log = logging.getLogger("keeptimed.rpc")
 _call_fields: contextvars.ContextVar[dict] = contextvars.ContextVar("keeptimed_call_fields")
 # Statuses that mean keeptimed itself (or its store) failed, not the caller.
 SERVER_FAULTS = ("INTERNAL", "DATA_LOSS", "UNKNOWN")
+# A status message travels in the trailers, percent-encoded (up to 3 bytes a
+# byte), and gRPC drops a call whose trailers pass 8 KiB ("Stream removed").
+MAX_STATUS_MESSAGE_BYTES = 1024
 
 
 def note(**fields) -> None:
@@ -50,6 +55,8 @@ def request_fields(request) -> dict:
     """What a request is about, for the log: pid, record id, policy and the
     command's argv[0] and uid -- never its arguments or environment."""
     fields = {}
+    if isinstance(request, door.Undecodable):
+        return fields
     names = request.DESCRIPTOR.fields_by_name
     if "pid" in names:
         fields["pid"] = request.pid
@@ -63,6 +70,16 @@ def request_fields(request) -> dict:
         if request.command.HasField("uid"):
             fields["uid"] = request.command.uid
     return fields
+
+
+def status_message(message: str) -> str:
+    """message as a status may carry it: one line of at most
+    MAX_STATUS_MESSAGE_BYTES bytes of UTF-8 (cut short with "...")."""
+    line = " ".join(message.splitlines())
+    data = line.encode()
+    if len(data) <= MAX_STATUS_MESSAGE_BYTES:
+        return line
+    return data[:MAX_STATUS_MESSAGE_BYTES - 3].decode(errors="ignore") + "..."
 
 
 def rpc(method):
@@ -81,12 +98,16 @@ def rpc(method):
         try:
             caller = self.access.identify(context)
             self.access.check_rpc(caller, name)
+            if isinstance(request, door.Undecodable):
+                raise InvalidArgument(request.message)
+            door.check(request)
             caller_token = set_current_caller(caller)
             return method(self, request, context)
         except KeeptimeError as exc:
             status = exc.status
-            fields["error"] = exc.message
-            context.abort(grpc.StatusCode[exc.status], exc.message)
+            message = status_message(exc.message)
+            fields["error"] = message
+            context.abort(grpc.StatusCode[exc.status], message)
         except Exception:
             status = "INTERNAL"
             log.exception("%s failed", name, extra={"fields": {"rpc": name}})

@@ -20,6 +20,7 @@ DEFAULT_CWD = "/"
 DEV_NULL = "/dev/null"
 DEFAULT_UMASK = 0o022
 MAX_ARGS = 65_536
+MAX_PATH_DIRECTORIES = 4096   # keeptime-helper tries at most this many places for a program
 
 
 def _text(value: str, what: str) -> str:
@@ -46,7 +47,11 @@ def _exec_candidates(program: str, env: list[str]) -> list[str]:
     for entry in env:
         if entry.startswith("PATH="):
             path = entry[len("PATH="):]
-    return [os.path.join(directory or ".", program) for directory in path.split(":")]
+    directories = path.split(":")
+    if len(directories) > MAX_PATH_DIRECTORIES:
+        raise InvalidArgument(f"PATH has {len(directories)} directories, more than the {MAX_PATH_DIRECTORIES} "
+                              f"keeptime looks for {program[:64]!r} in; give the program's path instead")
+    return [os.path.join(directory or ".", program) for directory in directories]
 
 
 def _ids(uid: Optional[int], gid: Optional[int]) -> tuple[Optional[int], Optional[int], list[int]]:

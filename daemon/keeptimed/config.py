@@ -98,8 +98,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls_cert", str, "", "server certificate (PEM) for tcp", path=True),
     Setting("tls_key", str, "", "server private key (PEM) for tcp", path=True),
     Setting("tls_client_ca", str, "", "CA (PEM) that signs accepted client certificates", path=True),
-    Setting("tls_allow_name", list, [], "accept only client certificates with one of these common or "
-            "subject-alternative names (flag repeatable, environment comma-separated; empty: any the CA signed)"),
+    Setting("tls_allow_name", list, [], "accept only client certificates with one of these DNS subject "
+            "alternative names (never a common name, email or URI; flag repeatable, environment "
+            "comma-separated; empty: any the CA signed)"),
     Setting("insecure_loopback", bool, False, "allow tcp without TLS on a loopback address (any local user "
             "becomes root-equivalent: test rigs only)"),
 )

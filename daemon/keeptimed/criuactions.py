@@ -33,7 +33,7 @@ from keeptime.v1 import keeptime_pb2 as pb
 
 from . import checkpoint, criu, procfs, recordfile, verify
 from .access import Access, Caller
-from .errors import DataLoss, FailedPrecondition, KeeptimeError, NotFound
+from .errors import DataLoss, FailedPrecondition, InvalidArgument, KeeptimeError, NotFound
 from .hostclock import HostClock
 from .pidns import Target
 from .policies import FREEZE, Clocks
@@ -300,7 +300,7 @@ class CriuActions:
             return basis
         dump = step.dump_dir()
         dumped = dump.dumped()
-        record = self._record_for(step, dump.read_record(), dumped)
+        record = self._own(step, self._record_for(step, dump.read_record(), dumped))
         if dumped.as_dumped is not None:
             clocks = criu.timens_clocks(dumped.as_dumped, dumped.name)
         elif record is not None:
@@ -332,6 +332,20 @@ class CriuActions:
             return None
         return record
 
+    def _own(self, step: Step, record: Optional[pb.Record]) -> Optional[pb.Record]:
+        """record, if the caller may have a verdict kept under its id: root
+        always; another caller only for a record it holds (pre-restore stored
+        it). Otherwise the image alone is verified against, under no record id."""
+        if record is None or step.caller.privileged:
+            return record
+        try:
+            self.store.get(record.id, step.caller.uid)
+        except NotFound:
+            step.say(f"{dumpdir.RECORD_FILE} names record {record.id}, which uid {step.caller.uid} does not "
+                     f"hold (no pre-restore?): verifying against the image alone")
+            return None
+        return record
+
     def _remember(self, identity: tuple, basis: _Basis) -> None:
         with self._lock:
             self._resume[identity] = (time.monotonic() + RESUME_MEMORY_SECONDS, basis)
@@ -348,10 +362,10 @@ class CriuActions:
 def _parse_record(data: bytes) -> pb.Record:
     """The record in keeptime-record.bin; damage fails the step as DATA_LOSS."""
     try:
-        return recordfile.decode(data)
+        return recordfile.accept(data)
     except DataLoss as exc:
         raise StepFailed(f"DATA_LOSS: {dumpdir.RECORD_FILE}: {exc.message}") from None
-    except FailedPrecondition as exc:
+    except (FailedPrecondition, InvalidArgument) as exc:
         raise StepFailed(f"{dumpdir.RECORD_FILE}: {exc.message}") from None
 
 

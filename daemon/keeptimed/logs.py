@@ -3,19 +3,40 @@
 Structured fields travel with a record as ``extra={"fields": {...}}``; both
 formats print them, JSON as top-level keys, text as ``key=value`` pairs after
 the message. Every record is one line (a traceback is folded into the JSON
-``exc`` field, or indented under a text line).
+``exc`` field, or indented under a text line), and bounded: a field's value,
+the message and a traceback are cut short past their limits, so a caller's
+8 MB record id makes a short line, not an 8 MB one.
 """
 import datetime
 import json
 import logging
 import sys
 
+from keeptime.printable import printable
+
 # Attribute names that cannot be overridden by fields (they describe the record itself).
 RESERVED = ("ts", "level", "logger", "msg", "exc")
+MAX_FIELD_CHARS = 1024
+MAX_MESSAGE_CHARS = 4096
+MAX_TRACEBACK_CHARS = 16384
+
+
+def clip(text: str, limit: int) -> str:
+    """text, or its first limit characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
+
+
+def _bounded(value):
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return clip(value if isinstance(value, str) else str(value), MAX_FIELD_CHARS)
 
 
 def fields_of(record: logging.LogRecord) -> dict:
-    return getattr(record, "fields", None) or {}
+    """The record's structured fields, each value bounded."""
+    return {key: _bounded(value) for key, value in (getattr(record, "fields", None) or {}).items()}
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,18 +48,18 @@ class JsonFormatter(logging.Formatter):
             .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": clip(record.getMessage(), MAX_MESSAGE_CHARS),
         }
         for key, value in fields_of(record).items():
             out[key if key not in RESERVED else f"field_{key}"] = value
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = clip(self.formatException(record.exc_info), MAX_TRACEBACK_CHARS)
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
 def _text_value(value) -> str:
-    text = str(value)
-    if not text or any(c in text for c in ' "=\n'):
+    text = printable(str(value))   # text lines are for a terminal
+    if not text or any(c in text for c in ' "='):
         return json.dumps(text, ensure_ascii=False)
     return text
 
@@ -50,9 +71,12 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        line = super().formatMessage(record)
+        line = printable(clip(super().formatMessage(record), MAX_MESSAGE_CHARS))
         pairs = " ".join(f"{key}={_text_value(value)}" for key, value in fields_of(record).items())
         return f"{line} {pairs}" if pairs else line
+
+    def formatException(self, exc_info) -> str:
+        return clip(super().formatException(exc_info), MAX_TRACEBACK_CHARS)
 
 
 def choose_format(log_format: str, stream=None) -> str:

@@ -188,10 +188,17 @@ class KeeptimeMetrics:
             CLOCK_JUMP_BUCKETS, ("clock",)))
         self.regressions = r.add(Counter(
             "keeptime_clock_regressions_total",
-            "Restores (keeptimed's own, and CRIU restores VerifyRestore checked) where a clock was seen below "
-            "its recorded or target value. Must stay 0.", ("clock",)))
+            "Restores (keeptimed's own, and CRIU restores root's VerifyRestore checked) where a clock was seen "
+            "below its recorded or target value. Must stay 0.", ("clock",)))
+        self.user_regressions = r.add(Counter(
+            "keeptime_clock_regressions_unprivileged_total",
+            "Regressions in verdicts a caller other than root asked for (rootless CRIU), on its own record and "
+            "processes: its records and images may carry any clock values, so they are its word, not keeptime's.",
+            ("clock",)))
         for clock in CLOCKS + ("unknown",):
             self.regressions.inc(0, clock=clock)
+        for clock in CLOCKS:
+            self.user_regressions.inc(0, clock=clock)
         self.unverified = r.add(Counter(
             "keeptime_restores_unverified_total",
             "CRIU restores keeptime could not verify (the tree was gone or unreadable, nothing to verify "
@@ -221,6 +228,9 @@ class KeeptimeMetrics:
 
     def regression(self, clock: str) -> None:
         self.regressions.inc(clock=clock)
+
+    def unprivileged_regression(self, clock: str) -> None:
+        self.user_regressions.inc(clock=clock)
 
     def observe_hook(self, action: str, result: str, seconds: float) -> None:
         self.hook_steps.inc(action=action, result=result)

@@ -1,7 +1,8 @@
 """Page sizes and page tokens of the List RPCs.
 
 A token is where the previous page ended, in the order the store lists in:
-"<realtime_ns>.<record id>" for records, the last event id for restores.
+"<realtime_ns>.<record id>.<owner uid>" for records (two users may hold the
+same id), the last event id for restores.
 Clients treat tokens as opaque; a token that does not parse is refused with
 INVALID_ARGUMENT rather than restarting the listing from the beginning.
 """
@@ -12,7 +13,8 @@ from .errors import InvalidArgument
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 1000   # a page of summaries stays far below the 8 MiB message limit
 
-_RECORD_TOKEN = re.compile(r"([0-9]{1,19})\.([0-9a-f]{32})")
+_RECORD_TOKEN = re.compile(r"([0-9]{1,19})\.([0-9a-f]{32})\.([0-9]{1,10})")
+UINT32_MAX = 2**32 - 1
 INT64_MAX = 2**63 - 1
 _RESTORE_TOKEN = re.compile(r"[0-9]{1,19}")
 
@@ -28,18 +30,18 @@ def one_page(rows: list, size: int) -> tuple[list, bool]:
     return rows[:size], len(rows) > size
 
 
-def record_token(realtime_ns: int, record_id: str) -> str:
-    return f"{realtime_ns}.{record_id}"
+def record_token(realtime_ns: int, record_id: str, owner_uid: int) -> str:
+    return f"{realtime_ns}.{record_id}.{owner_uid}"
 
 
-def parse_record_token(token: str) -> "tuple[int, str] | None":
-    """The (realtime_ns, id) a ListRecords page token continues after; None for ""."""
+def parse_record_token(token: str) -> "tuple[int, str, int] | None":
+    """The (realtime_ns, id, owner_uid) a ListRecords page token continues after; None for ""."""
     if not token:
         return None
     match = _RECORD_TOKEN.fullmatch(token)
-    if match is None or int(match.group(1)) > INT64_MAX:
+    if match is None or int(match.group(1)) > INT64_MAX or int(match.group(3)) > UINT32_MAX:
         raise InvalidArgument(f"page_token {token[:64]!r} is not one ListRecords returned")
-    return int(match.group(1)), match.group(2)
+    return int(match.group(1)), match.group(2), int(match.group(3))
 
 
 def parse_restore_token(token: str) -> int:

@@ -123,7 +123,8 @@ def check_target_range(targets: Clocks) -> None:
 
 def plan_restore(policy: str, ckpt: Checkpointed, now: HostNow) -> RestorePlan:
     """Plan a restore of ckpt on the host described by now."""
-    for name, value in (("monotonic", ckpt.clocks.monotonic_ns), ("boottime", ckpt.clocks.boottime_ns)):
+    for name, value in (("monotonic", ckpt.clocks.monotonic_ns), ("boottime", ckpt.clocks.boottime_ns),
+                        ("host boottime", ckpt.host_boottime_ns), ("realtime", ckpt.realtime_ns)):
         if value < 0:
             raise InvalidArgument(f"recorded {name} clock {value} ns is negative")
     downtime_ns, source = measure_downtime(ckpt, now)

@@ -6,14 +6,19 @@ store keeps, so a record moves between hosts and disks unchanged:
     b"keeptime-record\\n" + RecordEnvelope{format_version, record, sha256}
 
 The format is shared with the CRIU hook and lives in keeptime.recordfile;
-the daemon's errors and the validation of the content live here.
+the daemon's errors and the validation of the content live here. Bytes from
+outside go through accept(), which also holds them to the size limits;
+decode() alone reads what the store kept (records stored before the limits
+existed stay readable).
 """
 from keeptime.recordfile import (  # noqa: F401 (MAGIC, encode: re-exported)
     FORMAT_VERSION, MAGIC, RECORD_ID, RecordFileError, encode, parse,
 )
+from keeptime.limits import RECORD_FILE_BYTES
 from keeptime.v1 import keeptime_pb2 as pb
 
-from .errors import DataLoss, FailedPrecondition
+from . import door
+from .errors import DataLoss, FailedPrecondition, InvalidArgument
 
 
 def decode(data: bytes) -> pb.Record:
@@ -33,6 +38,16 @@ def decode(data: bytes) -> pb.Record:
     return record
 
 
+def accept(data: bytes) -> pb.Record:
+    """Record-file bytes from a caller or an image directory: decoded,
+    verified and within the size limits (InvalidArgument beyond them)."""
+    if len(data) > RECORD_FILE_BYTES:
+        raise InvalidArgument(f"the record file is {len(data)} bytes, more than the {RECORD_FILE_BYTES} allowed")
+    record = decode(data)
+    door.check(record, "record.")
+    return record
+
+
 def validation_error(record: pb.Record) -> str:
     """Why a record cannot be used, or "" when it is sound."""
     if not RECORD_ID.fullmatch(record.id):
@@ -43,4 +58,8 @@ def validation_error(record: pb.Record) -> str:
         return "negative clock values"
     if record.realtime_ns < 0:
         return "negative CLOCK_REALTIME"
+    # The host's own clocks count from its boot: never negative (a downtime
+    # measured from a negative one would not fit in 64 bits).
+    if record.host_clocks.monotonic_ns < 0 or record.host_clocks.boottime_ns < 0:
+        return "negative host clock values"
     return ""

@@ -11,7 +11,7 @@ from . import verify
 from .hostclock import HostClock
 from .metrics import KeeptimeMetrics
 from .policies import Clocks
-from .store import RecordStore
+from .store import ROOT_UID, RecordStore
 from .wire import POLICY_ENUMS
 
 log = logging.getLogger("keeptimed.rpc")
@@ -35,6 +35,7 @@ class Restores:
         event.verdict = pb.VERDICT_CONTINUOUS if event.ok else pb.VERDICT_REGRESSED
         event.policy = POLICY_ENUMS[policy]
         event.stage = stage
+        event.owner_uid = owner_uid
         event.id = self.store.add_restore(event, owner_uid)
         first_look = stage != SECOND_LOOK
         if first_look:
@@ -42,9 +43,21 @@ class Restores:
         if not event.ok:
             for clock in ("monotonic", "boottime"):
                 if getattr(event.clocks, f"{clock}_ns") < getattr(event.dumped, f"{clock}_ns"):
-                    self.regression(clock, f"record {record_id or '(none)'}, pid {tree.root_pid}, {stage}: "
-                                           f"{event.message}", count=first_look)
+                    detail = f"record {record_id or '(none)'}, pid {tree.root_pid}, {stage}: {event.message}"
+                    if owner_uid == ROOT_UID:
+                        self.regression(clock, detail, count=first_look)
+                    else:
+                        self._unprivileged_regression(clock, detail, owner_uid, count=first_look)
         return event
+
+    def _unprivileged_regression(self, clock: str, detail: str, owner_uid: int, count: bool) -> None:
+        """A regression a non-root caller reported on its own record: the
+        dumped values are the caller's to choose, so it is counted apart from
+        keeptime_clock_regressions_total, which must stay 0."""
+        if count:
+            self.metrics.unprivileged_regression(clock)
+        log.warning("clock regression reported by uid %d on its own restore: %s", owner_uid, detail,
+                    extra={"fields": {"clock": clock, "owner_uid": owner_uid}})
 
     def unverified(self, record_id: str, pid: int, policy: Optional[str], stage: str, why: str,
                    owner_uid: int) -> pb.RestoreEvent:
@@ -52,7 +65,7 @@ class Restores:
         event = pb.RestoreEvent(
             record_id=record_id, pid=pid, policy=POLICY_ENUMS[policy] if policy else pb.POLICY_UNSPECIFIED,
             stage=stage, ok=False, verdict=pb.VERDICT_UNVERIFIED, realtime_ns=self.host.now().realtime_ns,
-            message=f"unverified: {why}",
+            message=f"unverified: {why}", owner_uid=owner_uid,
         )
         event.id = self.store.add_restore(event, owner_uid)
         self.metrics.unverified_restore(stage)

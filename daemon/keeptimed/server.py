@@ -19,10 +19,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from keeptime import limits
 from keeptime.v1 import keeptime_pb2 as pb
-from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import __version__, caps, fdlimit, native, procfs
+from . import __version__, caps, door, fdlimit, native, procfs
 from .access import Access
 from .children import Children
 from .config import Config
@@ -41,7 +41,6 @@ log = logging.getLogger("keeptimed")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Keeptime"].full_name
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # A client that has not sent the HTTP/2 preface and its SETTINGS by then is
 # cut off (real clients send both at once), so stalled connections cannot
 # pile up; gRPC's default is two minutes.
@@ -187,18 +186,14 @@ class Daemon:
         )
         self.server = grpc.server(
             started_thread_pool(c.workers),
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
-            ],
+            options=[*limits.CHANNEL_OPTIONS, ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS)],
         )
         _prepare_socket_path(c.socket)
         self.relay = CallerRelay(c.socket, socket_gid)
         access = Access(self.relay, c.tls_allow_name)
         service = KeeptimeService(self.store, self.host, self.children, access, self.metrics, c.default_policy,
                                   about, max_waits=max(1, c.workers // 2))
-        pb_grpc.add_KeeptimeServicer_to_server(service, self.server)
+        door.add_to_server(service, self.server)
         # The CRIU hook's steps arrive on the same socket, with descriptors gRPC cannot carry.
         self.hooks = HookServer(CriuActions(self.store, self.host, access, service.restores), access, self.metrics)
         self.relay.on_hook = self.hooks.submit

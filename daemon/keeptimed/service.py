@@ -14,7 +14,8 @@ from typing import Optional
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import __version__, caps, checkpoint, commands, criu, native, paging, pidns, procfs, recordfile, timens, verify
+from . import (__version__, caps, checkpoint, commands, criu, door, native, paging, pidns, procfs, recordfile, timens,
+               verify)
 from .access import Access, Caller, current_caller
 from .calls import note, rpc
 from .children import Children
@@ -29,7 +30,6 @@ from .wire import (DOWNTIME_SOURCES, MECHANISM_ENUMS, OFFSET_ABI_ENUMS, POLICY_E
                    clock_values, offsets)
 
 log = logging.getLogger("keeptimed.rpc")
-MAX_STAGE_LENGTH = 64
 
 
 def _positive_pid(pid: int) -> int:
@@ -85,7 +85,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         if which == "record_id":
             return self.store.get(ref.record_id, self._owner())
         if which == "record_file":
-            return recordfile.decode(ref.record_file)
+            return recordfile.accept(ref.record_file)
         raise InvalidArgument("no record given: set record_id or record_file")
 
     @staticmethod
@@ -278,11 +278,20 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         rows, more = paging.one_page(self.store.list(self._owner(), after=after, limit=size + 1), size)
         if more:
             response.next_page_token = paging.record_token(*rows[-1][0])
-        for (_, record_id), record in rows:
+        for (_, record_id, owner_uid), record in rows:
             if isinstance(record, KeeptimeError):
-                response.records.add(id=record_id, error=record.message)
+                response.records.add(id=record_id, owner_uid=owner_uid, error=record.message)
+                continue
+            # Stored before keeptimed limited sizes: summarized without what
+            # could make a page too large for one message.
+            too_large = door.problem(record, "record.")
+            if too_large:
+                response.records.add(id=record_id, owner_uid=owner_uid, root_pid=record.root_pid,
+                                     realtime_ns=record.realtime_ns, process_count=len(record.processes),
+                                     error=f"not summarized, it breaks a size limit ({too_large}): GetRecord shows it")
                 continue
             response.records.add(
+                owner_uid=owner_uid,
                 id=record.id,
                 root_pid=record.root_pid,
                 clocks=record.clocks,
@@ -355,7 +364,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     def ImportRecord(self, request, context):
         if not request.data:
             raise InvalidArgument("no record data given")
-        record = recordfile.decode(request.data)
+        record = recordfile.accept(request.data)
         self.store.add(record, current_caller().owner_uid)
         note(record=record.id)
         return pb.ImportRecordResponse(record=record)
@@ -412,11 +421,12 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     def VerifyRestore(self, request, context):
         record = self._record(request.record)
         caller = current_caller()
+        if not caller.privileged and request.record.WhichOneof("ref") == "record_file":
+            # A verdict is kept under its record's id: it must be one of the caller's own records.
+            record = self.store.get(record.id, caller.uid)
         view, target = self._target(request.pid)
         pid = target.pid
         self.access.check_owns(caller, {target.host_pid: pid})
-        if len(request.stage) > MAX_STAGE_LENGTH:
-            raise InvalidArgument(f"stage is longer than {MAX_STAGE_LENGTH} characters")
         policy = self._policy(request.policy)
         if request.timens_image:
             dumped = criu.timens_clocks(request.timens_image)

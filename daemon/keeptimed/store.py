@@ -2,6 +2,8 @@
 
 Records are kept as record-file bytes (see recordfile), so what is stored is
 exactly what is exported, and a damaged row is detected by its checksum.
+A record is stored under its owner's uid and its id: each owner has ids of
+its own, so one user's record can neither take nor reveal another's id.
 Restore events (verdicts of VerifyRestore) are kept in plain columns, so an
 operator can query them with sqlite3.
 """
@@ -13,13 +15,19 @@ from typing import Optional
 
 from keeptime.v1 import keeptime_pb2 as pb
 
-from . import recordfile
+from keeptime.limits import RECORD_FILE_BYTES
+
+from . import door, recordfile
 from .errors import AlreadyExists, DataLoss, InvalidArgument, NotFound, ResourceExhausted
 
 # 2: owner_uid, the uid whose record it is (0: the administrators'); 3: restores;
-# 4: restores.verdict (continuous, regressed, unverified; "" in older rows: see ok)
-SCHEMA_VERSION = 4
+# 4: restores.verdict (continuous, regressed, unverified; "" in older rows: see ok);
+# 5: records keyed by (owner_uid, id): every owner has its own ids
+SCHEMA_VERSION = 5
 ID_OR_PREFIX = re.compile(r"[0-9a-f]{4,32}")
+ROOT_UID = 0
+# (owner_uid, record id): what names a stored record.
+RecordKey = tuple[int, str]
 
 
 class RecordStore:
@@ -45,22 +53,13 @@ class RecordStore:
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} has schema {version}, newer than this keeptimed ({SCHEMA_VERSION})")
         if version == SCHEMA_VERSION and self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'records_by_time'"
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'records_by_owner_time'"
         ).fetchone():
             return   # nothing to write: a store on a full disk still opens, to be read
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS records ("
-                    " id TEXT PRIMARY KEY,"
-                    " created_realtime_ns INTEGER NOT NULL,"
-                    " data BLOB NOT NULL,"
-                    " owner_uid INTEGER NOT NULL DEFAULT 0)"
-                )
-                columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
-                if "owner_uid" not in columns:   # a version 1 store
-                    self._db.execute("ALTER TABLE records ADD COLUMN owner_uid INTEGER NOT NULL DEFAULT 0")
+                self._migrate_records()
                 # No foreign key: a restore may be verified against a record given as
                 # bytes, and its history outlives the record's deletion.
                 self._db.execute(
@@ -87,13 +86,39 @@ class RecordStore:
                     self._db.execute("ALTER TABLE restores ADD COLUMN verdict TEXT NOT NULL DEFAULT ''")
                 self._db.execute("CREATE INDEX IF NOT EXISTS restores_by_record ON restores (record_id)")
                 # list() pages in this order; without the index every page sorts the table.
-                self._db.execute("CREATE INDEX IF NOT EXISTS records_by_time ON records (created_realtime_ns, id)")
+                self._db.execute("DROP INDEX IF EXISTS records_by_time")
+                self._db.execute("CREATE INDEX IF NOT EXISTS records_by_owner_time"
+                                 " ON records (created_realtime_ns, id, owner_uid)")
+                # Root names records by id (or prefix) whoever owns them.
+                self._db.execute("CREATE INDEX IF NOT EXISTS records_by_id ON records (id)")
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:   # SQLite ends it itself on some errors (a full disk)
                     self._db.execute("ROLLBACK")
                 raise
+
+    def _migrate_records(self) -> None:
+        """The records table keyed by (owner_uid, id), from any older one."""
+        create = ("CREATE TABLE {} ("
+                  " owner_uid INTEGER NOT NULL DEFAULT 0,"
+                  " id TEXT NOT NULL,"
+                  " created_realtime_ns INTEGER NOT NULL,"
+                  " data BLOB NOT NULL,"
+                  " PRIMARY KEY (owner_uid, id))")
+        exists = self._db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone()
+        if exists is None:
+            self._db.execute(create.format("records"))
+            return
+        if "PRIMARY KEY (owner_uid, id)" in exists[0]:
+            return
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+        owner = "owner_uid" if "owner_uid" in columns else "0"   # a version 1 store: root's
+        self._db.execute(create.format("records_by_owner"))
+        self._db.execute(f"INSERT INTO records_by_owner (owner_uid, id, created_realtime_ns, data)"
+                         f" SELECT {owner}, id, created_realtime_ns, data FROM records")
+        self._db.execute("DROP TABLE records")
+        self._db.execute("ALTER TABLE records_by_owner RENAME TO records")
 
     def close(self) -> None:
         with self._lock:
@@ -110,76 +135,87 @@ class RecordStore:
                 raise ResourceExhausted(f"record store {self.path} is full: {exc}") from None
             raise
 
-    def add(self, record: pb.Record, owner_uid: int = 0) -> None:
-        """Store a new record; AlreadyExists when its id is taken by other content."""
+    def add(self, record: pb.Record, owner_uid: int = ROOT_UID) -> None:
+        """Store a new record of owner_uid; AlreadyExists when that owner has
+        another record of that id. InvalidArgument when the record breaks a
+        size limit, ResourceExhausted when it is too large to store."""
+        door.check(record, "record.")
         data = recordfile.encode(record)
+        if len(data) > RECORD_FILE_BYTES:
+            raise ResourceExhausted(f"the record of {len(record.processes)} processes is {len(data)} bytes, more "
+                                    f"than the {RECORD_FILE_BYTES} keeptimed stores")
         try:
             self._write(
-                "INSERT INTO records (id, created_realtime_ns, data, owner_uid) VALUES (?, ?, ?, ?)",
-                (record.id, record.realtime_ns, data, owner_uid),
+                "INSERT INTO records (owner_uid, id, created_realtime_ns, data) VALUES (?, ?, ?, ?)",
+                (owner_uid, record.id, record.realtime_ns, data),
             )
         except sqlite3.IntegrityError:
-            if self._raw(record.id) == data:
+            if self._raw((owner_uid, record.id)) == data:
                 return  # the same record again (e.g. a retried import): nothing to do
-            raise AlreadyExists(f"a different record with id {record.id} already exists") from None
+            raise AlreadyExists(f"you already have a different record with id {record.id}") from None
 
-    def resolve(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> str:
-        """The full id of the one record whose id is or starts with id_or_prefix.
+    def resolve(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> RecordKey:
+        """The (owner, id) of the one record whose id is or starts with id_or_prefix.
 
         With owner_uid, only that uid's records count: others' are not found.
+        Without, root's own records count first, then anyone's.
         """
         _check_id_or_prefix(id_or_prefix)
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM records WHERE id >= ? AND id < ? AND (? IS NULL OR owner_uid = ?)"
-                " ORDER BY id LIMIT 2",
-                (id_or_prefix, id_or_prefix + "g", owner_uid, owner_uid),
-            ).fetchall()
-        if not rows:
-            raise NotFound(f"no record {id_or_prefix}")
-        if len(rows) > 1 and rows[0][0] != id_or_prefix:
-            raise InvalidArgument(f"record id prefix {id_or_prefix} is ambiguous")
-        return rows[0][0]
+        for owner in ((owner_uid,) if owner_uid is not None else (ROOT_UID, None)):
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT owner_uid, id FROM records WHERE id >= ? AND id < ? AND (? IS NULL OR owner_uid = ?)"
+                    " ORDER BY id, owner_uid LIMIT 2",
+                    (id_or_prefix, id_or_prefix + "g", owner, owner),
+                ).fetchall()
+            if len(rows) == 1 or (rows and rows[0][1] == id_or_prefix != rows[1][1]):
+                return rows[0]
+            if rows:
+                if rows[0][1] == rows[1][1]:
+                    raise InvalidArgument(f"record id {rows[0][1]} is held by several users (uids "
+                                          f"{rows[0][0]} and {rows[1][0]}, at least)")
+                raise InvalidArgument(f"record id prefix {id_or_prefix} is ambiguous")
+        raise NotFound(f"no record {id_or_prefix}")
 
-    def _raw(self, record_id: str) -> bytes:
+    def _raw(self, key: RecordKey) -> bytes:
         with self._lock:
-            row = self._db.execute("SELECT data FROM records WHERE id = ?", (record_id,)).fetchone()
+            row = self._db.execute("SELECT data FROM records WHERE owner_uid = ? AND id = ?", key).fetchone()
         if row is None:
-            raise NotFound(f"no record {record_id}")
+            raise NotFound(f"no record {key[1]}")
         return bytes(row[0])
 
     def get(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> pb.Record:
-        record_id = self.resolve(id_or_prefix, owner_uid)
-        return self._decode(record_id, self._raw(record_id))
+        key = self.resolve(id_or_prefix, owner_uid)
+        return self._decode(key[1], self._raw(key))
 
     def export(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> tuple[str, bytes]:
         """(id, record-file bytes), verified before they leave."""
-        record_id = self.resolve(id_or_prefix, owner_uid)
-        data = self._raw(record_id)
-        self._decode(record_id, data)
-        return record_id, data
+        key = self.resolve(id_or_prefix, owner_uid)
+        data = self._raw(key)
+        self._decode(key[1], data)
+        return key[1], data
 
     def list(
-        self, owner_uid: Optional[int] = None, after: Optional[tuple[int, str]] = None, limit: int = -1,
-    ) -> list[tuple[tuple[int, str], "pb.Record | DataLoss"]]:
+        self, owner_uid: Optional[int] = None, after: Optional[tuple[int, str, int]] = None, limit: int = -1,
+    ) -> list[tuple[tuple[int, str, int], "pb.Record | DataLoss"]]:
         """Records (of owner_uid, if given), oldest first, each with its sort
-        key (realtime_ns, id); at most limit of them (-1: all), those past the
-        key after. A damaged record comes as its DataLoss error."""
+        key (realtime_ns, id, owner_uid); at most limit of them (-1: all),
+        those past the key after. A damaged record comes as its DataLoss error."""
         # A plain row-value bound (no "? IS NULL OR") lets SQLite seek the
         # index to the page's start instead of scanning from the oldest record.
-        start = "(created_realtime_ns, id) > (?, ?)" if after is not None else "1"
+        start = "(created_realtime_ns, id, owner_uid) > (?, ?, ?)" if after is not None else "1"
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id, created_realtime_ns, data FROM records WHERE {start}"
-                " AND (? IS NULL OR owner_uid = ?) ORDER BY created_realtime_ns, id LIMIT ?",
+                f"SELECT id, created_realtime_ns, owner_uid, data FROM records WHERE {start}"
+                " AND (? IS NULL OR owner_uid = ?) ORDER BY created_realtime_ns, id, owner_uid LIMIT ?",
                 (*(after or ()), owner_uid, owner_uid, limit),
             ).fetchall()
         out: list = []
-        for record_id, realtime_ns, data in rows:
+        for record_id, realtime_ns, owner, data in rows:
             try:
-                out.append(((realtime_ns, record_id), self._decode(record_id, bytes(data))))
+                out.append(((realtime_ns, record_id, owner), self._decode(record_id, bytes(data))))
             except DataLoss as exc:
-                out.append(((realtime_ns, record_id), exc))
+                out.append(((realtime_ns, record_id, owner), exc))
         return out
 
     def responsive(self, timeout: float) -> bool:
@@ -203,9 +239,9 @@ class RecordStore:
         return n
 
     def delete(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> str:
-        record_id = self.resolve(id_or_prefix, owner_uid)
-        self._write("DELETE FROM records WHERE id = ?", (record_id,))
-        return record_id
+        key = self.resolve(id_or_prefix, owner_uid)
+        self._write("DELETE FROM records WHERE owner_uid = ? AND id = ?", key)
+        return key[1]
 
     # -- restore events -------------------------------------------------------
 
@@ -235,7 +271,7 @@ class RecordStore:
             _check_id_or_prefix(record_id_prefix)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id, {', '.join(_RESTORE_COLUMNS)} FROM restores"
+                f"SELECT id, {', '.join(_RESTORE_COLUMNS)}, owner_uid FROM restores"
                 " WHERE record_id >= ? AND record_id < ? AND (? IS NULL OR owner_uid = ?) AND id > ?"
                 " ORDER BY id LIMIT ?",
                 (record_id_prefix, record_id_prefix + "g", owner_uid, owner_uid, after, limit),
@@ -281,7 +317,7 @@ def _verdict(name: str, ok: bool) -> int:
 
 def _restore_event(row: tuple) -> pb.RestoreEvent:
     (event_id, record_id, pid, policy, stage, ok, dumped_mono, dumped_boot, mono, boot,
-     mono_offset, boot_offset, inode, realtime, message, verdict) = row
+     mono_offset, boot_offset, inode, realtime, message, verdict, owner_uid) = row
     return pb.RestoreEvent(
         id=event_id, record_id=record_id, pid=pid, policy=pb.Policy.Value("POLICY_" + policy.upper()),
         stage=stage, ok=bool(ok),
@@ -289,4 +325,5 @@ def _restore_event(row: tuple) -> pb.RestoreEvent:
         clocks=pb.ClockValues(monotonic_ns=mono, boottime_ns=boot),
         offsets=pb.Offsets(monotonic_ns=mono_offset, boottime_ns=boot_offset),
         timens_inode=inode, realtime_ns=realtime, message=message, verdict=_verdict(verdict, bool(ok)),
+        owner_uid=owner_uid,
     )

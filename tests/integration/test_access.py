@@ -31,31 +31,6 @@ NOGROUP = 65534
 S = 10**9
 
 
-@pytest.fixture
-def open_dir():
-    """A directory every user may traverse (pytest's tmp_path is root-only)."""
-    path = tempfile.mkdtemp(prefix="keeptime-access-")
-    os.chmod(path, 0o755)
-    yield path
-    subprocess.run(["rm", "-rf", path], check=False)
-
-
-@pytest.fixture
-def group_daemon(open_dir):
-    """keeptimed with its socket opened to the nobody user's group."""
-    running = RunningDaemon(open_dir).start("--socket-group", str(NOGROUP))
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def as_nobody(group_daemon, open_dir):
-    proxy = ConnectAs(open_dir, group_daemon.socket, NOBODY, NOGROUP)
-    with Client(socket=proxy.path, timeout=20) as client:
-        yield client
-    proxy.close()
-
-
 def test_default_socket_is_root_only_and_the_private_listener_hides_in_a_0700_directory(fresh_daemon):
     st = os.stat(fresh_daemon.socket)
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0

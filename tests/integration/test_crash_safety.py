@@ -20,6 +20,7 @@ import pytest
 
 from helpers.daemon import RunningDaemon
 from keeptime import errors
+from keeptime.recordfile import encode as encode_record
 from keeptime.v1 import keeptime_pb2 as pb
 
 pytestmark = pytest.mark.root
@@ -186,7 +187,7 @@ def test_a_restarted_store_accepts_new_records(fresh_daemon, root_sleeper):
 # -- a full disk ------------------------------------------------------------------
 
 DISK_BYTES = 1024 * 1024
-BIG_LABEL = "x" * (48 * 1024)   # makes each record span a dozen SQLite pages
+BIG_RECORD_BYTES = 48 * 1024   # each record spans a dozen SQLite pages
 
 
 class SmallDisk:
@@ -258,13 +259,26 @@ def daemon_on_small_disk(tmp_path, small_disk):
     running.stop(signal.SIGKILL)
 
 
-def fill_with_checkpoints(client, pid: int) -> tuple[dict, list]:
-    """Checkpoint big records until the store refuses a few in a row.
-    Returns (acknowledged id -> record, the errors)."""
+def _big(record: pb.Record, i: int) -> bytes:
+    """A record file of about BIG_RECORD_BYTES: record's tree, its root repeated
+    (labels could not make it that large: they are limited to a few KiB)."""
+    big = pb.Record()
+    big.CopyFrom(record)
+    big.id = f"{i:032x}"
+    big.labels["i"] = str(i)
+    big.processes.extend([record.processes[0]] * (BIG_RECORD_BYTES // record.processes[0].ByteSize()))
+    return encode_record(big)
+
+
+def fill_the_store(client, pid: int) -> tuple[dict, list]:
+    """Store big records (imported, from a checkpoint of pid) until the store
+    refuses a few in a row. Returns (acknowledged id -> record, the errors)."""
     acknowledged, refused = {}, []
-    for i in range(4 * DISK_BYTES // len(BIG_LABEL)):
+    base = client.checkpoint_record(pid)
+    client.delete(base.id)
+    for i in range(4 * DISK_BYTES // BIG_RECORD_BYTES):
         try:
-            record = client.checkpoint_record(pid, labels={"blob": BIG_LABEL, "i": str(i)})
+            record = client.import_record(_big(base, i))
         except errors.KeeptimeError as exc:
             refused.append(exc)
             if len(refused) == 5:
@@ -281,9 +295,9 @@ def test_a_full_disk_gives_resource_exhausted_and_loses_nothing(daemon_on_small_
         f.write(b"\0" * (128 * 1024))
     with daemon.client() as client:
         early = {r.id: r for r in (client.checkpoint_record(root_sleeper, labels={"n": str(n)}) for n in range(3))}
-        acknowledged, refused = fill_with_checkpoints(client, root_sleeper)
+        acknowledged, refused = fill_the_store(client, root_sleeper)
         assert acknowledged and len(refused) == 5, "the disk never filled up"
-        assert small_disk.free_bytes() < len(BIG_LABEL)   # a real ENOSPC, not a quota of ours
+        assert small_disk.free_bytes() < BIG_RECORD_BYTES   # a real ENOSPC, not a quota of ours
         for exc in refused:
             assert exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
             assert "is full" in exc.message and daemon.db in exc.message

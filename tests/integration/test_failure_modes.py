@@ -5,6 +5,7 @@ nothing, and leave the daemon healthy.
 """
 import os
 import re
+import sqlite3
 import subprocess
 
 import grpc
@@ -55,6 +56,12 @@ def world(daemon, tmp_path_factory):
     huge.id = "f" * 32
     huge.clocks.monotonic_ns = huge.clocks.boottime_ns = policies.MAX_TARGET_NS - 1
     stub.ImportRecord(pb.ImportRecordRequest(data=recordfile.encode(huge)), timeout=30)
+    # Stored as a keeptimed that did not check host clocks would have stored it.
+    negative = _negative_host_clock(record, "e" * 32)
+    with sqlite3.connect(daemon.db) as db:
+        db.execute("INSERT INTO records (owner_uid, id, created_realtime_ns, data) VALUES (0, ?, ?, ?)",
+                   (negative.id, negative.realtime_ns, recordfile.encode(negative)))
+    db.close()
     not_a_program = tmp_path_factory.mktemp("exe") / "not-a-program"
     not_a_program.write_bytes(b"\x00\x01 neither ELF nor a script\n")
     not_a_program.chmod(0o755)
@@ -64,12 +71,41 @@ def world(daemon, tmp_path_factory):
         "huge_image": _image(huge.clocks.monotonic_ns, huge.clocks.boottime_ns),
         "not_a_program": str(not_a_program),
         "stub": stub, "channel": channel, "sleeper": sleeper.pid, "gone": gone.pid, "zombie": zombie.pid,
-        "record": record.id, "exported": exported, "huge": huge.id,
+        "record": record.id, "exported": exported, "huge": huge.id, "negative": negative.id,
+        "negative_file": recordfile.encode(_negative_host_clock(record, "d" * 32)),
+        "big_file": recordfile.encode(_with_processes(record, 250_000)),
+        "labelled_file": recordfile.encode(_with_label(record, "v" * 3_000_000)),
     }
     sleeper.kill()
     sleeper.wait()
     zombie.wait()
     channel.close()
+
+
+def _negative_host_clock(record: pb.Record, record_id: str) -> pb.Record:
+    """record (of this boot) under another id, its host CLOCK_BOOTTIME -2^63."""
+    bad = pb.Record()
+    bad.CopyFrom(record)
+    bad.id = record_id
+    bad.host_clocks.boottime_ns = -2**63
+    return bad
+
+
+def _with_processes(record: pb.Record, count: int) -> pb.Record:
+    big = pb.Record()
+    big.CopyFrom(record)
+    big.id = "c" * 32
+    template = record.processes[0]
+    big.processes.extend([template] * count)
+    return big
+
+
+def _with_label(record: pb.Record, value: str) -> pb.Record:
+    labelled = pb.Record()
+    labelled.CopyFrom(record)
+    labelled.id = "b" * 32
+    labelled.labels["big"] = value
+    return labelled
 
 
 def _restore(w, **command):
@@ -109,6 +145,32 @@ def _flip(data: bytes) -> bytes:
 
 
 CASES = {
+    "request-undecodable": lambda w: w["channel"].unary_unary("/keeptime.v1.Keeptime/GetRecord")(
+        b"\x0a\x02\xff\xfe", timeout=30),
+    "record-id-huge": lambda w: w["stub"].GetRecord(pb.GetRecordRequest(record_id="a" * 8_000_000), timeout=30),
+    "labels-too-many": lambda w: w["stub"].Checkpoint(
+        pb.CheckpointRequest(pid=w["sleeper"], labels={f"k{n}": "v" for n in range(17)}), timeout=30),
+    "label-value-too-long": lambda w: w["stub"].Checkpoint(
+        pb.CheckpointRequest(pid=w["sleeper"], labels={"k": "v" * 257}), timeout=30),
+    "plan-negative-host-clock": lambda w: w["stub"].Plan(
+        pb.PlanRequest(record_id=w["negative"], policy=pb.POLICY_FREEZE), timeout=30),
+    "import-record-too-large": lambda w: w["stub"].ImportRecord(pb.ImportRecordRequest(data=w["big_file"]),
+                                                                timeout=30),
+    "import-labels-too-large": lambda w: w["stub"].ImportRecord(
+        pb.ImportRecordRequest(data=w["labelled_file"]), timeout=30),
+    "import-negative-host-clock": lambda w: w["stub"].ImportRecord(
+        pb.ImportRecordRequest(data=w["negative_file"]), timeout=30),
+    "cwd-huge": lambda w: _restore(w, argv=["/bin/true"], cwd="/" + "d" * 1_000_000),
+    "path-too-many-directories": lambda w: _restore(
+        w, argv=["true"], env=["PATH=" + ":".join(f"/d{n}" for n in range(5000))]),
+    "stdout-path-too-long": lambda w: _restore(w, argv=["/bin/true"], stdout_path="/tmp/" + "x" * 65536),
+    "stdout-name-too-long": lambda w: _restore(w, argv=["/bin/true"], stdout_path="/tmp/" + "x" * 3995),
+    "exec-argv-too-long": lambda w: w["stub"].Exec(
+        pb.ExecRequest(pid=w["sleeper"], command=pb.Command(argv=["/bin/true", "a" * 200 * 1024])), timeout=30),
+    "criu-image-too-large": lambda w: _checkpoint_criu(w, b"\0" * 5000),
+    "verify-stage-multibyte": lambda w: _verify(w, w["sleeper"], stage="\u00e9" * 33),
+    "list-page-token-huge": lambda w: w["stub"].ListRecords(pb.ListRecordsRequest(page_token="1" * 1_000_000),
+                                                            timeout=30),
     "pid-zero": lambda w: w["stub"].Checkpoint(pb.CheckpointRequest(pid=0), timeout=30),
     "pid-negative": lambda w: w["stub"].Checkpoint(pb.CheckpointRequest(pid=-5), timeout=30),
     "pid-huge": lambda w: w["stub"].Checkpoint(pb.CheckpointRequest(pid=2**31 - 1), timeout=30),
@@ -173,7 +235,7 @@ CASES = {
     "list-page-token-invalid": lambda w: w["stub"].ListRecords(
         pb.ListRecordsRequest(page_token="page-2"), timeout=30),
     "list-page-token-overflow": lambda w: w["stub"].ListRecords(
-        pb.ListRecordsRequest(page_token=f"{2**63}.{'a' * 32}"), timeout=30),
+        pb.ListRecordsRequest(page_token=f"{2**63}.{'a' * 32}.0"), timeout=30),
     "restores-page-token-invalid": lambda w: w["stub"].ListRestores(
         pb.ListRestoresRequest(page_token="-1"), timeout=30),
 }
@@ -194,6 +256,7 @@ def test_failure_mode(case, world, daemon):
     assert error.code() == grpc.StatusCode[status], f"{rpc} {case}: {error.code()} {error.details()}"
     message = error.details() or ""
     assert message and "\n" not in message and "Traceback" not in message
+    assert len(message.encode()) <= 1024, f"{case}: a message of {len(message.encode())} bytes"
     records_after = {r.id for r in stub.ListRecords(pb.ListRecordsRequest(), timeout=30).records}
     assert records_after == records_before, "a failed call wrote a record"
     health = health_pb2_grpc.HealthStub(world["channel"]).Check(health_pb2.HealthCheckRequest(), timeout=10)

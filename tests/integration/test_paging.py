@@ -72,7 +72,7 @@ def test_one_page_holds_what_was_asked_and_a_token_to_the_next(big_daemon):
         assert len(default.records) == paging.DEFAULT_PAGE_SIZE
         capped = list_records(pb.ListRecordsRequest(page_size=10**6), timeout=30)
         assert len(capped.records) == paging.MAX_PAGE_SIZE
-        last_start = f"{(RECORDS - 2) // 2 + 1_700_000_000_000_000_000 - 1}.{RECORDS - 3:032x}"
+        last_start = f"{(RECORDS - 2) // 2 + 1_700_000_000_000_000_000 - 1}.{RECORDS - 3:032x}.0"
         last = list_records(pb.ListRecordsRequest(page_size=5, page_token=last_start), timeout=30)
         assert [s.id for s in last.records] == [f"{n:032x}" for n in (RECORDS - 2, RECORDS - 1)]
         assert last.next_page_token == ""

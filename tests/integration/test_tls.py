@@ -19,10 +19,10 @@ def _openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def _issue(pki, ca: str, name: str, extensions: str = ""):
+def _issue(pki, ca: str, name: str, extensions: str = "", common_name: str = ""):
     """A key and certificate for name, signed by ca (files <name>.key, <name>.crt)."""
     _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=pki)
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={common_name or name}", cwd=pki)
     ext = []
     if extensions:
         with open(os.path.join(pki, f"{name}.ext"), "w") as f:
@@ -34,7 +34,9 @@ def _issue(pki, ca: str, name: str, extensions: str = ""):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """A CA, a server certificate for 127.0.0.1, two clients of that CA and one of another CA."""
+    """A CA, a server certificate for 127.0.0.1, clients of that CA (migrator, allowed by its DNS name;
+    intruder; impostors whose email address, URI or common name, not DNS name, is "migrator") and one
+    client of another CA."""
     if subprocess.run(["openssl", "version"], capture_output=True).returncode != 0:
         pytest.skip("needs the openssl command to make test certificates")
     pki = str(tmp_path_factory.mktemp("pki"))
@@ -42,8 +44,11 @@ def pki(tmp_path_factory):
         _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                  "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-subj", f"/CN={ca}", "-days", "2", cwd=pki)
     _issue(pki, "ca", "server", "subjectAltName=IP:127.0.0.1,DNS:localhost")
-    _issue(pki, "ca", "migrator")
-    _issue(pki, "ca", "intruder")
+    _issue(pki, "ca", "migrator", "subjectAltName=DNS:migrator")
+    _issue(pki, "ca", "intruder", "subjectAltName=DNS:intruder")
+    _issue(pki, "ca", "impostor-email", "subjectAltName=email:migrator,DNS:impostor")
+    _issue(pki, "ca", "impostor-uri", "subjectAltName=URI:migrator")
+    _issue(pki, "ca", "impostor-cn", common_name="migrator")
     _issue(pki, "rogue-ca", "stranger")
     return pki
 
@@ -92,6 +97,29 @@ def test_a_certificate_of_the_ca_but_not_in_the_allow_list_is_refused(tls_daemon
     with _client(pki, port, "intruder") as kt:
         with pytest.raises(errors.PermissionDenied, match="not in the allow-list"):
             kt.list()
+
+
+@pytest.mark.parametrize("impostor", ["impostor-email", "impostor-uri", "impostor-cn"])
+def test_only_a_dns_name_matches_the_allow_list(tls_daemon, pki, impostor):
+    """An email address, a URI or a common name equal to an allowed name is
+    not that name: a CA that signs them for people vouches for no host."""
+    daemon, port = tls_daemon
+    with _client(pki, port, impostor) as kt:
+        with pytest.raises(errors.PermissionDenied, match="DNS subject alternative names only"):
+            kt.list()
+    assert '"caller": "migrator"' not in daemon.log()
+
+
+def test_without_an_allow_list_the_caller_is_named_by_its_dns_name_else_its_common_name(tmp_path, pki):
+    port = _free_port()
+    daemon = RunningDaemon(str(tmp_path)).start("--tcp", f"127.0.0.1:{port}", *_tls_flags(pki))
+    try:
+        for name, logged in (("impostor-email", "impostor"), ("impostor-cn", "migrator")):
+            with _client(pki, port, name) as kt:
+                kt.list()
+            assert f'"transport": "tls", "caller": "{logged}"' in daemon.log()
+    finally:
+        daemon.stop()
 
 
 def test_a_certificate_of_another_ca_or_none_never_gets_through(tls_daemon, pki):

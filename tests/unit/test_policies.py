@@ -128,3 +128,28 @@ def test_explanation_says_why():
     plan = plan_restore(SUSPEND, ckpt, now)
     assert plan.downtime_source == REALTIME_CLAMPED and not plan.same_boot and not plan.same_host
     assert "host far" in plan.explanation and "taken as 0" in plan.explanation
+
+
+INT64 = st.integers(min_value=-2**63, max_value=2**63 - 1)
+
+
+@given(st.sampled_from(POLICIES), INT64, INT64, INT64, INT64, boot_ids, clock_pairs(), realtime_ns, boot_ids)
+def test_any_64_bit_record_is_planned_or_refused_and_every_value_fits_the_api(
+        policy, mono, boot, realtime, host_boot, boot_id, now_clocks, now_realtime, now_boot_id):
+    """Whatever an imported record claims, a plan is refused (InvalidArgument,
+    OutOfRange) or has every value within the int64 fields that carry it."""
+    ckpt = Checkpointed(Clocks(mono, boot), realtime, host_boot, boot_id, "h")
+    now = HostNow(now_clocks, now_realtime, now_boot_id, "h")
+    try:
+        plan = plan_restore(policy, ckpt, now)
+    except (InvalidArgument, OutOfRange):
+        return
+    values = (plan.downtime_ns, *vars(plan.targets).values(), *vars(plan.offsets).values())
+    assert all(-2**63 <= value < 2**63 for value in values)
+
+
+def test_a_record_of_this_boot_with_a_negative_host_boottime_is_refused():
+    ckpt = Checkpointed(Clocks(DAY, DAY), realtime_ns=DAY, host_boottime_ns=-2**63, boot_id="b", hostname="h")
+    now = HostNow(Clocks(DAY, DAY), realtime_ns=2 * DAY, boot_id="b", hostname="h")
+    with pytest.raises(InvalidArgument, match="host boottime clock .* is negative"):
+        plan_restore(FREEZE, ckpt, now)

@@ -25,7 +25,7 @@ def test_add_get_list_delete(store):
     store.add(a)
     store.add(b)
     assert store.get(a.id) == a
-    assert [rid for (_, rid), _ in store.list()] == [b.id, a.id]  # oldest first
+    assert [rid for (_, rid, _), _ in store.list()] == [b.id, a.id]  # oldest first
     assert store.delete("aaaa") == a.id
     with pytest.raises(NotFound):
         store.get(a.id)
@@ -34,7 +34,7 @@ def test_add_get_list_delete(store):
 def test_prefixes_resolve_uniquely(store):
     store.add(record("abcd1" + "0" * 27))
     store.add(record("abcd2" + "0" * 27))
-    assert store.resolve("abcd1").startswith("abcd1")
+    assert store.resolve("abcd1") == (0, "abcd1" + "0" * 27)
     with pytest.raises(InvalidArgument, match="ambiguous"):
         store.resolve("abcd")
     with pytest.raises(NotFound):
@@ -78,7 +78,7 @@ def test_a_damaged_row_is_data_loss_and_listed_as_such(tmp_path):
     db.close()
     with pytest.raises(DataLoss, match="e" * 32):
         s.get("e" * 32)
-    listed = {rid: listed for (_, rid), listed in s.list()}
+    listed = {rid: listed for (_, rid, _), listed in s.list()}
     assert isinstance(listed["e" * 32], DataLoss)
     assert listed["f" * 32] == record("f" * 32)
     s.close()
@@ -99,11 +99,80 @@ def test_a_schema_3_store_from_before_paging_gets_its_listing_index(tmp_path):
     path = str(tmp_path / "k.db")
     RecordStore(path).close()
     db = sqlite3.connect(path)
-    db.execute("DROP INDEX records_by_time")   # as keeptime 0.1 left it
+    db.execute("DROP INDEX records_by_owner_time")   # as keeptime 0.1 left it
     db.close()
     RecordStore(path).close()
     db = sqlite3.connect(path)
-    plan = db.execute("EXPLAIN QUERY PLAN SELECT id FROM records WHERE (created_realtime_ns, id) > (1, 'a')"
-                      " ORDER BY created_realtime_ns, id LIMIT 5").fetchall()
+    plan = db.execute("EXPLAIN QUERY PLAN SELECT id FROM records WHERE (created_realtime_ns, id, owner_uid) >"
+                      " (1, 'a', 0) ORDER BY created_realtime_ns, id, owner_uid LIMIT 5").fetchall()
     db.close()
-    assert "USING INDEX records_by_time" in plan[0][-1] or "USING COVERING INDEX records_by_time" in plan[0][-1]
+    assert "INDEX records_by_owner_time" in plan[0][-1]
+
+
+# -- every owner has its own ids ------------------------------------------------
+
+def test_two_owners_may_hold_the_same_id_and_each_sees_only_its_own(store):
+    mine, theirs = record("a" * 32), record("a" * 32)
+    theirs.root_pid = 99
+    store.add(theirs, owner_uid=1000)         # first: takes nothing from anyone
+    store.add(mine, owner_uid=1001)           # no conflict, no AlreadyExists
+    assert store.get("a" * 32, owner_uid=1001) == mine
+    assert store.get("aaaa", owner_uid=1000) == theirs
+    with pytest.raises(NotFound):
+        store.get("a" * 32, owner_uid=1002)
+    store.add(mine, 0)
+    assert store.get("a" * 32) == mine        # root: its own first
+    assert store.delete("a" * 32, owner_uid=1000) == "a" * 32
+    assert store.get("a" * 32, owner_uid=1001) == mine
+    listed = [(rid, owner) for (_, rid, owner), _ in store.list()]
+    assert sorted(listed) == [("a" * 32, 0), ("a" * 32, 1001)]
+
+
+def test_already_exists_concerns_the_callers_own_ids_only(store):
+    store.add(record("b" * 32), owner_uid=1000)
+    other = record("b" * 32)
+    other.root_pid = 8
+    store.add(other, owner_uid=1001)          # another owner's id says nothing
+    with pytest.raises(AlreadyExists, match="you already have"):
+        store.add(other, owner_uid=1000)
+
+
+def test_root_is_told_when_an_id_it_does_not_hold_is_held_by_several_users(store):
+    store.add(record("c" * 32), owner_uid=1000)
+    store.add(record("c" * 32), owner_uid=1001)
+    with pytest.raises(InvalidArgument, match="held by several users"):
+        store.get("c" * 32)
+    assert store.get("c" * 32, owner_uid=1001) == record("c" * 32)
+
+
+def test_a_record_over_a_size_limit_is_never_stored(store):
+    r = record("d" * 32)
+    r.labels["k"] = "v" * 257
+    with pytest.raises(InvalidArgument, match=r"record.labels\['k'\] is 257 bytes, more than the 256 allowed"):
+        store.add(r)
+    assert store.list() == []
+
+
+def test_a_version_4_store_is_keyed_by_owner_and_id_and_keeps_its_records(tmp_path):
+    path = str(tmp_path / "v4.db")
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE records (id TEXT PRIMARY KEY, created_realtime_ns INTEGER NOT NULL,"
+               " data BLOB NOT NULL, owner_uid INTEGER NOT NULL DEFAULT 0)")
+    from keeptimed import recordfile
+    db.execute("INSERT INTO records VALUES (?, 1, ?, 1000)", ("e" * 32, recordfile.encode(record("e" * 32))))
+    db.execute("PRAGMA user_version=4")
+    db.commit()
+    db.close()
+    store = RecordStore(path)
+    assert store.get("e" * 32, owner_uid=1000) == record("e" * 32)
+    store.add(record("e" * 32), owner_uid=1001)
+    store.close()
+
+
+def test_the_same_record_of_two_owners_pages_one_after_the_other(store):
+    store.add(record("f" * 32), owner_uid=1000)
+    store.add(record("f" * 32), owner_uid=1001)
+    (first_key, _), = store.list(limit=1)
+    (second_key, _), = store.list(after=first_key, limit=1)
+    assert (first_key[2], second_key[2]) == (1000, 1001)
+    assert store.list(after=second_key) == []

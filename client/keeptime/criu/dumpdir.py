@@ -29,6 +29,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ..limits import RECORD_FILE_BYTES
 from . import image
 from .imagedir import ImageDir, ImageFileError
 
@@ -42,7 +43,7 @@ LEGACY_DIGEST_SUFFIX = ".keeptime-sha256"
 IMAGE_DIGEST_LABEL = "criu-timens-sha256"
 MAX_TIMENS_BYTES = 4096          # one entry of two timespecs: a few dozen bytes
 MAX_TREE_IMAGE_BYTES = 64 << 20  # pstree.img of a very large tree
-MAX_RECORD_BYTES = 8 << 20       # keeptimed accepts no larger message
+MAX_RECORD_BYTES = RECORD_FILE_BYTES  # keeptimed takes no larger record
 
 
 def digest(data: bytes) -> str:

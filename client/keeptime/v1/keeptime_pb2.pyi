@@ -1,3 +1,4 @@
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -61,6 +62,20 @@ VERDICT_UNSPECIFIED: Verdict
 VERDICT_CONTINUOUS: Verdict
 VERDICT_REGRESSED: Verdict
 VERDICT_UNVERIFIED: Verdict
+LIMIT_FIELD_NUMBER: _ClassVar[int]
+limit: _descriptor.FieldDescriptor
+MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+max_message_bytes: _descriptor.FieldDescriptor
+
+class Limit(_message.Message):
+    __slots__ = ("max_bytes", "max_items", "max_key_bytes")
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_KEY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_bytes: int
+    max_items: int
+    max_key_bytes: int
+    def __init__(self, max_bytes: _Optional[int] = ..., max_items: _Optional[int] = ..., max_key_bytes: _Optional[int] = ...) -> None: ...
 
 class ClockValues(_message.Message):
     __slots__ = ("monotonic_ns", "boottime_ns")
@@ -152,7 +167,7 @@ class RecordEnvelope(_message.Message):
     def __init__(self, format_version: _Optional[int] = ..., record: _Optional[bytes] = ..., sha256: _Optional[bytes] = ...) -> None: ...
 
 class RecordSummary(_message.Message):
-    __slots__ = ("id", "root_pid", "clocks", "realtime_ns", "boot_id", "hostname", "process_count", "namespace_count", "labels", "source", "error")
+    __slots__ = ("id", "root_pid", "clocks", "realtime_ns", "boot_id", "hostname", "process_count", "namespace_count", "labels", "source", "error", "owner_uid")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +186,7 @@ class RecordSummary(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    OWNER_UID_FIELD_NUMBER: _ClassVar[int]
     id: str
     root_pid: int
     clocks: ClockValues
@@ -182,7 +198,8 @@ class RecordSummary(_message.Message):
     labels: _containers.ScalarMap[str, str]
     source: str
     error: str
-    def __init__(self, id: _Optional[str] = ..., root_pid: _Optional[int] = ..., clocks: _Optional[_Union[ClockValues, _Mapping]] = ..., realtime_ns: _Optional[int] = ..., boot_id: _Optional[str] = ..., hostname: _Optional[str] = ..., process_count: _Optional[int] = ..., namespace_count: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    owner_uid: int
+    def __init__(self, id: _Optional[str] = ..., root_pid: _Optional[int] = ..., clocks: _Optional[_Union[ClockValues, _Mapping]] = ..., realtime_ns: _Optional[int] = ..., boot_id: _Optional[str] = ..., hostname: _Optional[str] = ..., process_count: _Optional[int] = ..., namespace_count: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., error: _Optional[str] = ..., owner_uid: _Optional[int] = ...) -> None: ...
 
 class Plan(_message.Message):
     __slots__ = ("record_id", "policy", "recorded", "targets", "offsets", "host_clocks", "realtime_ns", "downtime_ns", "downtime_source", "same_boot", "same_host", "explanation")
@@ -537,7 +554,7 @@ class VerifyRestoreResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[RestoreEvent, _Mapping]] = ...) -> None: ...
 
 class RestoreEvent(_message.Message):
-    __slots__ = ("id", "record_id", "pid", "policy", "stage", "ok", "dumped", "clocks", "offsets", "timens_inode", "realtime_ns", "message", "verdict")
+    __slots__ = ("id", "record_id", "pid", "policy", "stage", "ok", "dumped", "clocks", "offsets", "timens_inode", "realtime_ns", "message", "verdict", "owner_uid")
     ID_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -551,6 +568,7 @@ class RestoreEvent(_message.Message):
     REALTIME_NS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_UID_FIELD_NUMBER: _ClassVar[int]
     id: int
     record_id: str
     pid: int
@@ -564,7 +582,8 @@ class RestoreEvent(_message.Message):
     realtime_ns: int
     message: str
     verdict: Verdict
-    def __init__(self, id: _Optional[int] = ..., record_id: _Optional[str] = ..., pid: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., stage: _Optional[str] = ..., ok: _Optional[bool] = ..., dumped: _Optional[_Union[ClockValues, _Mapping]] = ..., clocks: _Optional[_Union[ClockValues, _Mapping]] = ..., offsets: _Optional[_Union[Offsets, _Mapping]] = ..., timens_inode: _Optional[int] = ..., realtime_ns: _Optional[int] = ..., message: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ...) -> None: ...
+    owner_uid: int
+    def __init__(self, id: _Optional[int] = ..., record_id: _Optional[str] = ..., pid: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., stage: _Optional[str] = ..., ok: _Optional[bool] = ..., dumped: _Optional[_Union[ClockValues, _Mapping]] = ..., clocks: _Optional[_Union[ClockValues, _Mapping]] = ..., offsets: _Optional[_Union[Offsets, _Mapping]] = ..., timens_inode: _Optional[int] = ..., realtime_ns: _Optional[int] = ..., message: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., owner_uid: _Optional[int] = ...) -> None: ...
 
 class ListRestoresRequest(_message.Message):
     __slots__ = ("record_id", "page_size", "page_token")
