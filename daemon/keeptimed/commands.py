@@ -154,7 +154,10 @@ def _inherited_error(step: str, code: int, what: str) -> Optional[KeeptimeError]
     if step.startswith("setns(CLONE_NEW") and step != "setns(CLONE_NEWTIME)" and step != "setns(CLONE_NEWPID)":
         needs = "CAP_SYS_ADMIN and CAP_SYS_CHROOT" if step == "setns(CLONE_NEWNS)" else "CAP_SYS_ADMIN"
         message = f"cannot start the program in the caller's namespaces ({what})"
-        return PermissionDenied(f"{message}: keeptimed needs {needs}") if denied else FailedPrecondition(message)
+        if denied:
+            return PermissionDenied(f"{message}: keeptimed needs {needs}, and no seccomp filter (such as systemd's "
+                                    "RestrictNamespaces=) that forbids it")
+        return FailedPrecondition(message)
     if step == "chroot":
         message = f"cannot give the program the caller's root directory ({what})"
         return PermissionDenied(f"{message}: keeptimed needs CAP_SYS_CHROOT") if denied else FailedPrecondition(message)

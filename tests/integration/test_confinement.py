@@ -56,11 +56,14 @@ def start_daemon(open_dir):
 
 
 @contextlib.contextmanager
-def calling(daemon, uid=NOBODY, prefix=(), inner=()):
+def calling(daemon, uid=NOBODY, prefix=(), inner=(), connector=None):
     """A client whose calls come from a process running as uid (through
-    prefix as root before the switch, inner after it)."""
+    prefix as root before the switch, inner after it); connector, a list,
+    receives that process's pid."""
     workdir = tempfile.mkdtemp(dir=os.path.dirname(daemon.workdir))
     proxy = ConnectAs(workdir, daemon.socket, uid, NOGROUP if uid else 0, prefix=prefix, inner=inner)
+    if connector is not None:
+        connector.append(proxy.process.pid)
     try:
         with Client(socket=proxy.path, timeout=30) as kt:
             yield kt
@@ -106,6 +109,21 @@ def test_a_callers_mount_namespace_is_the_programs(start_daemon, open_dir, nobod
     with calling(daemon, uid=0, prefix=prefix) as kt:
         seen = programs_see(kt, root_sleeper, f'ls "{covered}"', out)
     assert [s.split() for s in seen] == [["host-only"]] * 2
+
+
+def test_a_callers_other_namespaces_are_the_programs(start_daemon, open_dir, nobody_sleeper):
+    """A caller without a network (unshare --net), with a hostname, IPC and
+    cgroup namespace of its own: so are its programs."""
+    prefix = ["unshare", "--net", "--uts", "--ipc", "--cgroup", "--", "sh", "-c",
+              'hostname keeptime-sandbox && exec "$@"', "sh"]
+    out = os.path.join(open_dir, "namespaces.txt")
+    connector = []
+    with calling(start_daemon(), prefix=prefix, connector=connector) as kt:
+        seen = programs_see(kt, nobody_sleeper, "hostname; for ns in net ipc uts cgroup; do readlink "
+                                                "/proc/self/ns/$ns; done; tail -n +3 /proc/self/net/dev | cut -d: -f1", out)
+        expected = ["keeptime-sandbox", *(os.readlink(f"/proc/{connector[0]}/ns/{ns}")
+                                          for ns in ("net", "ipc", "uts", "cgroup")), "lo"]
+    assert [s.split() for s in seen] == [expected] * 2
 
 
 # -- rlimits ---------------------------------------------------------------------
