@@ -113,21 +113,47 @@ def status_field(status: str, name: str) -> Optional[str]:
     return None
 
 
-def _read(name: str, dir_fd: Optional[int] = None) -> Optional[str]:
-    """A small /proc file as text; None when it does not exist or the kernel
-    has nothing there (an LSM attribute without an LSM)."""
+def _read(path: str) -> Optional[str]:
+    """One of keeptimed's own /proc files as text; None when it does not
+    exist or the kernel has nothing there (an LSM attribute without an
+    LSM). _of_caller() reads the calling process's."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
     except FileNotFoundError:
         return None
-    try:
-        return os.read(fd, 65536).decode("utf-8", "replace")
     except OSError as exc:
         if exc.errno == errno.EINVAL:
             return None
         raise
-    finally:
-        os.close(fd)
+
+
+def _of_caller(name: str, proc: int, optional: bool = False) -> Optional[str]:
+    """A file of the calling process's /proc directory. A process that
+    exited meanwhile, or one keeptimed may not read, never passes for one
+    with nothing to give: FailedPrecondition or PermissionDenied, unless
+    optional (an LSM attribute without an LSM), then None."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
+        try:
+            text = os.read(fd, 65536).decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+    except PermissionError:
+        raise PermissionDenied(f"keeptimed may not read the calling process's /proc/PID/{name} (needs "
+                               "CAP_SYS_PTRACE), so it cannot start a program as that process would") from None
+    except OSError as exc:
+        if optional and exc.errno == errno.EINVAL:
+            return None
+        raise _exited(name, exc) from None
+    if not text and not optional:
+        raise _exited(name, OSError(errno.ESRCH, "empty"))
+    return text
+
+
+def _exited(name: str, exc: OSError) -> FailedPrecondition:
+    return FailedPrecondition(f"the calling process exited while keeptimed read its /proc/PID/{name} "
+                              f"({exc.strerror}), so keeptimed cannot start a program as it would")
 
 
 def _identity(st: os.stat_result) -> tuple[int, int]:
@@ -210,7 +236,7 @@ class Inheritance:
             lost.append(what)
             remarks["lost_confinement"] = ",".join(lost)
 
-        seccomp = status_field(_read("status", proc) or "", "Seccomp")
+        seccomp = status_field(_of_caller("status", proc), "Seccomp")
         if seccomp not in (None, "0"):
             losing("seccomp", f"the calling process (pid {pid} to keeptimed) runs under seccomp (Seccomp: {seccomp} "
                               "in /proc/PID/status), a filter keeptime cannot give the program it starts")
@@ -219,7 +245,7 @@ class Inheritance:
             os.close(user)
             losing("user-namespace", f"the calling process (pid {pid} to keeptimed) is in another user namespace "
                                      "than keeptimed, which keeptime cannot give the program it starts")
-        label = _lsm_label(_read("attr/current", proc))
+        label = _lsm_label(_of_caller("attr/current", proc, optional=True))
         if label != self._own_label:
             losing("lsm", f"the calling process (pid {pid} to keeptimed) runs under the LSM label {label!r} and "
                           f"keeptimed under {self._own_label!r}, which keeptime cannot give the program it starts")
@@ -230,11 +256,7 @@ class Inheritance:
             fd = self._namespace(proc, name)
             if fd is not None:
                 inherited.namespaces.append((fd, NAMESPACE_FLAGS[name]))
-        try:
-            root = os.open("root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc)
-        except PermissionError:
-            raise PermissionDenied("keeptimed may not read the calling process's /proc/PID/root (needs "
-                                   "CAP_SYS_PTRACE), so it cannot start a program in the caller's view") from None
+        root = self._open_of_caller("root", proc, os.O_PATH | os.O_DIRECTORY)
         entered_mnt = any(flag == NAMESPACE_FLAGS["mnt"] for _, flag in inherited.namespaces)
         if entered_mnt or _identity(os.fstat(root)) != self._own_root:
             inherited.root_fd = root   # entering a mount namespace resets the root: set it again
@@ -243,22 +265,29 @@ class Inheritance:
 
     def _namespace(self, proc: int, name: str) -> Optional[int]:
         """An open ns/NAME of the calling process when it is not keeptimed's; None when it is."""
-        try:
-            fd = os.open(f"ns/{name}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
-        except PermissionError:
-            raise PermissionDenied(f"keeptimed may not read the calling process's /proc/PID/ns/{name} (needs "
-                                   "CAP_SYS_PTRACE), so it cannot start a program in the caller's namespaces") from None
+        fd = self._open_of_caller(f"ns/{name}", proc, os.O_RDONLY)
         if _identity(os.fstat(fd)) == self._own_namespaces[name]:
             os.close(fd)
             return None
         return fd
+
+    @staticmethod
+    def _open_of_caller(name: str, proc: int, flags: int) -> int:
+        """An open /proc/PID/NAME (a namespace, the root) of the calling process."""
+        try:
+            return os.open(name, flags | os.O_CLOEXEC, dir_fd=proc)
+        except PermissionError:
+            raise PermissionDenied(f"keeptimed may not read the calling process's /proc/PID/{name} (needs "
+                                   "CAP_SYS_PTRACE), so it cannot start a program in the caller's view") from None
+        except OSError as exc:
+            raise _exited(name, exc) from None
 
     def _rlimits(self, proc: int, remarks: dict) -> list[tuple[int, int, int]]:
         """The caller's rlimits; hard limits above keeptimed's own capped to
         them when keeptimed cannot raise a hard limit."""
         may_raise = "CAP_SYS_RESOURCE" in caps.effective()
         limits, capped = [], []
-        for which, (soft, hard) in sorted(parse_limits(_read("limits", proc) or "").items()):
+        for which, (soft, hard) in sorted(parse_limits(_of_caller("limits", proc)).items()):
             own_hard = _limit(resource.getrlimit(which)[1])
             if hard > own_hard and not may_raise:
                 hard = own_hard
@@ -270,10 +299,10 @@ class Inheritance:
 
     def _loginuid(self, proc: int, losing) -> Optional[int]:
         """The caller's loginuid when the program's must change to it."""
-        own_text, theirs_text = _read("/proc/self/loginuid"), _read("loginuid", proc)
-        if own_text is None or theirs_text is None:   # no audit support
+        own_text = _read("/proc/self/loginuid")
+        if own_text is None:   # no audit support
             return None
-        own, theirs = int(own_text), int(theirs_text)
+        own, theirs = int(own_text), int(_of_caller("loginuid", proc))
         if own == theirs:
             return None
         # An unset loginuid may be set by anyone; a set one changed only with CAP_AUDIT_CONTROL.
@@ -288,11 +317,12 @@ class Inheritance:
     def _caller_cgroup(self, proc: int, inherited: Inherited, unreachable) -> None:
         """The caller's cgroup in each hierarchy where it is not keeptimed's;
         unreachable(problem) for one keeptimed cannot open."""
-        theirs = cgroups.memberships(_read("cgroup", proc) or "")
+        theirs = cgroups.memberships(_of_caller("cgroup", proc))
         own = cgroups.memberships(_read("/proc/self/cgroup") or "")
         for hierarchy in cgroups.hierarchies(_read("/proc/self/mountinfo") or ""):
             path = theirs.get(hierarchy.key)
-            if path is None or path == own.get(hierarchy.key):
+            # v1: a move costs a cgroup migration, skipped where there is nothing to move; v2: born there anyway.
+            if path is None or (hierarchy.key != cgroups.V2 and path == own.get(hierarchy.key)):
                 continue
             directory = hierarchy.directory(path)
             try:
