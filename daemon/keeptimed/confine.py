@@ -38,6 +38,8 @@ import errno
 import logging
 import os
 import resource
+import select
+import threading
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -196,11 +198,33 @@ def calling_process(pid: Optional[int], pidfd: Optional[int], required: bool) ->
             os.close(pidfd)
 
 
+class _CgroupMounts:
+    """The cgroup hierarchies mounted in keeptimed's mount namespace, parsed
+    from /proc/self/mountinfo again only after the kernel said (POLLPRI on
+    the open file) that the mount table changed: large hosts have thousands
+    of mounts, and restores are frequent."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._file = open("/proc/self/mountinfo", "rb")
+        self._poll = select.poll()
+        self._poll.register(self._file, select.POLLPRI)
+        self._hierarchies: Optional[list[cgroups.Hierarchy]] = None
+
+    def hierarchies(self) -> list[cgroups.Hierarchy]:
+        with self._lock:
+            if self._hierarchies is None or self._poll.poll(0):   # polling also clears the change
+                self._file.seek(0)
+                self._hierarchies = cgroups.hierarchies(self._file.read().decode("utf-8", "replace"))
+            return self._hierarchies
+
+
 class Inheritance:
     """Builds what a program takes from its caller (see the module)."""
 
     def __init__(self, settings: Settings = Settings()):
         self.settings = settings
+        self._mounts = _CgroupMounts()
         self._own_namespaces = {name: _identity(os.stat(f"/proc/self/ns/{name}"))
                                 for name in (*NAMESPACES, "user")}
         self._own_root = _identity(os.stat("/proc/self/root"))
@@ -319,7 +343,7 @@ class Inheritance:
         unreachable(problem) for one keeptimed cannot open."""
         theirs = cgroups.memberships(_of_caller("cgroup", proc))
         own = cgroups.memberships(_read("/proc/self/cgroup") or "")
-        for hierarchy in cgroups.hierarchies(_read("/proc/self/mountinfo") or ""):
+        for hierarchy in self._mounts.hierarchies():
             path = theirs.get(hierarchy.key)
             # v1: a move costs a cgroup migration, skipped where there is nothing to move; v2: born there anyway.
             if path is None or (hierarchy.key != cgroups.V2 and path == own.get(hierarchy.key)):
@@ -343,7 +367,7 @@ class Inheritance:
             return
         own = cgroups.memberships(_read("/proc/self/cgroup") or "")
         placed = False
-        for hierarchy in cgroups.hierarchies(_read("/proc/self/mountinfo") or ""):
+        for hierarchy in self._mounts.hierarchies():
             directory = hierarchy.directory(setting)
             if directory is None:
                 continue
