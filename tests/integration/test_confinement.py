@@ -392,6 +392,17 @@ def test_a_program_cannot_open_keeptimeds_descriptors(fd, start_daemon, open_dir
     assert not os.path.exists(out) or "keeptimed" not in open(out).read()
 
 
+def test_restore_stdin_proc_self_fd_2_no_longer_reads_keeptimeds_log(start_daemon, open_dir, root_sleeper):
+    """The CLI as root, the report's own words: not even root reads the log that way."""
+    daemon = start_daemon()
+    out = os.path.join(open_dir, "stolen.txt")
+    record_id = daemon.cli("checkpoint", str(root_sleeper)).stdout.strip()
+    result = daemon.cli("restore", record_id, "--stdin", "/proc/self/fd/2", "--stdout", out, "--", "/bin/cat")
+    assert result.returncode == 1
+    assert "NOT_FOUND: stdin '/proc/self/fd/2': No such file or directory (ENOENT)" in result.stderr
+    assert not os.path.exists(out)
+
+
 def test_a_caller_that_exited_gets_failed_precondition(start_daemon, open_dir, nobody_sleeper):
     """Its connection outlives it (another process holds the socket), but
     there is no process left to take a view, limits or cgroup from."""
