@@ -29,6 +29,14 @@
  * namespace right after, on every path), so that a caller in a container
  * sees it. It stays keeptimed's child either way.
  *
+ * A request may also carry what the program takes from its caller rather
+ * than from keeptimed (keeptimed decides what; see become_program for the
+ * order): a cgroup v2 directory it is born in (CLONE_INTO_CGROUP), cgroup v1
+ * cgroup.procs files it moves itself through, a loginuid, rlimits, namespaces
+ * to setns() into and a root directory. Before it opens any path of the
+ * request the child holds no descriptor but its report socket, so a path
+ * such as /proc/self/fd/2 names nothing of keeptimed's.
+ *
  * Reports: the helper sends the new pid and the offsets it wrote; any
  * failing process sends (step, errno); a successful exec closes the child's
  * copy of the report socket, so end-of-file means "done".
@@ -61,6 +69,9 @@
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
 
 #define CONTROL_FD 3
 #define NSEC_PER_SEC 1000000000LL
@@ -89,9 +100,17 @@ struct kt_set_timens_offset {     /* layout from the proposal */
     struct timespec val;
 };
 
+/* The descriptors that came with a request (-1: none). */
+struct request_fds {
+    int pidfd, pidns, root, cgroup;
+    int ns[KT_WIRE_MAX_NAMESPACES];
+    int cgroup_procs[KT_WIRE_MAX_CGROUP_PROCS];
+};
+
 /* A decoded request; pointers point into the request buffer. */
 struct request {
     struct kt_wire_request h;
+    struct request_fds fds;
     uint32_t *groups;
     const char *cwd, *stdio[3];
     char **paths, **argv, **env;
@@ -105,20 +124,31 @@ static void send_msg(int fd, const struct kt_msg *m)
         ;
 }
 
-static void send_failure(int fd, int step, int err)
+static void send_failure_detail(int fd, int step, int err, int detail)
 {
     struct kt_msg m;
     memset(&m, 0, sizeof(m));
     m.kind = KT_MSG_FAILED;
     m.step = step;
     m.error = err;
+    m.detail = detail;
     send_msg(fd, &m);
+}
+
+static void send_failure(int fd, int step, int err)
+{
+    send_failure_detail(fd, step, err, 0);
+}
+
+static __attribute__((noreturn)) void fail_detail_and_exit(int fd, int step, int err, int detail)
+{
+    send_failure_detail(fd, step, err, detail);
+    _exit(127);
 }
 
 static __attribute__((noreturn)) void fail_and_exit(int fd, int step, int err)
 {
-    send_failure(fd, step, err);
-    _exit(127);
+    fail_detail_and_exit(fd, step, err, 0);
 }
 
 static int64_t clock_ns(clockid_t clk)
@@ -170,19 +200,12 @@ static void put_offset_line(char *buf, int *pos, const char *clock, int64_t ns)
     buf[(*pos)++] = '\n';
 }
 
-/* Close every fd >= 3 except keep_a and keep_b (-1 for none). */
-static void close_all_except(int keep_a, int keep_b)
+/* Close every fd, 0 to 2 included, except keep. */
+static void close_all_but(int keep)
 {
-    int keep[2] = { keep_a < keep_b ? keep_a : keep_b, keep_a < keep_b ? keep_b : keep_a };
-    unsigned int lo = 3;
-    for (int i = 0; i < 2; i++) {
-        if (keep[i] < (int)lo)
-            continue;
-        if ((unsigned int)keep[i] > lo)
-            syscall(SYS_close_range, lo, (unsigned int)keep[i] - 1, 0);
-        lo = (unsigned int)keep[i] + 1;
-    }
-    syscall(SYS_close_range, lo, ~0U, 0);
+    if (keep > 0)
+        syscall(SYS_close_range, 0, (unsigned int)keep - 1, 0);
+    syscall(SYS_close_range, (unsigned int)keep + 1, ~0U, 0);
 }
 
 static long raw_clone3(struct kt_clone_args *args, size_t size)
@@ -191,13 +214,23 @@ static long raw_clone3(struct kt_clone_args *args, size_t size)
 }
 
 /* A child of keeptimed (CLONE_PARENT: our parent becomes its parent; its exit
- * signal is our own, SIGCHLD). */
-static long clone_parent(void)
+ * signal is our own, SIGCHLD), born in cgroup_fd's cgroup v2 directory
+ * unless that is -1. */
+static long clone_parent(int cgroup_fd)
 {
     struct kt_clone_args args;
     memset(&args, 0, sizeof(args));
     args.flags = CLONE_PARENT;
+    if (cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cgroup_fd;
+    }
     return raw_clone3(&args, KT_CLONE_ARGS_SIZE_PLAIN);
+}
+
+static int clone_step(int cgroup_fd)
+{
+    return cgroup_fd >= 0 ? KT_STEP_CLONE_CGROUP : KT_STEP_CLONE3;
 }
 
 /* ---- request decoding --------------------------------------------------- */
@@ -237,7 +270,9 @@ static int read_request(int memfd, struct request *r, char **buffer)
     memcpy(&r->h, buf, sizeof(r->h));
     struct kt_wire_request *h = &r->h;
     if (h->magic != KT_WIRE_MAGIC || h->n_groups < 0 || h->n_groups > 65536 || h->n_paths < 0 ||
-        h->n_argv < 0 || h->n_env < 0 || h->n_paths > 4096 || h->n_argv + h->n_env > 1 << 20)
+        h->n_argv < 0 || h->n_env < 0 || h->n_paths > 4096 || h->n_argv + h->n_env > 1 << 20 ||
+        h->n_namespaces < 0 || h->n_namespaces > KT_WIRE_MAX_NAMESPACES || h->n_cgroup_procs < 0 ||
+        h->n_cgroup_procs > KT_WIRE_MAX_CGROUP_PROCS || h->n_rlimits < 0 || h->n_rlimits > KT_WIRE_MAX_RLIMITS)
         return -1;
     size_t groups_bytes = (size_t)h->n_groups * sizeof(uint32_t);
     if (sizeof(*h) + groups_bytes + h->strings_len != (uint64_t)st.st_size)
@@ -287,6 +322,52 @@ static int open_stdio(const char *path, int flags)
     return fd;
 }
 
+static int write_decimal(const char *path, int64_t value)
+{
+    char text[24];
+    int n = 0;
+    put_int(text, &n, value);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t w = write(fd, text, (size_t)n);
+    int err = errno;
+    close(fd);
+    if (w != n) {
+        errno = w < 0 ? err : EIO;
+        return -1;
+    }
+    return 0;
+}
+
+/* Take on what the request says the program takes from its caller. The
+ * order matters: cgroup.procs fds and /proc/self/loginuid work from where
+ * the helper stands, before the namespaces change the view; the namespaces
+ * come before the root (entering a mount namespace resets root and cwd),
+ * and all of it comes before privileges are dropped. */
+static void inherit_from_caller(const struct request *r, int report_fd)
+{
+    const struct kt_wire_request *h = &r->h;
+    for (int i = 0; i < h->n_cgroup_procs; i++) {
+        if (write(r->fds.cgroup_procs[i], "0", 1) != 1)   /* "0": the writer itself */
+            fail_detail_and_exit(report_fd, KT_STEP_CGROUP_V1, errno, i);
+    }
+    if (h->set_loginuid && write_decimal("/proc/self/loginuid", h->loginuid) != 0)
+        fail_and_exit(report_fd, KT_STEP_LOGINUID, errno);
+    for (int i = 0; i < h->n_rlimits; i++) {
+        const struct kt_wire_rlimit *l = &h->rlimits[i];
+        uint64_t limit[2] = { l->soft, l->hard };
+        if (syscall(SYS_prlimit64, 0, l->resource, limit, NULL) != 0)
+            fail_detail_and_exit(report_fd, KT_STEP_RLIMIT, errno, l->resource);
+    }
+    for (int i = 0; i < h->n_namespaces; i++) {
+        if (setns(r->fds.ns[i], h->ns_types[i]) != 0)
+            fail_detail_and_exit(report_fd, KT_STEP_SETNS_NS, errno, h->ns_types[i]);
+    }
+    if (h->has_root && (fchdir(r->fds.root) != 0 || chroot(".") != 0))
+        fail_and_exit(report_fd, KT_STEP_CHROOT, errno);
+}
+
 /* Become the requested program. Runs in the new child; never returns. */
 static __attribute__((noreturn)) void become_program(const struct request *r, int report_fd)
 {
@@ -295,6 +376,8 @@ static __attribute__((noreturn)) void become_program(const struct request *r, in
         (clock_ns(CLOCK_MONOTONIC) < h->target_monotonic_ns ||
          clock_ns(CLOCK_BOOTTIME) < h->target_boottime_ns))
         fail_and_exit(report_fd, KT_STEP_VERIFY, ERANGE);   /* never start with a regressed clock */
+    inherit_from_caller(r, report_fd);
+    close_all_but(report_fd);
     if (h->set_ids) {
         if (h->n_groups >= 0 && syscall(SYS_setgroups, (size_t)h->n_groups, r->groups) != 0)
             fail_and_exit(report_fd, KT_STEP_SETGROUPS, errno);
@@ -322,7 +405,7 @@ static __attribute__((noreturn)) void become_program(const struct request *r, in
         if (fds[i] >= 0 && dup2(fds[i], i) < 0)
             fail_and_exit(report_fd, steps[i], errno);
     }
-    syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+    syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);   /* the report socket too, at exec */
 
     /* Try candidates like execvp: remember EACCES, stop on errors that say
      * the file exists but cannot run. */
@@ -354,7 +437,7 @@ static void offsets_now(const struct kt_wire_request *h, struct kt_msg *report)
     report->boottime_offset_ns = h->target_boottime_ns - host_boot;
 }
 
-static long clone_with_offset_abi(const struct kt_wire_request *h, struct kt_msg *report)
+static long clone_with_offset_abi(const struct kt_wire_request *h, int cgroup_fd, struct kt_msg *report)
 {
     offsets_now(h, report);
     struct kt_set_timens_offset offsets[2];
@@ -366,6 +449,10 @@ static long clone_with_offset_abi(const struct kt_wire_request *h, struct kt_msg
     struct kt_clone_args args;
     memset(&args, 0, sizeof(args));
     args.flags = CLONE_NEWTIME | CLONE_PARENT;
+    if (cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cgroup_fd;
+    }
     args.timens_offset = (uint64_t)(uintptr_t)offsets;
     args.timens_offset_size = 2;
     return raw_clone3(&args, sizeof(args));
@@ -377,7 +464,7 @@ static long spawn_in_new_timens(const struct request *r, int report_fd, int own_
     const struct kt_wire_request *h = &r->h;
     long pid = -1;
     if (h->try_offset_abi) {
-        pid = clone_with_offset_abi(h, report);
+        pid = clone_with_offset_abi(h, r->fds.cgroup, report);
         if (pid == 0)
             become_program(r, report_fd);
         if (pid > 0) {
@@ -385,7 +472,7 @@ static long spawn_in_new_timens(const struct request *r, int report_fd, int own_
             return pid;
         }
         if (errno != E2BIG && errno != EINVAL) {
-            send_failure(report_fd, KT_STEP_CLONE3, errno);
+            send_failure(report_fd, clone_step(r->fds.cgroup), errno);
             return -1;
         }
         report->offset_abi_lacking = 1;
@@ -414,11 +501,11 @@ static long spawn_in_new_timens(const struct request *r, int report_fd, int own_
         close(fd);
     }
     if (!step) {
-        pid = clone_parent();
+        pid = clone_parent(r->fds.cgroup);
         if (pid == 0)
             become_program(r, report_fd);
         if (pid < 0) {
-            step = KT_STEP_CLONE3;
+            step = clone_step(r->fds.cgroup);
             err = errno;
         }
         struct stat ns;
@@ -437,23 +524,23 @@ static long spawn_in_new_timens(const struct request *r, int report_fd, int own_
 
 /* A child that joins pidfd's time namespace, then runs the program or reads
  * the namespace's offsets. */
-static long spawn_joined(const struct request *r, int report_fd, int pidfd, struct kt_msg *report)
+static long spawn_joined(const struct request *r, int report_fd, struct kt_msg *report)
 {
-    long pid = clone_parent();
+    int pidfd = r->fds.pidfd;
+    long pid = clone_parent(r->fds.cgroup);
     if (pid < 0) {
-        send_failure(report_fd, KT_STEP_CLONE3, errno);
+        send_failure(report_fd, clone_step(r->fds.cgroup), errno);
         return -1;
     }
     if (pid > 0) {
         report->mechanism = KT_MECH_SETNS;
         return pid;
     }
-    close_all_except(report_fd, pidfd);
     if (setns(pidfd, CLONE_NEWTIME) != 0)
         fail_and_exit(report_fd, KT_STEP_SETNS, errno);
-    close(pidfd);
     if (r->h.mode == KT_MODE_JOIN_TIMENS)
         become_program(r, report_fd);
+    close_all_but(report_fd);
 
     /* After setns both our namespace and time_for_children are the target's,
      * so this file now shows the target's offsets. */
@@ -472,27 +559,34 @@ static long spawn_joined(const struct request *r, int report_fd, int pidfd, stru
     _exit(0);
 }
 
-/* The pidfd and pid namespace fd of a request: after the memfd and the
- * report socket, a pidfd for joins and reads, then a pid namespace fd when
- * asked for. -1 when the fds do not match the request. */
-static int request_fds(const struct kt_wire_request *h, const int *fds, int nfds, int *pidfd, int *pidns_fd)
+/* Assign the descriptors of a request in the order kt_wire.h gives. -1
+ * when they do not match the request. */
+static int request_fds(const struct kt_wire_request *h, const int *fds, int nfds, struct request_fds *out)
 {
     int next = 2;
-    *pidfd = *pidns_fd = -1;
+#define TAKE() (next < nfds ? fds[next++] : (next++, -1))
+    out->pidfd = out->pidns = out->root = out->cgroup = -1;
     if (h->mode == KT_MODE_JOIN_TIMENS || h->mode == KT_MODE_READ_OFFSETS)
-        *pidfd = next < nfds ? fds[next++] : -1;
+        out->pidfd = TAKE();
     if (h->enter_pidns)
-        *pidns_fd = next < nfds ? fds[next++] : -1;
-    if (next != nfds || (h->mode != KT_MODE_NEW_TIMENS && *pidfd < 0) || (h->enter_pidns && *pidns_fd < 0))
-        return -1;
-    return 0;
+        out->pidns = TAKE();
+    for (int i = 0; i < h->n_namespaces; i++)
+        out->ns[i] = TAKE();
+    if (h->has_root)
+        out->root = TAKE();
+    if (h->has_cgroup)
+        out->cgroup = TAKE();
+    for (int i = 0; i < h->n_cgroup_procs; i++)
+        out->cgroup_procs[i] = TAKE();
+#undef TAKE
+    return next == nfds ? 0 : -1;   /* every one taken, none missing */
 }
 
 /* Runs one request. Returns -1 when the helper could not return to its own
  * pid namespace: it must then serve no other request. */
 static int handle(const int *fds, int nfds, int own_ns_fd, int own_pidns_fd)
 {
-    int memfd = fds[0], report_fd = fds[1], pidfd, pidns_fd;
+    int memfd = fds[0], report_fd = fds[1];
     struct request r;
     char *buffer = NULL;
     memset(&r, 0, sizeof(r));
@@ -502,18 +596,18 @@ static int handle(const int *fds, int nfds, int own_ns_fd, int own_pidns_fd)
 
     long pid = -1;
     int lost = 0;
-    if (read_request(memfd, &r, &buffer) != 0 || request_fds(&r.h, fds, nfds, &pidfd, &pidns_fd) != 0 ||
+    if (read_request(memfd, &r, &buffer) != 0 || request_fds(&r.h, fds, nfds, &r.fds) != 0 ||
         (r.h.mode != KT_MODE_NEW_TIMENS && r.h.mode != KT_MODE_JOIN_TIMENS && r.h.mode != KT_MODE_READ_OFFSETS))
         send_failure(report_fd, KT_STEP_REQUEST, EINVAL);
-    else if (pidns_fd >= 0 && setns(pidns_fd, CLONE_NEWPID) != 0)
+    else if (r.fds.pidns >= 0 && setns(r.fds.pidns, CLONE_NEWPID) != 0)
         send_failure(report_fd, KT_STEP_SETNS_PID, errno);
     else {
         /* pid_ns_for_children is now the requested one: only the clone below sees it. */
         if (r.h.mode == KT_MODE_NEW_TIMENS)
             pid = spawn_in_new_timens(&r, report_fd, own_ns_fd, &report);
         else
-            pid = spawn_joined(&r, report_fd, pidfd, &report);
-        if (pidns_fd >= 0 && setns(own_pidns_fd, CLONE_NEWPID) != 0)
+            pid = spawn_joined(&r, report_fd, &report);
+        if (r.fds.pidns >= 0 && setns(own_pidns_fd, CLONE_NEWPID) != 0)
             lost = -1;
     }
     if (pid > 0) {
@@ -564,7 +658,7 @@ int main(void)
         struct iovec iov = { &byte, 1 };
         union {
             struct cmsghdr align;
-            char buf[CMSG_SPACE(4 * sizeof(int))];
+            char buf[CMSG_SPACE(KT_WIRE_MAX_FDS * sizeof(int))];
         } control;
         struct msghdr msg;
         memset(&msg, 0, sizeof(msg));
@@ -578,20 +672,20 @@ int main(void)
         if (n <= 0)
             return 0;   /* keeptimed closed the socket: we are done */
 
-        int fds[4] = { -1, -1, -1, -1 }, nfds = 0;
+        int fds[KT_WIRE_MAX_FDS], nfds = 0;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
             if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
                 nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-                memcpy(fds, CMSG_DATA(c), sizeof(int) * (size_t)(nfds > 4 ? 4 : nfds));
+                if (nfds > KT_WIRE_MAX_FDS)
+                    nfds = KT_WIRE_MAX_FDS;
+                memcpy(fds, CMSG_DATA(c), sizeof(int) * (size_t)nfds);
             }
         }
         int lost = 0;
-        if (nfds >= 2 && nfds <= 4 && !(msg.msg_flags & MSG_CTRUNC))
+        if (nfds >= 2 && !(msg.msg_flags & MSG_CTRUNC))
             lost = handle(fds, nfds, own_ns_fd, own_pidns_fd);
-        for (int i = 0; i < 4; i++) {
-            if (fds[i] >= 0)
-                close(fds[i]);
-        }
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
         if (lost)
             return 1;   /* keeptimed starts another helper for the next request */
     }

@@ -18,6 +18,13 @@
 #include "keeptime_native.h"
 #include "kt_wire.h"
 
+_Static_assert(KT_MAX_NAMESPACES == KT_WIRE_MAX_NAMESPACES && KT_MAX_CGROUP_PROCS == KT_WIRE_MAX_CGROUP_PROCS &&
+                   KT_MAX_RLIMITS == KT_WIRE_MAX_RLIMITS, "the cffi header and the wire agree");
+#define KT_LENGTH(member) (sizeof(((struct kt_spawn_request *)0)->member) / sizeof(((struct kt_spawn_request *)0)->member[0]))
+_Static_assert(KT_LENGTH(ns_fds) == KT_MAX_NAMESPACES && KT_LENGTH(ns_types) == KT_MAX_NAMESPACES &&
+                   KT_LENGTH(cgroup_procs_fds) == KT_MAX_CGROUP_PROCS && KT_LENGTH(rlimits) == KT_MAX_RLIMITS,
+               "the arrays of struct kt_spawn_request have their declared sizes");
+
 static int count(char **list)
 {
     int n = 0;
@@ -63,6 +70,12 @@ static int encode_request(const struct kt_spawn_request *req, int mode)
 {
     struct kt_wire_request h;
     memset(&h, 0, sizeof(h));
+    if (req->n_namespaces < 0 || req->n_namespaces > KT_WIRE_MAX_NAMESPACES || req->n_cgroup_procs < 0 ||
+        req->n_cgroup_procs > KT_WIRE_MAX_CGROUP_PROCS || req->n_rlimits < 0 ||
+        req->n_rlimits > KT_WIRE_MAX_RLIMITS) {
+        errno = EINVAL;
+        return -1;
+    }
     h.magic = KT_WIRE_MAGIC;
     h.mode = mode;
     h.target_monotonic_ns = req->target_monotonic_ns;
@@ -77,6 +90,20 @@ static int encode_request(const struct kt_spawn_request *req, int mode)
     h.no_new_privs = req->no_new_privs;
     h.umask = req->umask;
     h.enter_pidns = req->enter_pidns ? 1 : 0;
+    h.n_namespaces = req->n_namespaces;
+    for (int i = 0; i < req->n_namespaces; i++)
+        h.ns_types[i] = req->ns_types[i];
+    h.has_root = req->root_fd >= 0;
+    h.has_cgroup = req->cgroup_fd >= 0;
+    h.n_cgroup_procs = req->n_cgroup_procs;
+    h.set_loginuid = req->set_loginuid;
+    h.loginuid = req->loginuid;
+    h.n_rlimits = req->n_rlimits;
+    for (int i = 0; i < req->n_rlimits; i++) {
+        h.rlimits[i].resource = req->rlimits[i].resource;
+        h.rlimits[i].soft = req->rlimits[i].soft;
+        h.rlimits[i].hard = req->rlimits[i].hard;
+    }
     h.n_paths = count(req->exec_paths);
     h.n_argv = count(req->argv);
     h.n_env = count(req->envp);
@@ -109,24 +136,42 @@ static int encode_request(const struct kt_spawn_request *req, int mode)
     return fd;
 }
 
-/* Send one request to the helper (pidfd, pidns_fd: -1 for none); returns our
- * end of its report socket. */
-static int send_request(int helper_fd, int memfd, int pidfd, int pidns_fd)
+/* The descriptors a request passes after the memfd and the report socket,
+ * in the order kt_wire.h gives; returns how many. */
+static int request_fds(const struct kt_spawn_request *req, int pidfd, int *fds)
+{
+    int n = 0;
+    if (pidfd >= 0)
+        fds[n++] = pidfd;
+    if (req->enter_pidns)
+        fds[n++] = req->pidns_fd;
+    for (int i = 0; i < req->n_namespaces; i++)
+        fds[n++] = req->ns_fds[i];
+    if (req->root_fd >= 0)
+        fds[n++] = req->root_fd;
+    if (req->cgroup_fd >= 0)
+        fds[n++] = req->cgroup_fd;
+    for (int i = 0; i < req->n_cgroup_procs; i++)
+        fds[n++] = req->cgroup_procs_fds[i];
+    return n;
+}
+
+/* Send one request to the helper with its descriptors; returns our end of
+ * its report socket. */
+static int send_request(int helper_fd, int memfd, const int *extra, int n_extra)
 {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
         return -1;
-    int fds[4] = { memfd, pair[1] };
+    int fds[KT_WIRE_MAX_FDS] = { memfd, pair[1] };
     int nfds = 2;
-    if (pidfd >= 0)
-        fds[nfds++] = pidfd;
-    if (pidns_fd >= 0)
-        fds[nfds++] = pidns_fd;
+    for (int i = 0; i < n_extra; i++)
+        fds[nfds++] = extra[i];
     char byte = 'R';
     struct iovec iov = { &byte, 1 };
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(4 * sizeof(int))];
+        char buf[CMSG_SPACE(KT_WIRE_MAX_FDS * sizeof(int))];
     } control;
     memset(&control, 0, sizeof(control));
     struct msghdr msg;
@@ -167,8 +212,9 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
 {
     memset(res, 0, sizeof(*res));
     int memfd = encode_request(req, mode);
-    int pidns_fd = req->enter_pidns ? req->pidns_fd : -1;
-    int report_fd = memfd < 0 ? -1 : send_request(helper_fd, memfd, pidfd, pidns_fd);
+    int extra[KT_WIRE_MAX_FDS];
+    int n_extra = request_fds(req, pidfd, extra);
+    int report_fd = memfd < 0 ? -1 : send_request(helper_fd, memfd, extra, n_extra);
     if (report_fd < 0) {
         res->failed_step = KT_STEP_CHANNEL;
         res->error = errno;
@@ -203,6 +249,7 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
         } else if (m.kind == KT_MSG_FAILED && !res->failed_step) {
             res->failed_step = m.step;
             res->error = m.error;
+            res->failed_detail = m.detail;
         } else if (m.kind == KT_MSG_OFFSETS && offsets) {
             *offsets = m;
         }
@@ -234,6 +281,7 @@ int kt_read_timens_offsets(int helper_fd, int pidfd, char *buf, int len, int *fa
     memset(&req, 0, sizeof(req));
     req.exec_paths = req.argv = req.envp = (char **)empty;
     req.umask = -1;
+    req.cgroup_fd = req.root_fd = -1;
     struct kt_spawn_result res;
     struct kt_msg offsets;
     memset(&offsets, 0, sizeof(offsets));

@@ -43,6 +43,23 @@
 #define KT_STEP_READ_OFFSETS 20
 #define KT_STEP_REQUEST 21  /* keeptime-helper could not read the request */
 #define KT_STEP_SETNS_PID 22
+#define KT_STEP_SETNS_NS 23       /* failed_detail: the CLONE_NEW* type */
+#define KT_STEP_CHROOT 24
+#define KT_STEP_CGROUP_V1 25      /* failed_detail: the index in cgroup_procs_fds */
+#define KT_STEP_LOGINUID 26
+#define KT_STEP_RLIMIT 27         /* failed_detail: the resource */
+#define KT_STEP_CLONE_CGROUP 28   /* clone3 with CLONE_INTO_CGROUP */
+
+/* array sizes below (cdef needs them literal) */
+#define KT_MAX_NAMESPACES 8
+#define KT_MAX_CGROUP_PROCS 16
+#define KT_MAX_RLIMITS 16
+
+struct kt_rlimit {
+    int resource;
+    uint64_t soft;
+    uint64_t hard;
+};
 
 struct kt_spawn_request {
     int mode;
@@ -68,6 +85,20 @@ struct kt_spawn_request {
     const char *stderr_path;
     int enter_pidns;                /* 0: the process is born in the caller's pid namespace; */
     int pidns_fd;                   /*   1: in pidns_fd's (an open /proc/PID/ns/pid) */
+    /* What the program takes from whoever asked for it instead of from
+     * keeptimed, applied by the child in this order before it drops
+     * privileges: cgroups, loginuid, rlimits, namespaces, root. */
+    int cgroup_fd;                  /* -1, or a cgroup v2 directory the child is born in */
+    int n_cgroup_procs;
+    int cgroup_procs_fds[16];       /* cgroup v1 cgroup.procs files: the child writes "0" */
+    int set_loginuid;               /* 1: write loginuid to /proc/self/loginuid */
+    uint32_t loginuid;
+    int n_rlimits;
+    struct kt_rlimit rlimits[16];
+    int n_namespaces;
+    int ns_fds[8];                  /* setns(ns_fds[i], ns_types[i]), in order */
+    int ns_types[8];
+    int root_fd;                    /* -1, or a directory: fchdir + chroot(".") */
 };
 
 struct kt_spawn_result {
@@ -75,6 +106,7 @@ struct kt_spawn_result {
     int mechanism;
     int failed_step;                /* KT_STEP_NONE on success */
     int error;                      /* errno of failed_step */
+    int failed_detail;              /* which namespace, resource or cgroup (see the steps) */
     int offset_abi_lacking;         /* clone3 refused the seed's fields (E2BIG/EINVAL) */
     int64_t monotonic_offset_ns;    /* offsets actually written */
     int64_t boottime_offset_ns;

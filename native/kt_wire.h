@@ -1,9 +1,11 @@
 /*
  * The wire between keeptimed's native module and keeptime-helper: one
  * request per SOCK_SEQPACKET message on the control socket (a single byte,
- * with the request memfd, the report socket, for joins a pidfd and, when
- * enter_pidns is set, a pid namespace fd last, passed as SCM_RIGHTS), and
- * fixed-size reports on the per-request report socket.
+ * with descriptors passed as SCM_RIGHTS in this order: the request memfd,
+ * the report socket, for joins a pidfd, a pid namespace fd when enter_pidns
+ * is set, n_namespaces namespace fds, a root directory fd when has_root, a
+ * cgroup v2 directory fd when has_cgroup, then n_cgroup_procs cgroup v1
+ * cgroup.procs fds), and fixed-size reports on the per-request report socket.
  * Both ends are built from this one header.
  */
 #ifndef KT_WIRE_H
@@ -11,9 +13,21 @@
 
 #include <stdint.h>
 
-#define KT_WIRE_MAGIC 0x3252544bu          /* "KTR2" */
+#define KT_WIRE_MAGIC 0x3352544bu          /* "KTR3" */
 #define KT_MODE_READ_OFFSETS 3           /* internal: read a namespace's offsets */
 #define KT_MAX_REQUEST_BYTES (64u << 20)
+#define KT_WIRE_MAX_NAMESPACES 8
+#define KT_WIRE_MAX_CGROUP_PROCS 16
+#define KT_WIRE_MAX_RLIMITS 16
+/* memfd, report socket, pidfd, pid namespace, namespaces, root, cgroup, cgroup.procs */
+#define KT_WIRE_MAX_FDS (4 + KT_WIRE_MAX_NAMESPACES + 2 + KT_WIRE_MAX_CGROUP_PROCS)
+
+struct kt_wire_rlimit {
+    int32_t resource;
+    int32_t unused;
+    uint64_t soft;
+    uint64_t hard;
+};
 
 /* A request: this header, n_groups uint32_t, then strings_len bytes of
  * NUL-terminated strings in this order: cwd, stdin, stdout, stderr (each
@@ -40,6 +54,16 @@ struct kt_wire_request {
     int32_t has_stdout;
     int32_t has_stderr;
     int32_t enter_pidns;          /* create the process in the passed pid namespace */
+    /* What the program takes from its caller rather than from keeptimed: */
+    int32_t n_namespaces;         /* namespace fds to setns() into, in order */
+    int32_t ns_types[KT_WIRE_MAX_NAMESPACES];   /* the CLONE_NEW* type of each */
+    int32_t has_root;             /* a directory fd to chroot() into after them */
+    int32_t has_cgroup;           /* a cgroup v2 directory fd: born there (CLONE_INTO_CGROUP) */
+    int32_t n_cgroup_procs;       /* cgroup v1 cgroup.procs fds: the child moves itself there */
+    int32_t set_loginuid;
+    uint32_t loginuid;
+    int32_t n_rlimits;
+    struct kt_wire_rlimit rlimits[KT_WIRE_MAX_RLIMITS];
     uint64_t strings_len;
 };
 
@@ -49,6 +73,7 @@ struct kt_msg {
     int32_t kind;
     int32_t step;
     int32_t error;
+    int32_t detail;               /* KT_MSG_FAILED: which namespace, resource or cgroup */
     int32_t pid;
     int32_t mechanism;
     int32_t offset_abi_lacking;
@@ -56,7 +81,7 @@ struct kt_msg {
     int64_t boottime_offset_ns;
     uint64_t timens_inode;        /* KT_MSG_SPAWNED: the new namespace */
     int32_t len;                  /* KT_MSG_OFFSETS: bytes used in text */
-    char text[188];
+    char text[184];
 };
 
 #endif

@@ -11,20 +11,23 @@ The policy:
     --socket-group) may only checkpoint, inspect and enter processes it owns,
     see and use records it created, wait for processes it started, and
     restore or exec only as itself: the program runs with the caller's
-    uid, gid and groups and with no_new_privs, so keeptime grants it nothing
-    but the new time namespace.
+    uid, gid and groups and with no_new_privs, and with what else the
+    calling process has (its namespaces, cgroup, rlimits, loginuid:
+    confine.py), so keeptime grants it nothing but the new time namespace.
 Every pid a call takes or returns is one of the caller's pid namespace
 (keeptimed's own for TLS clients): see pids().
 """
+import contextlib
 import contextvars
 import os
 import pwd
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Iterator, Mapping, Optional
 
 from . import pidns
+from .confine import Inheritance, Settings, calling_process
 from .errors import FailedPrecondition, NotFound, PermissionDenied
-from .native import ExecSpec
+from .native import ExecSpec, Inherited
 from .pidns import PidNamespace
 from .relay import CallerRelay
 
@@ -47,6 +50,7 @@ class Caller:
     gid: Optional[int] = None
     name: str = ""                  # unix: the program's name; tls: the client certificate's name
     pidns: Optional[PidNamespace] = None   # whose pids it names; None: unknown
+    peer: str = ""                  # unix: the relayed connection, as gRPC names it
 
     @property
     def privileged(self) -> bool:
@@ -77,10 +81,12 @@ def reset_current_caller(token: contextvars.Token) -> None:
 class Access:
     """Identifies callers from a gRPC context and applies the policy above."""
 
-    def __init__(self, relay: Optional[CallerRelay], allowed_names: Iterable[str] = ()):
+    def __init__(self, relay: Optional[CallerRelay], allowed_names: Iterable[str] = (),
+                 confinement: Settings = Settings()):
         self.relay = relay
         self.allowed_names = frozenset(allowed_names)
         self.own_pidns = pidns.own()
+        self.inheritance = Inheritance(confinement)
 
     def identify(self, context) -> Caller:
         """The caller of this call; PermissionDenied for a connection of unknown origin."""
@@ -89,7 +95,7 @@ class Access:
             credentials = self.relay.caller(peer) if self.relay else None
             if credentials is None:
                 raise PermissionDenied("this connection did not come through keeptimed's socket")
-            return self.caller_of(credentials)
+            return replace(self.caller_of(credentials), peer=peer)
         auth = context.auth_context()
         if auth.get("transport_security_type") == [b"ssl"]:
             return Caller("tls", name=self._certificate_name(auth), pidns=self.own_pidns)
@@ -122,6 +128,24 @@ class Access:
                 "keeptimed's pid namespace or one below it"
             )
         return pidns.View(caller.pidns, self.own_pidns)
+
+    @contextlib.contextmanager
+    def started_for(self, caller: Caller, view: pidns.View) -> Iterator[tuple[Optional[int], Inherited, dict]]:
+        """Where a program started for caller goes: an open descriptor of the
+        caller's pid namespace (None: keeptimed's), what the program takes
+        from the calling process (confine.py), and remarks for the log. The
+        process is needed for a non-root caller and for one in another pid
+        namespace; FailedPrecondition when it is gone."""
+        pidfd = self.relay.caller_pidfd(caller.peer) if self.relay is not None and caller.peer else None
+        required = not caller.privileged or not view.same
+        with calling_process(caller.pid, pidfd, required) as proc:
+            pidns_fd = None if view.same else _pid_namespace(proc, view, caller)
+            try:
+                with self.inheritance.for_program(caller.privileged, proc, caller.pid) as (inherited, remarks):
+                    yield pidns_fd, inherited, remarks
+            finally:
+                if pidns_fd is not None:
+                    os.close(pidns_fd)
 
     @staticmethod
     def caller_of(credentials) -> Caller:
@@ -161,6 +185,24 @@ class Access:
             raise PermissionDenied(f"uid {caller.uid} may only run programs as itself")
         return replace(spec, uid=caller.uid, gid=caller.gid, groups=_groups_of(caller),
                        no_new_privs=True)
+
+
+def _pid_namespace(proc: int, view: pidns.View, caller: Caller) -> int:
+    """An open descriptor of the pid namespace of the calling process (its
+    open /proc directory), which must still be the one it connected from."""
+    try:
+        fd = os.open("ns/pid", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
+    except OSError:
+        fd = None
+    if fd is not None:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == (view.namespace.dev, view.namespace.inode):
+            return fd
+        os.close(fd)
+    raise FailedPrecondition(
+        f"the calling process (pid {caller.pid} to keeptimed) exited or left its pid namespace, "
+        "so keeptimed cannot start a process there"
+    )
 
 
 def _uids_of(host_pid: int, pid: int) -> list[int]:

@@ -132,6 +132,9 @@ def spawn_error(exc: NativeError, spec: ExecSpec) -> KeeptimeError:
             return FailedPrecondition(what + " (a FIFO with no reader)")
         return InvalidArgument(what)
     what = f"{step}: {reason}"
+    inherited = _inherited_error(step, code, what)
+    if inherited is not None:
+        return inherited
     if step == "setns(CLONE_NEWTIME)" and code == errno.ESRCH:
         return NotFound(f"the target process exited ({what})")
     if step == "setns(CLONE_NEWPID)" and code == errno.EINVAL:
@@ -147,3 +150,33 @@ def spawn_error(exc: NativeError, spec: ExecSpec) -> KeeptimeError:
     if code in (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EUSERS):
         return ResourceExhausted(what)
     return Internal(what)
+
+
+def _inherited_error(step: str, code: int, what: str) -> Optional[KeeptimeError]:
+    """The error for a failed step of taking on what the program inherits
+    from its caller (confine.py); None for any other step."""
+    denied = code in (errno.EPERM, errno.EACCES)
+    if step.startswith("setns(CLONE_NEW") and step != "setns(CLONE_NEWTIME)" and step != "setns(CLONE_NEWPID)":
+        needs = "CAP_SYS_ADMIN and CAP_SYS_CHROOT" if step == "setns(CLONE_NEWNS)" else "CAP_SYS_ADMIN"
+        message = f"cannot start the program in the caller's namespaces ({what})"
+        if denied:
+            return PermissionDenied(f"{message}: keeptimed needs {needs}, and no seccomp filter (such as systemd's "
+                                    "RestrictNamespaces=) that forbids it")
+        return FailedPrecondition(message)
+    if step == "chroot":
+        message = f"cannot give the program the caller's root directory ({what})"
+        return PermissionDenied(f"{message}: keeptimed needs CAP_SYS_CHROOT") if denied else FailedPrecondition(message)
+    if step in ("write cgroup.procs", "clone3(CLONE_INTO_CGROUP)"):
+        message = f"cannot start the program in its cgroup ({what})"
+        return PermissionDenied(message) if denied else FailedPrecondition(message)
+    if step == "write /proc/self/loginuid":
+        message = f"cannot give the program the caller's loginuid ({what})"
+        if denied:
+            return PermissionDenied(f"{message}: keeptimed's own loginuid is set and the kernel keeps it "
+                                    "(audit loginuid_immutable); run keeptimed with an unset loginuid, as a service")
+        return FailedPrecondition(message)
+    if step.startswith("setrlimit("):
+        message = f"cannot give the program the caller's limits ({what})"
+        return PermissionDenied(f"{message}: raising a hard limit needs CAP_SYS_RESOURCE") if denied \
+            else FailedPrecondition(message)
+    return None

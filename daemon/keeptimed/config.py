@@ -19,6 +19,8 @@ from keeptime.defaults import (
     CONFIG_ENV, DEFAULT_CONFIG, DEFAULT_DB, DEFAULT_POLICY, DEFAULT_SOCKET, POLICIES,
 )
 
+from .confine import LOSABLE, check_allow_lost, check_root_cgroup
+
 ENV_PREFIX = "KEEPTIME_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "text")
@@ -93,6 +95,12 @@ SETTINGS: tuple[Setting, ...] = (
             check=_check_address),
     Setting("socket_group", str, "", "let this group's members call keeptimed (socket mode 0660); they are "
             "confined to their own processes and uid, but reach a root daemon: grant it like the docker group"),
+    Setting("allow_lost_confinement", list, [], "start a non-root caller's program even though keeptime cannot "
+            f"give it this part of the caller's confinement ({', '.join(LOSABLE)}); it then runs without it "
+            "(empty: refuse with PERMISSION_DENIED)", check=check_allow_lost),
+    Setting("root_programs_cgroup", str, "caller", "the cgroup of programs root (and TLS clients) start: caller "
+            "(the calling process's), keeptimed (its own) or a cgroup path such as /keeptime.slice",
+            check=check_root_cgroup),
     Setting("tcp", str, "", "also listen on TCP HOST:PORT for migration tooling, with mutual TLS; empty: off",
             check=_check_address),
     Setting("tls_cert", str, "", "server certificate (PEM) for tcp", path=True),

@@ -1,7 +1,7 @@
 """keeptimed's open-file limit: raised for itself, not for what it starts.
 
 Every restored process keeptimed tracks holds one pidfd in the daemon, and
-every client connection three descriptors, so the usual soft limit of 1024
+every client connection four descriptors, so the usual soft limit of 1024
 would cap a node at a few hundred restored trees. keeptimed raises its own
 soft limit to the hard one at start, and gives keeptime-helper (whose clones
 become the restored processes) the limit keeptimed was started with, so

@@ -45,16 +45,44 @@ STEPS = {
     lib.KT_STEP_READ_OFFSETS: "read timens_offsets",
     lib.KT_STEP_REQUEST: "decode request",
     lib.KT_STEP_SETNS_PID: "setns(CLONE_NEWPID)",
+    lib.KT_STEP_SETNS_NS: "setns",              # named with its namespace type: setns(CLONE_NEWNS)
+    lib.KT_STEP_CHROOT: "chroot",
+    lib.KT_STEP_CGROUP_V1: "write cgroup.procs",
+    lib.KT_STEP_LOGINUID: "write /proc/self/loginuid",
+    lib.KT_STEP_RLIMIT: "setrlimit",            # named with its resource: setrlimit(RLIMIT_NOFILE)
+    lib.KT_STEP_CLONE_CGROUP: "clone3(CLONE_INTO_CGROUP)",
 }
+# setns() types by /proc/PID/ns/ name (include/uapi/linux/sched.h; os has them only from Python 3.12)
+NAMESPACE_FLAGS = {"cgroup": 0x02000000, "ipc": 0x08000000, "uts": 0x04000000, "net": 0x40000000, "mnt": 0x00020000}
+_FLAG_NAMES = {flag: "CLONE_NEW" + ("NS" if name == "mnt" else name.upper()) for name, flag in NAMESPACE_FLAGS.items()}
+# Every rlimit, by number (Python's resource lacks RLIMIT_LOCKS: the generic number stands in).
+RLIMIT_NAMES = {getattr(resource, name, number): name for number, name in enumerate((
+    "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE", "RLIMIT_RSS", "RLIMIT_NPROC",
+    "RLIMIT_NOFILE", "RLIMIT_MEMLOCK", "RLIMIT_AS", "RLIMIT_LOCKS", "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE", "RLIMIT_RTPRIO", "RLIMIT_RTTIME"))}
+RLIMITS = {name: number for number, name in RLIMIT_NAMES.items()}
+RLIM_INFINITY = 2**64 - 1   # as the kernel (and Inherited.rlimits) spell it; Python's resource says -1
 HELPER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keeptime-helper")
 
 
 class NativeError(OSError):
-    """A failed native operation: ``errno`` and ``step`` (a name from STEPS)."""
+    """A failed native operation: ``errno`` and ``step`` (a name from STEPS,
+    with its namespace type or resource where it has one); ``detail`` is
+    the index of the cgroup.procs descriptor that failed, for that step."""
 
-    def __init__(self, err: int, step: str):
+    def __init__(self, err: int, step: str, detail: int = 0):
         super().__init__(err, f"{step}: {os.strerror(err)} ({errno_mod.errorcode.get(err, err)})")
         self.step = step
+        self.detail = detail
+
+
+def _step_name(step: int, detail: int) -> str:
+    name = STEPS.get(step, f"step {step}")
+    if step == lib.KT_STEP_SETNS_NS:
+        return f"{name}({_FLAG_NAMES.get(detail, hex(detail))})"
+    if step == lib.KT_STEP_RLIMIT:
+        return f"{name}({RLIMIT_NAMES.get(detail, detail)})"
+    return name
 
 
 @dataclass
@@ -70,9 +98,30 @@ class ExecSpec:
     groups: list[int] = field(default_factory=list)
     no_new_privs: bool = False
     umask: Optional[int] = None
-    stdin_path: Optional[str] = None
-    stdout_path: Optional[str] = None
-    stderr_path: Optional[str] = None
+    # Opened by the program itself, after it dropped privileges and entered
+    # its namespaces, holding no descriptor of keeptimed's.
+    stdin_path: str = "/dev/null"
+    stdout_path: str = "/dev/null"
+    stderr_path: str = "/dev/null"
+
+
+@dataclass
+class Inherited:
+    """What a program takes from its caller rather than from keeptimed. The
+    descriptors belong to whoever built this; they only need to stay open
+    until the spawn returns."""
+
+    cgroup_fd: Optional[int] = None         # a cgroup v2 directory the program is born in
+    cgroup_procs_fds: list[int] = field(default_factory=list)   # cgroup v1 cgroup.procs it moves itself to
+    loginuid: Optional[int] = None           # written to its /proc/self/loginuid
+    rlimits: list[tuple[int, int, int]] = field(default_factory=list)  # (resource, soft, hard); RLIM_INFINITY
+    namespaces: list[tuple[int, int]] = field(default_factory=list)    # (fd, CLONE_NEW*), entered in order
+    root_fd: Optional[int] = None           # its root directory (chroot), after the namespaces
+
+    def fds(self) -> list[int]:
+        """Every descriptor held, to close."""
+        held = [self.cgroup_fd, self.root_fd, *self.cgroup_procs_fds, *(fd for fd, _ in self.namespaces)]
+        return [fd for fd in held if fd is not None]
 
 
 @dataclass(frozen=True)
@@ -195,6 +244,34 @@ def _fill_pidns(req, pidns_fd: Optional[int]) -> None:
         req.pidns_fd = pidns_fd
 
 
+def _fill_inherited(req, inherited: Optional[Inherited]) -> None:
+    req.cgroup_fd = req.root_fd = -1
+    if inherited is None:
+        return
+    if (len(inherited.namespaces) > lib.KT_MAX_NAMESPACES or len(inherited.rlimits) > lib.KT_MAX_RLIMITS
+            or len(inherited.cgroup_procs_fds) > lib.KT_MAX_CGROUP_PROCS):
+        raise ValueError("more namespaces, rlimits or cgroups than keeptime-helper takes")
+    if inherited.cgroup_fd is not None:
+        req.cgroup_fd = inherited.cgroup_fd
+    req.n_cgroup_procs = len(inherited.cgroup_procs_fds)
+    for i, fd in enumerate(inherited.cgroup_procs_fds):
+        req.cgroup_procs_fds[i] = fd
+    if inherited.loginuid is not None:
+        req.set_loginuid = 1
+        req.loginuid = inherited.loginuid
+    req.n_rlimits = len(inherited.rlimits)
+    for i, (which, soft, hard) in enumerate(inherited.rlimits):
+        req.rlimits[i].resource = which
+        req.rlimits[i].soft = soft
+        req.rlimits[i].hard = hard
+    req.n_namespaces = len(inherited.namespaces)
+    for i, (fd, flag) in enumerate(inherited.namespaces):
+        req.ns_fds[i] = fd
+        req.ns_types[i] = flag
+    if inherited.root_fd is not None:
+        req.root_fd = inherited.root_fd
+
+
 def _fill_exec(req, spec: ExecSpec, keep: list) -> None:
     req.exec_paths = _cstrings(spec.exec_paths, keep)
     req.argv = _cstrings(spec.argv, keep)
@@ -241,7 +318,7 @@ def _run(helper_fd: int, req) -> Spawned:
     elif rc == 0 and res.mechanism == lib.KT_MECH_CLONE3_OFFSETS:
         _offset_abi_supported = True
     if rc != 0:
-        raise NativeError(res.error, STEPS.get(res.failed_step, f"step {res.failed_step}"))
+        raise NativeError(res.error, _step_name(res.failed_step, res.failed_detail), res.failed_detail)
     return Spawned(
         pid=res.pid,
         mechanism=MECHANISMS[res.mechanism],
@@ -251,12 +328,13 @@ def _run(helper_fd: int, req) -> Spawned:
 
 
 def spawn_in_new_timens(spec: ExecSpec, targets: Clocks, own_offsets: Clocks,
-                        pidns_fd: Optional[int] = None) -> Spawned:
+                        pidns_fd: Optional[int] = None, inherited: Optional[Inherited] = None) -> Spawned:
     """Start spec in a new time namespace whose clocks read targets at the
     moment the offsets are written. own_offsets are the caller's namespace
     offsets, so its clock reads can be turned into host clock values.
     pidns_fd: the pid namespace to start it in (an open /proc/PID/ns/pid);
-    None for this process's. The pid returned is this process's pid for it."""
+    None for this process's. inherited: what it takes from its caller
+    instead of from this process. The pid returned is this process's pid for it."""
     keep: list = []
     req = ffi.new("struct kt_spawn_request *")
     req.mode = lib.KT_MODE_NEW_TIMENS
@@ -268,18 +346,21 @@ def spawn_in_new_timens(spec: ExecSpec, targets: Clocks, own_offsets: Clocks,
     req.try_offset_abi = int(_offset_abi_supported is not False)
     _fill_exec(req, spec, keep)
     _fill_pidns(req, pidns_fd)
+    _fill_inherited(req, inherited)
     return _spawn(req)
 
 
-def spawn_in_timens_of(spec: ExecSpec, pidfd: int, pidns_fd: Optional[int] = None) -> Spawned:
+def spawn_in_timens_of(spec: ExecSpec, pidfd: int, pidns_fd: Optional[int] = None,
+                       inherited: Optional[Inherited] = None) -> Spawned:
     """Start spec inside the time namespace of pidfd's process (and in
-    pidns_fd's pid namespace, as in spawn_in_new_timens)."""
+    pidns_fd's pid namespace, with what it inherits, as in spawn_in_new_timens)."""
     keep: list = []
     req = ffi.new("struct kt_spawn_request *")
     req.mode = lib.KT_MODE_JOIN_TIMENS
     req.join_pidfd = pidfd
     _fill_exec(req, spec, keep)
     _fill_pidns(req, pidns_fd)
+    _fill_inherited(req, inherited)
     return _spawn(req)
 
 
@@ -292,7 +373,7 @@ def read_timens_offsets(pidfd: int) -> str:
         err = ffi.new("int *")
         n = lib.kt_read_timens_offsets(helper_fd, pidfd, buf, 256, step, err)
         if n < 0:
-            raise NativeError(err[0], STEPS.get(step[0], f"step {step[0]}"))
+            raise NativeError(err[0], _step_name(step[0], 0))
         return ffi.unpack(buf, n).decode("ascii")
 
     return _call_helper(read)

@@ -74,22 +74,24 @@ def _read_status(path: str, dir_fd: Optional[int] = None) -> str:
         os.close(fd)
 
 
-def of_peer(sock: socket.socket, pid: int, keeptimed: PidNamespace) -> Optional[PidNamespace]:
+def of_peer(sock: socket.socket, pid: int, keeptimed: PidNamespace,
+            pidfd: Optional[int] = None) -> Optional[PidNamespace]:
     """The pid namespace of the process that connected sock, whose SO_PEERCRED
     pid is pid; None when it cannot be known (pid 0: invisible to keeptimed;
     the process is gone; or its namespace is not keeptimed's and keeptimed
     may not read /proc/PID/ns/pid, which needs CAP_SYS_PTRACE).
 
-    The pidfd (SO_PEERPIDFD, else pidfd_open(pid)) is checked to still name a
-    live process after /proc/PID was read: only then was it the caller's and
-    not that of a process that reused its pid.
+    The pidfd (given, else peer_pidfd()'s, closed after) is checked to still
+    name a live process after /proc/PID was read: only then was it the
+    caller's and not that of a process that reused its pid.
     """
     if pid <= 0:
         return None
-    try:
-        pidfd = _peer_pidfd(sock, pid)
-    except OSError:
-        return None
+    own_pidfd = pidfd is None
+    if own_pidfd:
+        pidfd = peer_pidfd(sock, pid)
+        if pidfd is None:
+            return None
     try:
         # NSpid starts in keeptimed's namespace (that of its /proc), so a single
         # entry means the caller is in it; status needs no ptrace access.
@@ -99,24 +101,34 @@ def of_peer(sock: socket.socket, pid: int, keeptimed: PidNamespace) -> Optional[
         else:
             st = os.stat(f"{PROC}/{pid}/ns/pid")
             namespace = PidNamespace(st.st_dev, st.st_ino, levels - 1)
-        return namespace if _alive(pidfd) else None
+        return namespace if alive(pidfd) else None
     except (OSError, ValueError):
         return None
     finally:
-        os.close(pidfd)
+        if own_pidfd:
+            os.close(pidfd)
 
 
-def _peer_pidfd(sock: socket.socket, pid: int) -> int:
+def peer_pidfd(sock: socket.socket, pid: int) -> Optional[int]:
+    """A pidfd of the process that connected sock (SO_PEERCRED pid pid):
+    SO_PEERPIDFD, fixed at connect time; before Linux 6.5 pidfd_open(pid),
+    whose pid may have been reused already. None when there is none."""
+    if pid <= 0:
+        return None
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, struct.calcsize("i"))
         return struct.unpack("i", raw)[0]
     except OSError as exc:
         if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
-            raise
-    return os.pidfd_open(pid)   # before Linux 6.5: the pid may have been reused already
+            return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
 
 
-def _alive(pidfd: int) -> bool:
+def alive(pidfd: int) -> bool:
+    """Whether pidfd's process has not exited."""
     try:
         signal.pidfd_send_signal(pidfd, 0)
     except ProcessLookupError:

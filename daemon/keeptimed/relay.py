@@ -36,7 +36,7 @@ import struct
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 from keeptime.criu.hookwire import FD_NAMES, MAGIC as HOOK_MAGIC
@@ -50,7 +50,7 @@ log = logging.getLogger("keeptimed.relay")
 CHUNK = 64 * 1024
 MAX_BUFFERED = 1024 * 1024        # per direction; reading pauses beyond it
 MAX_CONNECTIONS = 1024
-FDS_PER_CONNECTION = 3            # its two ends here and the gRPC server's end
+FDS_PER_CONNECTION = 4            # its two ends here, the gRPC server's end, and the caller's pidfd
 FD_RESERVE = 256                  # kept for the store, the helper, pidfds of restored processes
 ACCEPT_PAUSE = 0.5                # seconds accepting stops for when out of descriptors
 USER_SHARE = 4                    # a non-root uid may hold 1/USER_SHARE of the connections
@@ -75,6 +75,9 @@ class PeerCredentials:
     program: str = ""       # its name (comm) when it connected, for the log
     # Its pid namespace when it connected; None when unknown (pid 0: invisible to keeptimed).
     pidns: Optional[PidNamespace] = None
+    # A pidfd of it, held by the relay while the connection lasts (see
+    # CallerRelay.caller_pidfd); None when there is none.
+    pidfd: Optional[int] = field(default=None, compare=False)
 
 
 def peer_credentials(sock: socket.socket) -> PeerCredentials:
@@ -182,6 +185,16 @@ class CallerRelay:
         """Credentials of the relayed connection gRPC reports as `peer`, if any."""
         with self._lock:
             return self._callers.get(peer)
+
+    def caller_pidfd(self, peer: str) -> Optional[int]:
+        """A pidfd of the process that connected as `peer`, the caller's own
+        to close; None when the connection is gone or its process was
+        unknown. (A copy: the relay closes its own with the connection.)"""
+        with self._lock:
+            credentials = self._callers.get(peer)
+            if credentials is None or credentials.pidfd is None:
+                return None
+            return os.dup(credentials.pidfd)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -402,7 +415,7 @@ class CallerRelay:
         """Give a CRIU hook connection to the hook server, and forget it here."""
         client = pair.client
         self._close(pair, keep=client)
-        connection = HookConnection(client, data, fds, pair.credentials)
+        connection = HookConnection(client, data, fds, replace(pair.credentials, pidfd=None))
         if self.on_hook is None:
             connection.close()
             return
@@ -480,19 +493,24 @@ class CallerRelay:
                 pass
             if sock is not keep:
                 sock.close()
-        if pair.peer:
-            self._forget(pair.peer)
+        with self._lock:   # caller_pidfd() copies it under the same lock
+            self._callers.pop(pair.peer, None)
+            if pair.credentials.pidfd is not None:
+                os.close(pair.credentials.pidfd)
+                pair.credentials = replace(pair.credentials, pidfd=None)
 
 
 def _with_program(credentials: PeerCredentials, client: socket.socket,
                   own_pidns: PidNamespace) -> PeerCredentials:
-    """The credentials with the caller's name and pid namespace, read once per
-    connection rather than per call."""
+    """The credentials with the caller's name, pid namespace and a pidfd,
+    read once per connection rather than per call."""
     try:
         program = procfs.read_stat(credentials.pid).comm
     except (OSError, KeeptimeError):  # gone already, or not ours to read
         program = "?"
-    return replace(credentials, program=program, pidns=pidns.of_peer(client, credentials.pid, own_pidns))
+    pidfd = pidns.peer_pidfd(client, credentials.pid)
+    namespace = pidns.of_peer(client, credentials.pid, own_pidns, pidfd=pidfd) if pidfd is not None else None
+    return replace(credentials, program=program, pidns=namespace, pidfd=pidfd)
 
 
 def _private_directory(public_path: str) -> str:

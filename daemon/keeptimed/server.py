@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from keeptime import limits
 from keeptime.v1 import keeptime_pb2 as pb
 
-from . import __version__, caps, door, fdlimit, native, procfs
+from . import __version__, caps, confine, door, fdlimit, native, procfs
 from .access import Access
 from .children import Children
 from .config import Config
@@ -190,7 +190,8 @@ class Daemon:
         )
         _prepare_socket_path(c.socket)
         self.relay = CallerRelay(c.socket, socket_gid)
-        access = Access(self.relay, c.tls_allow_name)
+        access = Access(self.relay, c.tls_allow_name,
+                        confine.Settings(frozenset(c.allow_lost_confinement), c.root_programs_cgroup))
         service = KeeptimeService(self.store, self.host, self.children, access, self.metrics, c.default_policy,
                                   about, max_waits=max(1, c.workers // 2))
         door.add_to_server(service, self.server)

@@ -4,12 +4,13 @@ Handlers stay thin: validation and work live in the domain modules, which
 raise KeeptimeError subclasses; calls.rpc turns those into gRPC statuses
 and logs one line per call.
 """
+import contextlib
 import logging
 import os
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
@@ -127,26 +128,13 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
     def _check_owns_tree(self, caller: Caller, tree: checkpoint.Tree) -> None:
         self.access.check_owns(caller, dict(zip(tree.host_pids, (p.pid for p in tree.record.processes))))
 
-    def _start_in_callers_pidns(self, view: pidns.View) -> Optional[int]:
-        """An open descriptor of the caller's pid namespace for a process
-        started there; None when that is keeptimed's own. The caller's process
-        is asked for it, and it must still be in the namespace it connected from."""
-        if view.same:
-            return None
-        caller = current_caller()
-        try:
-            fd = os.open(f"/proc/{caller.pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            fd = None
-        if fd is not None:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) == (view.namespace.dev, view.namespace.inode):
-                return fd
-            os.close(fd)
-        raise FailedPrecondition(
-            f"the calling process (pid {caller.pid} to keeptimed) exited or left its pid namespace, "
-            "so keeptimed cannot start a process there"
-        )
+    @contextlib.contextmanager
+    def _started_for_caller(self, view: pidns.View) -> Iterator[tuple[Optional[int], native.Inherited]]:
+        """The caller's pid namespace (an open descriptor; None for
+        keeptimed's) and what its program takes from the calling process."""
+        with self.access.started_for(current_caller(), view) as (pidns_fd, inherited, remarks):
+            note(**remarks)
+            yield pidns_fd, inherited
 
     @rpc
     def Checkpoint(self, request, context):
@@ -173,16 +161,13 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         note(record=record.id, policy=plan.policy)
         spec = self._command_spec(request.command)
         view = self.access.pids(current_caller())
-        pidns_fd = self._start_in_callers_pidns(view)
-        try:
-            spawned = native.spawn_in_new_timens(spec, plan.targets, self.host.own_offsets, pidns_fd)
-        except native.NativeError as exc:
-            if exc.step == "verify clocks":
-                self._regression("unknown", "the restored program read a clock below its target before exec")
-            raise commands.spawn_error(exc, spec) from None
-        finally:
-            if pidns_fd is not None:
-                os.close(pidns_fd)
+        with self._started_for_caller(view) as (pidns_fd, inherited):
+            try:
+                spawned = native.spawn_in_new_timens(spec, plan.targets, self.host.own_offsets, pidns_fd, inherited)
+            except native.NativeError as exc:
+                if exc.step == "verify clocks":
+                    self._regression("unknown", "the restored program read a clock below its target before exec")
+                raise commands.spawn_error(exc, spec) from None
         host_after_exec = self.host.now().clocks  # first thing: the measured step grows with every delay
         pid = self._adopt(view, spawned.pid)
         self._check_restored_clocks(plan, spawned, host_after_exec)
@@ -327,7 +312,6 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             pidfd = os.pidfd_open(target.host_pid)
         except ProcessLookupError:
             raise NotFound(f"no process with pid {pid}") from None
-        pidns_fd = None
         try:
             # The pidfd holds the process: is it still the one the caller named?
             if view.to_caller(target.host_pid) != pid:
@@ -335,16 +319,14 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             if procfs.read_stat(target.host_pid).is_kernel_thread:
                 raise InvalidArgument(f"pid {pid} is a kernel thread")
             namespace = timens.namespace_of(target.host_pid)
-            pidns_fd = self._start_in_callers_pidns(view)
-            spawned = native.spawn_in_timens_of(spec, pidfd, pidns_fd)
+            with self._started_for_caller(view) as (pidns_fd, inherited):
+                spawned = native.spawn_in_timens_of(spec, pidfd, pidns_fd, inherited)
         except ProcessLookupError:
             raise NotFound(f"no process with pid {pid}") from None
         except native.NativeError as exc:
             raise commands.spawn_error(exc, spec) from None
         finally:
             os.close(pidfd)
-            if pidns_fd is not None:
-                os.close(pidns_fd)
         child_pid = self._adopt(view, spawned.pid)
         note(child_pid=spawned.pid, timens=namespace.inode)
         return pb.ExecResponse(

@@ -20,16 +20,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 _built: dict[str, str] = {}
 
 
-def connector() -> str:
-    """The compiled connect_as helper, in a directory every user can read."""
-    if "path" not in _built:
-        out_dir = tempfile.mkdtemp(prefix="keeptime-connect-as-")
+def compiled(name: str) -> str:
+    """The helper program helpers/NAME.c, compiled into a directory every user can read."""
+    if name not in _built:
+        out_dir = tempfile.mkdtemp(prefix=f"keeptime-{name}-")
         atexit.register(shutil.rmtree, out_dir, True)
         os.chmod(out_dir, 0o755)
-        out = os.path.join(out_dir, "connect_as")
-        subprocess.run(["gcc", "-O2", "-Wall", "-o", out, os.path.join(HERE, "connect_as.c")], check=True)
-        _built["path"] = out
-    return _built["path"]
+        out = os.path.join(out_dir, name)
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", out, os.path.join(HERE, f"{name}.c")], check=True)
+        _built[name] = out
+    return _built[name]
+
+
+def connector() -> str:
+    """The compiled connect_as helper."""
+    return compiled("connect_as")
 
 
 def as_user(uid: int, gid: int, argv: list[str]) -> list[str]:
@@ -53,14 +58,16 @@ class ConnectAs:
 
     prefix runs the connecting process through a command such as
     ``unshare --pid --fork`` (as root, before the switch to uid/gid), so its
-    connections come from another namespace; ``process`` is that command."""
+    connections come from another namespace; ``process`` is that command.
+    inner runs it through a command as uid/gid, after the switch."""
 
-    def __init__(self, workdir: str, target: str, uid: int, gid: int, prefix: Sequence[str] = ()):
+    def __init__(self, workdir: str, target: str, uid: int, gid: int, prefix: Sequence[str] = (),
+                 inner: Sequence[str] = ()):
         self.path = os.path.join(workdir, f"as-{uid}.sock")
         ours, theirs = socket.socketpair()
         self._control = ours
         self._connector = self.process = subprocess.Popen(
-            [*prefix, *as_user(uid, gid, [connector(), "serve", str(theirs.fileno()), target])],
+            [*prefix, *as_user(uid, gid, [*inner, connector(), "serve", str(theirs.fileno()), target])],
             pass_fds=(theirs.fileno(),),
         )
         theirs.close()

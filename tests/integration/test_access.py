@@ -257,10 +257,10 @@ def test_the_criu_hook_works_for_a_user_only_in_a_directory_of_the_users(group_d
 
 
 def test_one_user_cannot_take_every_connection(open_dir):
-    """With 316 descriptors keeptimed holds 20 connections; a non-root uid
-    may hold a quarter of them. Its next one is closed at once, while root
-    (the CRIU action script, operators) is still served."""
-    daemon = RunningDaemon(open_dir, command_prefix=["prlimit", "--nofile=316:316", "--"]).start(
+    """With 336 descriptors keeptimed holds 20 connections (4 descriptors
+    each); a non-root uid may hold a quarter of them. Its next one is closed
+    at once, while root (the CRIU action script, operators) is still served."""
+    daemon = RunningDaemon(open_dir, command_prefix=["prlimit", "--nofile=336:336", "--"]).start(
         "--socket-group", str(NOGROUP))
     proxy = ConnectAs(open_dir, daemon.socket, NOBODY, NOGROUP)
     held = []

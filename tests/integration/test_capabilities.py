@@ -8,12 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import yaml
 
 from helpers.daemon import RunningDaemon
-from keeptime import errors
+from helpers.impersonate import ConnectAs
+from keeptime import Client, errors
 from keeptime.defaults import DEFAULT_SOCKET
 from keeptimed import caps
 
@@ -133,3 +135,33 @@ def test_socket_group_also_needs_chown_and_says_so(tmp_path):
     daemon = capped(tmp_path / "with", GRANTED + ("CHOWN",), flags=group)
     assert os.stat(daemon.socket).st_gid == NOBODY
     assert daemon.stop() == 0
+
+
+def test_socket_group_callers_in_another_mount_namespace_also_need_sys_chroot(nobody_sleeper):
+    """A group member's program enters the caller's mount namespace, which
+    needs CAP_SYS_CHROOT besides CAP_SYS_ADMIN (setns(CLONE_NEWNS) resets the
+    root, and the caller's root is set again with chroot)."""
+    shared = tempfile.mkdtemp(prefix="keeptime-caps-")
+    os.chmod(shared, 0o755)
+    sandboxed = ["unshare", "--mount", "--propagation", "private", "--"]
+    try:
+        for granted, works in ((GRANTED + ("CHOWN",), False), (GRANTED + ("CHOWN", "SYS_CHROOT"), True)):
+            workdir = tempfile.mkdtemp(dir=shared)
+            os.chmod(workdir, 0o755)
+            daemon = capped(workdir, granted, flags=("--socket-group", str(NOBODY)))
+            proxy = ConnectAs(workdir, daemon.socket, NOBODY, NOBODY, prefix=sandboxed)
+            try:
+                with Client(socket=proxy.path, timeout=30) as c:
+                    record_id = c.checkpoint(nobody_sleeper)
+                    if works:
+                        assert c.wait(c.restore(record_id, ["/bin/true"]).pid) == 0
+                    else:
+                        with pytest.raises(errors.PermissionDenied, match=r"setns\(CLONE_NEWNS\): Operation not "
+                                                                          "permitted.*needs CAP_SYS_ADMIN and "
+                                                                          "CAP_SYS_CHROOT, and no seccomp"):
+                            c.restore(record_id, ["/bin/true"])
+            finally:
+                proxy.close()
+                assert daemon.stop() == 0, daemon.log()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -214,6 +214,9 @@ CASES = {
     "exe-not-executable": lambda w: _restore(w, argv=["/dev/null"]),
     "exe-bad-format": lambda w: _restore(w, argv=[w["not_a_program"]]),
     "stdout-dir-missing": lambda w: _restore(w, argv=["/bin/true"], stdout_path="/nonexistent/out.txt"),
+    "stdin-keeptimeds-log": lambda w: _restore(w, argv=["/bin/cat"], stdin_path="/proc/self/fd/2"),
+    "exec-stdin-keeptimeds-fd": lambda w: w["stub"].Exec(pb.ExecRequest(
+        pid=w["sleeper"], command=pb.Command(argv=["/bin/cat"], stdin_path="/proc/self/fd/3")), timeout=30),
     "exec-argv-empty": lambda w: w["stub"].Exec(
         pb.ExecRequest(pid=w["sleeper"], command=pb.Command(argv=[])), timeout=30),
     "exec-gone": lambda w: w["stub"].Exec(

@@ -3,6 +3,7 @@ import errno
 import os
 import pathlib
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -215,3 +216,185 @@ def test_the_helper_is_small_and_single_threaded():
     assert int(fields["VmRSS"].split()[0]) < 4096  # kB: copying it per restore is cheap
     assert fields["SigIgn"].strip() == "0000000000000000"
     assert sorted(os.listdir(f"/proc/{native.helper_pid()}/fd")) == ["0", "1", "2", "3", "4", "5"]  # + own time and pid ns fds
+
+
+# -- what the program takes from its caller instead of from keeptimed ---------
+
+def _spawn_failure(**kw) -> native.NativeError:
+    with pytest.raises(native.NativeError) as raised:
+        native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS, **kw)
+    return raised.value
+
+
+@pytest.mark.parametrize("fd", [0, 1, 2, 3])
+def test_the_program_holds_no_descriptor_of_keeptimeds_when_it_opens_its_paths(fd):
+    """The helper's stdio is keeptimed's (its log), its fd 3 the control
+    socket: before the program opens a path of the request it holds nothing
+    but its report socket, so /proc/self/fd/N names nothing of keeptimed's."""
+    with pytest.raises(native.NativeError) as raised:
+        native.spawn_in_new_timens(spec(["/bin/cat"], stdin_path=f"/proc/self/fd/{fd}"), host_clocks(), NO_OFFSETS)
+    assert (raised.value.errno, raised.value.step) == (errno.ENOENT, "open stdin")
+
+
+@pytest.fixture
+def private_mount(tmp_path):
+    """A process in a mount namespace of its own, where a tmpfs covers a
+    directory whose host copy holds another file: (its pid, the directory)."""
+    covered = tmp_path / "covered"
+    covered.mkdir()
+    (covered / "host-only").write_text("the host's\n")
+    holder = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         'mount -t tmpfs none "$0" && echo theirs > "$0/namespace-only" && echo ready && exec sleep 300',
+         str(covered)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"ready\n"
+        yield holder.pid, covered
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("mode", ["restore", "exec"])
+def test_the_program_enters_the_namespaces_and_root_it_is_given(private_mount, mode, tmp_path):
+    pid, covered = private_mount
+    out = str(tmp_path / "seen.txt")
+    mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    inherited = native.Inherited(namespaces=[(mnt, native.NAMESPACE_FLAGS["mnt"])], root_fd=root)
+    program = spec(["/bin/sh", "-c", f'ls "{covered}"; readlink /proc/self/ns/mnt'], stdout_path=out)
+    try:
+        if mode == "restore":
+            spawned = native.spawn_in_new_timens(program, host_clocks(), NO_OFFSETS, inherited=inherited)
+        else:
+            pidfd = os.pidfd_open(os.getpid())
+            try:
+                spawned = native.spawn_in_timens_of(program, pidfd, inherited=inherited)
+            finally:
+                os.close(pidfd)
+    finally:
+        os.close(mnt)
+        os.close(root)
+    assert reap(spawned.pid) == 0
+    listed, namespace = open(out).read().split()
+    assert listed == "namespace-only"
+    assert namespace == os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+
+
+def test_the_root_it_is_given_is_where_its_paths_resolve(tmp_path):
+    """chroot into a directory: the program, its stdio and its cwd are found there."""
+    jail = tmp_path / "jail"
+    jail.mkdir()
+    source = tmp_path / "hello.c"
+    source.write_text('#include <unistd.h>\nint main(void){ return write(1, "inside\\n", 7) == 7 ? 0 : 1; }\n')
+    built = subprocess.run(["gcc", "-static", "-O2", "-o", str(jail / "hello"), str(source)], capture_output=True)
+    if built.returncode != 0:
+        pytest.skip(f"cannot link a static program: {built.stderr.decode()[-200:]}")
+    root = os.open(str(jail), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        spawned = native.spawn_in_new_timens(spec(["/hello"], stdin_path="/hello", stdout_path="/out.txt",
+                                                  stderr_path="/out.txt", cwd="/"), host_clocks(),
+                                             NO_OFFSETS, inherited=native.Inherited(root_fd=root))
+    finally:
+        os.close(root)
+    assert reap(spawned.pid) == 0
+    assert (jail / "out.txt").read_text() == "inside\n"
+
+
+def test_the_program_gets_the_rlimits_it_is_given(tmp_path):
+    out = str(tmp_path / "limits.txt")
+    limits = [(native.RLIMITS["RLIMIT_NOFILE"], 64, 128), (native.RLIMITS["RLIMIT_CORE"], 0, 4096)]
+    spawned = native.spawn_in_new_timens(
+        spec(["/bin/sh", "-c", "ulimit -Sn; ulimit -Hn; ulimit -Sc; ulimit -Hc"], stdout_path=out),
+        host_clocks(), NO_OFFSETS, inherited=native.Inherited(rlimits=limits))
+    assert reap(spawned.pid) == 0
+    assert open(out).read().split() == ["64", "128", "0", "8"]   # the shell counts cores in 512-byte blocks
+
+
+def test_the_program_gets_the_loginuid_it_is_given(tmp_path):
+    if not os.path.exists("/proc/self/loginuid"):
+        pytest.skip("this kernel has no audit loginuid (CONFIG_AUDIT)")
+    out = str(tmp_path / "loginuid.txt")
+    spawned = native.spawn_in_new_timens(
+        spec(["/bin/sh", "-c", "cat /proc/self/loginuid; echo; cat /proc/self/sessionid"], stdout_path=out),
+        host_clocks(), NO_OFFSETS, inherited=native.Inherited(loginuid=4321))
+    assert reap(spawned.pid) == 0
+    loginuid, session = open(out).read().split()
+    assert loginuid == "4321"
+    assert session != "4294967295"   # setting a loginuid starts a new audit session
+
+
+def _cgroup_mounts() -> dict:
+    from keeptimed import cgroups
+
+    with open("/proc/self/mountinfo") as f:
+        return {h.key: h for h in cgroups.hierarchies(f.read())}
+
+
+@pytest.fixture
+def fresh_cgroups():
+    """A new cgroup in the cgroup v2 hierarchy and in the v1 pids hierarchy,
+    where mounted: {key: directory}; removed afterwards."""
+    name = f"keeptime-test-{os.getpid()}-{time.monotonic_ns()}"
+    made = {}
+    for key, hierarchy in _cgroup_mounts().items():
+        if key in ("", "pids"):
+            made[key] = os.path.join(hierarchy.mountpoint, name)
+            os.mkdir(made[key])
+    if not made:
+        pytest.skip("no cgroup v2 or v1 pids hierarchy is mounted")
+    yield made
+    for directory in made.values():
+        for _ in range(100):   # until its processes are reaped
+            try:
+                os.rmdir(directory)
+                break
+            except OSError:
+                time.sleep(0.05)
+
+
+def test_the_program_is_born_in_the_cgroups_it_is_given(fresh_cgroups, tmp_path):
+    out = str(tmp_path / "cgroup.txt")
+    v2 = os.open(fresh_cgroups[""], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if "" in fresh_cgroups else None
+    procs = ([os.open(os.path.join(fresh_cgroups["pids"], "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)]
+             if "pids" in fresh_cgroups else [])
+    try:
+        spawned = native.spawn_in_new_timens(spec(["/bin/cat", "/proc/self/cgroup"], stdout_path=out),
+                                             host_clocks(), NO_OFFSETS,
+                                             inherited=native.Inherited(cgroup_fd=v2, cgroup_procs_fds=procs))
+    finally:
+        for fd in [v2, *procs]:
+            if fd is not None:
+                os.close(fd)
+    assert reap(spawned.pid) == 0
+    lines = open(out).read().splitlines()
+    for key, directory in fresh_cgroups.items():
+        name = "/" + os.path.basename(directory)
+        assert any(line.split(":", 2)[1:] == [key, name] for line in lines), (key, lines)
+
+
+def test_each_inherited_step_that_fails_is_named_and_leaves_nothing_behind():
+    def children():
+        return sorted(set(procfs.children(os.getpid())) - {native.helper_pid()})
+
+    before = children()
+    net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    readonly = os.open("/proc/self/cgroup", os.O_RDONLY | os.O_CLOEXEC)
+    not_a_cgroup = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    with open("/proc/sys/fs/nr_open") as f:
+        above_nr_open = int(f.read()) + 1
+    try:
+        cases = [
+            (dict(namespaces=[(net, native.NAMESPACE_FLAGS["mnt"])]), errno.EINVAL, "setns(CLONE_NEWNS)"),
+            (dict(rlimits=[(native.RLIMITS["RLIMIT_NOFILE"], 64, above_nr_open)]), errno.EPERM,
+             "setrlimit(RLIMIT_NOFILE)"),
+            (dict(cgroup_procs_fds=[readonly]), errno.EBADF, "write cgroup.procs"),
+            (dict(cgroup_fd=not_a_cgroup), errno.EBADF, "clone3(CLONE_INTO_CGROUP)"),
+        ]
+        for given, err, step in cases:
+            failure = _spawn_failure(inherited=native.Inherited(**given))
+            assert (failure.errno, failure.step) == (err, step), given
+    finally:
+        for fd in (net, readonly, not_a_cgroup):
+            os.close(fd)
+    assert children() == before

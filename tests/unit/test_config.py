@@ -85,6 +85,11 @@ def test_relative_paths_in_the_file_are_relative_to_the_file(tmp_path):
     ('metrics_address = "localhost"\n', ["metrics_address: expected HOST:PORT"]),
     ('metrics_address = "::1:9540"\n', ["put an IPv6 address in brackets"]),
     ('socket = ""\n', ["socket: must not be empty"]),
+    ('allow_lost_confinement = ["seccomp", "apparmor"]\n', ["allow_lost_confinement: unknown 'apparmor'",
+                                                            "known: seccomp, user-namespace, lsm, loginuid, cgroup"]),
+    ('root_programs_cgroup = "keeptime.slice"\n', ["root_programs_cgroup: must be 'caller', 'keeptimed' or an "
+                                                    "absolute cgroup path"]),
+    ('root_programs_cgroup = "/a/../b"\n', ["root_programs_cgroup: must be"]),
     ('workers = 4\nworkers = 5\n', ["invalid TOML"]),
     ('workers = \n', ["invalid TOML"]),
 ])
@@ -100,6 +105,7 @@ def test_bad_files_are_one_line_errors_with_exit_2(tmp_path, text, words):
     (["--frobnicate"], {}, ["unrecognized arguments: --frobnicate"]),
     ([], {"KEEPTIME_WORKERS": "x"}, ["KEEPTIME_WORKERS: workers must be an integer"]),
     ([], {"KEEPTIME_LOG_LEVEL": "loud"}, ["KEEPTIME_LOG_LEVEL: log_level must be one of"]),
+    (["--allow-lost-confinement", "selinux"], {}, ["--allow-lost-confinement: allow_lost_confinement: unknown"]),
 ])
 def test_bad_flags_and_environment_are_one_line_errors_with_exit_2(args, env, words):
     one_line_error(keeptimed(*args, "--print-config", env=env), *words)
@@ -114,7 +120,8 @@ def test_print_config_is_toml_that_loads_back_to_the_same_configuration(tmp_path
     assert values == {
         "socket": config.BY_KEY["socket"].default, "db": config.BY_KEY["db"].default,
         "default_policy": "suspend", "workers": 3, "grace": 2.0, "log_level": "info",
-        "log_format": "json", "metrics_address": "[::1]:9540", "socket_group": "", "tcp": "",
+        "log_format": "json", "metrics_address": "[::1]:9540", "socket_group": "", "allow_lost_confinement": [],
+        "root_programs_cgroup": "caller", "tcp": "",
         "tls_cert": "", "tls_key": "", "tls_client_ca": "", "tls_allow_name": [], "insecure_loopback": False,
     }
     assert "workers = 3  # file" in printed.stdout and "grace = 2.0  # flag --grace" in printed.stdout
