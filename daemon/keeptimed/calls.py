@@ -86,6 +86,8 @@ def rpc(method):
         except KeeptimeError as exc:
             status = exc.status
             fields["error"] = exc.message
+            if getattr(exc, "limit", None):
+                self.metrics.refused(exc.limit)
             context.abort(grpc.StatusCode[exc.status], exc.message)
         except Exception:
             status = "INTERNAL"

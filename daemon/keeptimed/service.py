@@ -7,7 +7,6 @@ and logs one line per call.
 import logging
 import os
 import socket
-import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,11 +15,12 @@ from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
 from . import __version__, caps, checkpoint, commands, criu, native, paging, pidns, procfs, recordfile, timens, verify
 from .access import Access, Caller, current_caller
+from .admission import Admission
 from .calls import note, rpc
 from .children import Children
-from .errors import (Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument, KeeptimeError, NotFound,
-                     ResourceExhausted)
+from .errors import Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument, KeeptimeError, NotFound
 from .hostclock import HostClock
+from .limits import Limits
 from .metrics import KeeptimeMetrics
 from .policies import Clocks, RestorePlan, plan_restore
 from .restores import Restores
@@ -55,10 +55,9 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     def __init__(self, store: RecordStore, host: HostClock, children: Children, access: Access,
                  metrics: KeeptimeMetrics, default_policy: str = "suspend", about: About = About(),
-                 max_waits: int = 16):
+                 admission: Optional[Admission] = None):
         self.store = store
-        self.max_waits = max_waits
-        self._wait_slots = threading.BoundedSemaphore(max_waits)
+        self.admission = admission or Admission(Limits.defaults())
         self.host = host
         self.children = children
         self.access = access
@@ -248,14 +247,10 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             raise NotFound(f"pid {pid} was not started by keeptimed for uid {caller.uid}")
         status = self.children.wait(host_pid, timeout=0)
         if status is None:
-            # A blocked Wait holds a worker thread: cap them, so waiting
+            # A blocked Wait holds a worker thread: capped, so waiting
             # callers can never starve everyone else of workers.
-            if not self._wait_slots.acquire(blocking=False):
-                raise ResourceExhausted(f"{self.max_waits} Wait calls are already blocked in keeptimed; retry")
-            try:
+            with self.admission.waiting(caller):
                 status = self.children.wait(host_pid, timeout=context.time_remaining(), still_wanted=context.is_active)
-            finally:
-                self._wait_slots.release()
         if status is None:
             if not context.is_active():
                 raise Cancelled("the call was cancelled")

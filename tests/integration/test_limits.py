@@ -1,0 +1,228 @@
+"""Denial of service by socket_group members, played for real.
+
+Two members of the socket's group (nobody, and uid MEMBER who shares
+nobody's group) attack a real keeptimed through its real socket with their
+own credentials (helpers/impersonate.py); root, and the other member, must
+still be served, and each refusal must be RESOURCE_EXHAUSTED naming its limit.
+"""
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import grpc
+import pytest
+
+from helpers.daemon import RunningDaemon
+from helpers.impersonate import ConnectAs
+from keeptime import Client, errors
+from keeptime.v1 import keeptime_pb2 as pb
+
+pytestmark = pytest.mark.root
+
+NOBODY = 65534
+NOGROUP = 65534
+MEMBER = 4242            # no passwd entry needed: its gid makes it a member
+REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user may traverse (pytest's tmp_path is root-only)."""
+    path = tempfile.mkdtemp(prefix="keeptime-limits-")
+    os.chmod(path, 0o755)
+    yield path
+    subprocess.run(["rm", "-rf", path], check=False)
+
+
+class Member:
+    """A socket_group member: its connections carry its own uid (SO_PEERCRED)."""
+
+    def __init__(self, workdir: str, daemon: RunningDaemon, uid: int):
+        self.uid = uid
+        self.proxy = ConnectAs(workdir, daemon.socket, uid, NOGROUP)
+        self.channel = grpc.insecure_channel(f"unix:{self.proxy.path}")
+
+    def client(self, timeout: float = 20) -> Client:
+        return Client(socket=self.proxy.path, timeout=timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+        self.proxy.close()
+
+
+class Streams:
+    """Calls opened on one channel that send nothing until released: idle
+    reflection streams, or unary calls whose request message never comes."""
+
+    def __init__(self, channel: grpc.Channel, count: int, method: str = REFLECTION):
+        self.release = threading.Event()
+        call = channel.stream_stream(method, request_serializer=bytes, response_deserializer=bytes)
+        self.calls = [call(self._nothing()) for _ in range(count)]
+
+    def _nothing(self):
+        self.release.wait()
+        return
+        yield
+
+    def settle(self, refused: int, timeout: float = 30) -> list:
+        """Wait until `refused` calls have ended; the statuses of those that did."""
+        deadline = time.monotonic() + timeout
+        while sum(call.done() for call in self.calls) < refused and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)   # and no more than those
+        return [call for call in self.calls if call.done()]
+
+    def close(self) -> None:
+        self.release.set()
+        for call in self.calls:
+            call.cancel()
+
+
+def started(daemon: RunningDaemon, *flags: str) -> RunningDaemon:
+    return daemon.start("--socket-group", str(NOGROUP), *flags)
+
+
+def root_is_served(daemon: RunningDaemon) -> None:
+    """What the review saw fail: root's CLI with a 10 s deadline."""
+    health = daemon.cli("--timeout", "10", "health", timeout=30)
+    assert (health.returncode, health.stdout) == (0, "SERVING\n"), health.stderr
+    listed = daemon.cli("--timeout", "10", "list", timeout=30)
+    assert listed.returncode == 0, listed.stderr
+
+
+def eventually(call, timeout: float = 10):
+    """call() once it is no longer refused by a limit (calls just ended take a moment to leave)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except errors.ResourceExhausted:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+# -- 1. streams and calls that hold workers ---------------------------------------
+
+
+@pytest.mark.parametrize("method", [REFLECTION, "/keeptime.v1.Keeptime/ListRecords"],
+                         ids=["idle-reflection-streams", "unary-calls-without-request"])
+def test_members_holding_calls_open_cannot_starve_root_or_each_other(open_dir, method):
+    """Each member opens 32 calls on one connection and sends nothing: each
+    keeps user_calls (8) of them, the rest are refused at once naming
+    user_calls. Root, and a third member, are served meanwhile, and the
+    daemon's self-check stays SERVING because workers are free."""
+    daemon = started(RunningDaemon(open_dir))
+    attackers = [Member(open_dir, daemon, uid) for uid in (NOBODY, MEMBER)]
+    other = Member(open_dir, daemon, MEMBER + 1)
+    held = []
+    try:
+        for attacker in attackers:
+            streams = Streams(attacker.channel, 32, method)
+            held.append(streams)
+            refused = streams.settle(refused=24)
+            assert len(refused) == 24
+            for call in refused:
+                assert call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert f"uid {attacker.uid} already has 8 calls in progress, the most user_calls allows" \
+                    in call.details()
+        root_is_served(daemon)
+        with other.client(timeout=10) as kt:
+            assert kt.list() == []
+        assert daemon.health() == "SERVING"
+        assert "no worker thread took a call" not in daemon.log()
+        for streams in held:
+            streams.close()
+        with attackers[0].client(timeout=10) as kt:   # its calls ended: it is served again
+            assert eventually(kt.list) == []
+    finally:
+        for streams in held:
+            streams.close()
+        for member in (*attackers, other):
+            member.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_members_together_never_take_roots_workers(open_dir):
+    """However many members there are, they hold at most workers -
+    root_workers workers together; the next member call is refused naming
+    root_workers, and root is served."""
+    daemon = started(RunningDaemon(open_dir), "--workers", "6", "--root-workers", "2", "--user-calls", "3")
+    members = [Member(open_dir, daemon, uid) for uid in (NOBODY, MEMBER)]
+    held = []
+    try:
+        held.append(Streams(members[0].channel, 3))
+        assert held[-1].settle(refused=0) == []
+        held.append(Streams(members[1].channel, 3))
+        refused = held[-1].settle(refused=2)
+        assert len(refused) == 2
+        for call in refused:
+            assert call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "workers callers other than root may hold are all busy" in call.details()
+            assert "root_workers" in call.details()
+        root_is_served(daemon)
+    finally:
+        for streams in held:
+            streams.close()
+        for member in members:
+            member.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
+class NotifyListener:
+    """A datagram socket standing in for systemd's notification socket."""
+
+    def __init__(self, path: str):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.address = path
+
+    def next(self, timeout: float) -> dict:
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(4096).decode()
+        return dict(line.split("=", 1) for line in data.splitlines())
+
+    def quiet_for(self, seconds: float) -> bool:
+        """Whether no watchdog ping came for that long."""
+        try:
+            while self.next(seconds).get("WATCHDOG") != "1":
+                pass
+        except socket.timeout:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_starved_worker_pool_turns_health_not_serving_and_stops_the_watchdog(open_dir):
+    """Root is not limited: its own idle streams can hold every worker. The
+    self-check then fails, so the systemd watchdog (and the Kubernetes
+    probes, which cannot get an answer) restart keeptimed instead of leaving
+    it wedged; once workers are free it is healthy again."""
+    listener = NotifyListener(os.path.join(open_dir, "notify.sock"))
+    daemon = RunningDaemon(open_dir)
+    daemon.start("--workers", "4", env={"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "1000000"}, wait=False)
+    streams = None
+    try:
+        assert listener.next(20)["READY"] == "1"
+        assert listener.next(5) == {"WATCHDOG": "1"}
+        with grpc.insecure_channel(f"unix:{daemon.socket}") as channel:
+            streams = Streams(channel, 4)
+            assert streams.settle(refused=0, timeout=1) == []
+            assert listener.quiet_for(6), "the watchdog is still pinged with every worker held"
+            assert "no worker thread took a call within 2 s: all 4 are held" in daemon.log()
+            streams.close()
+            assert listener.next(10) == {"WATCHDOG": "1"}
+        deadline = time.monotonic() + 15
+        while daemon.health() != "SERVING":
+            assert time.monotonic() < deadline, "did not report SERVING again"
+            time.sleep(0.2)
+    finally:
+        if streams:
+            streams.close()
+        listener.close()
+        assert daemon.stop() == 0, daemon.log()
