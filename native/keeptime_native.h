@@ -43,6 +43,7 @@
 #define KT_STEP_READ_OFFSETS 20
 #define KT_STEP_REQUEST 21  /* keeptime-helper could not read the request */
 #define KT_STEP_SETNS_PID 22
+#define KT_STEP_EXEC_WAIT 23  /* the new process did not exec in time (or keeptimed stopped): killed */
 
 struct kt_spawn_request {
     int mode;
@@ -68,6 +69,9 @@ struct kt_spawn_request {
     const char *stderr_path;
     int enter_pidns;                /* 0: the process is born in the caller's pid namespace; */
     int pidns_fd;                   /*   1: in pidns_fd's (an open /proc/PID/ns/pid) */
+    int exec_timeout_ms;            /* > 0: how long the new process has from its creation to its */
+                                    /*   exec; one that has not exec'd by then is killed */
+    int cancel_fd;                  /* -1, or an fd that turns readable to stop that wait at once */
 };
 
 struct kt_spawn_result {
@@ -84,7 +88,9 @@ struct kt_spawn_result {
 /* Start a process as described by req, through the helper behind
  * helper_fd. Returns 0 and fills res->pid, or -1 with res->failed_step and
  * res->error. The process is the caller's child; on failure it has already
- * been reaped. */
+ * been reaped. Success means it exec'd; a process that had not exec'd within
+ * req->exec_timeout_ms of its creation (or when cancel_fd turned readable)
+ * was killed first: KT_STEP_EXEC_WAIT with ETIMEDOUT (ECANCELED). */
 int kt_spawn(int helper_fd, const struct kt_spawn_request *req, struct kt_spawn_result *res);
 
 /* Read /proc/self/timens_offsets from inside the time namespace of pidfd's

@@ -159,6 +159,7 @@ class Daemon:
     def start(self) -> None:
         c = self.config
         limits = Limits.from_config(c)
+        native.set_exec_timeout(limits.exec_timeout)
         if not procfs.has_time_namespaces():
             raise StartupError("this kernel has no time namespaces (needs Linux >= 5.6 with CONFIG_TIME_NS)")
         for need in caps.missing():
@@ -305,6 +306,9 @@ class Daemon:
         self.health.enter_graceful_shutdown()
         self.relay.stop_accepting()
         self.server.stop(self.config.grace).wait()
+        # A call still waiting for a process to exec (one its owner stopped)
+        # would hold the exit up until exec_timeout: end those waits now.
+        native.cancel_exec_waits()
         self.relay.stop()
         self.hooks.shutdown()
         if self.metrics_server:

@@ -13,7 +13,8 @@ from typing import Optional
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import __version__, caps, checkpoint, commands, criu, native, paging, pidns, procfs, recordfile, timens, verify
+from . import (__version__, caps, checkpoint, commands, criu, fdlimit, native, paging, pidns, procfs, recordfile, timens,
+               verify)
 from .access import Access, Caller, current_caller
 from .admission import Admission
 from .calls import note, rpc
@@ -172,18 +173,20 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         note(record=record.id, policy=plan.policy)
         spec = self._command_spec(request.command)
         view = self.access.pids(current_caller())
-        pidns_fd = self._start_in_callers_pidns(view)
-        try:
-            spawned = native.spawn_in_new_timens(spec, plan.targets, self.host.own_offsets, pidns_fd)
-        except native.NativeError as exc:
-            if exc.step == "verify clocks":
-                self._regression("unknown", "the restored program read a clock below its target before exec")
-            raise commands.spawn_error(exc, spec) from None
-        finally:
-            if pidns_fd is not None:
-                os.close(pidns_fd)
-        host_after_exec = self.host.now().clocks  # first thing: the measured step grows with every delay
-        pid = self._adopt(view, spawned.pid)
+        with self._starting(current_caller()):
+            pidns_fd = self._start_in_callers_pidns(view)
+            try:
+                spawned = native.spawn_in_new_timens(spec, plan.targets, self.host.own_offsets, pidns_fd)
+            except native.NativeError as exc:
+                if exc.step == "verify clocks":
+                    self._regression("unknown", "the restored program read a clock below its target before exec")
+                raise commands.spawn_error(exc, spec) from None
+            finally:
+                if pidns_fd is not None:
+                    os.close(pidns_fd)
+            # The program runs: from here on nothing fails, the caller gets its pid.
+            host_after_exec = self.host.now().clocks  # first thing: the measured step grows with every delay
+            pid = self._adopt(view, spawned.pid)
         self._check_restored_clocks(plan, spawned, host_after_exec)
         note(child_pid=spawned.pid, mechanism=spawned.mechanism)
         return pb.RestoreResponse(
@@ -193,6 +196,14 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             timens_inode=spawned.timens_inode,
             plan=self._plan_message(record.id, plan),
         )
+
+    def _starting(self, caller: Caller):
+        """A place for one more process started for caller (a context to
+        start and adopt it in); LimitExceeded past the caller's limits."""
+        if caller.privileged:
+            return self.children.starting(caller.owner_uid, None)
+        fdlimit.check_user_headroom()
+        return self.children.starting(caller.uid, self.admission.limits.user_processes)
 
     def _adopt(self, view: pidns.View, host_pid: int) -> int:
         """Track a process started for the caller; its pid in the caller's namespace."""
@@ -309,29 +320,30 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         pid = target.pid
         self.access.check_owns(current_caller(), {target.host_pid: pid})
         spec = self._command_spec(request.command)
-        try:
-            pidfd = os.pidfd_open(target.host_pid)
-        except ProcessLookupError:
-            raise NotFound(f"no process with pid {pid}") from None
-        pidns_fd = None
-        try:
-            # The pidfd holds the process: is it still the one the caller named?
-            if view.to_caller(target.host_pid) != pid:
-                raise ProcessLookupError(pid)
-            if procfs.read_stat(target.host_pid).is_kernel_thread:
-                raise InvalidArgument(f"pid {pid} is a kernel thread")
-            namespace = timens.namespace_of(target.host_pid)
-            pidns_fd = self._start_in_callers_pidns(view)
-            spawned = native.spawn_in_timens_of(spec, pidfd, pidns_fd)
-        except ProcessLookupError:
-            raise NotFound(f"no process with pid {pid}") from None
-        except native.NativeError as exc:
-            raise commands.spawn_error(exc, spec) from None
-        finally:
-            os.close(pidfd)
-            if pidns_fd is not None:
-                os.close(pidns_fd)
-        child_pid = self._adopt(view, spawned.pid)
+        with self._starting(current_caller()):
+            try:
+                pidfd = os.pidfd_open(target.host_pid)
+            except ProcessLookupError:
+                raise NotFound(f"no process with pid {pid}") from None
+            pidns_fd = None
+            try:
+                # The pidfd holds the process: is it still the one the caller named?
+                if view.to_caller(target.host_pid) != pid:
+                    raise ProcessLookupError(pid)
+                if procfs.read_stat(target.host_pid).is_kernel_thread:
+                    raise InvalidArgument(f"pid {pid} is a kernel thread")
+                namespace = timens.namespace_of(target.host_pid)
+                pidns_fd = self._start_in_callers_pidns(view)
+                spawned = native.spawn_in_timens_of(spec, pidfd, pidns_fd)
+            except ProcessLookupError:
+                raise NotFound(f"no process with pid {pid}") from None
+            except native.NativeError as exc:
+                raise commands.spawn_error(exc, spec) from None
+            finally:
+                os.close(pidfd)
+                if pidns_fd is not None:
+                    os.close(pidns_fd)
+            child_pid = self._adopt(view, spawned.pid)
         note(child_pid=spawned.pid, timens=namespace.inode)
         return pb.ExecResponse(
             pid=child_pid,

@@ -5,9 +5,12 @@ nobody's group) attack a real keeptimed through its real socket with their
 own credentials (helpers/impersonate.py); root, and the other member, must
 still be served, and each refusal must be RESOURCE_EXHAUSTED naming its limit.
 """
+import concurrent.futures
 import os
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -16,7 +19,7 @@ import grpc
 import pytest
 
 from helpers.daemon import RunningDaemon
-from helpers.impersonate import ConnectAs
+from helpers.impersonate import ConnectAs, as_user
 from keeptime import Client, errors
 from keeptime.v1 import keeptime_pb2 as pb
 
@@ -226,3 +229,130 @@ def test_a_starved_worker_pool_turns_health_not_serving_and_stops_the_watchdog(o
             streams.close()
         listener.close()
         assert daemon.stop() == 0, daemon.log()
+
+
+# -- 2. a restored process stopped before its exec --------------------------------
+
+# Run as the member: SIGSTOP every process of its own that is still
+# keeptime-helper's clone (its name until the exec), i.e. a restored
+# process past its switch to the member's uid but short of its exec; print
+# each pid stopped. kill() fails with EPERM while the clone is still root's.
+STOPPER = """
+import os, signal, sys, time
+wanted, stopped, deadline = int(sys.argv[1]), set(), time.monotonic() + 120
+while len(stopped) < wanted and time.monotonic() < deadline:
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in stopped:
+            continue
+        try:
+            with open(f"/proc/{name}/comm") as f:
+                if f.read().strip() != "keeptime-helper":
+                    continue
+            os.kill(int(name), signal.SIGSTOP)
+        except OSError:
+            continue
+        stopped.add(int(name))
+        print(name, flush=True)
+"""
+
+
+def slow_path(workdir: str, depth: int = 1000) -> str:
+    """A PATH whose every entry takes a millisecond or two to find missing:
+    symbolic links that walk a directory chain 1000 deep, 16 times over. A
+    program looked up through 2000 of them spends seconds in its exec
+    attempts, after switching to the caller's uid: the window in which its
+    owner can stop it, made wide enough to hit every time."""
+    maze = os.path.join(workdir, "maze")
+    os.mkdir(maze, 0o755)
+    fd = os.open(maze, os.O_RDONLY)
+    for _ in range(depth):
+        os.mkdir("a", 0o755, dir_fd=fd)
+        deeper = os.open("a", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    os.close(fd)
+    os.symlink("/".join(["a"] * depth), os.path.join(maze, "s0"))
+    for k in range(1, 5):
+        os.symlink(f"s{k - 1}/" + "../" * depth + f"s{k - 1}", os.path.join(maze, f"s{k}"))
+    return ":".join([os.path.join(maze, "s4")] * 2000)
+
+
+@pytest.fixture
+def member_sleeper():
+    """A process of MEMBER's, to checkpoint as MEMBER."""
+    proc = subprocess.Popen(as_user(MEMBER, NOGROUP, ["sleep", "600"]))
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def stopper(count: int) -> subprocess.Popen:
+    return subprocess.Popen(as_user(MEMBER, NOGROUP, [sys.executable, "-c", STOPPER, str(count)]),
+                            stdout=subprocess.PIPE, text=True)
+
+
+def assert_gone(pid: int) -> None:
+    assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} was left behind"
+
+
+def test_restores_stopped_before_exec_are_killed_at_exec_timeout_and_fail_clearly(open_dir, member_sleeper):
+    """The member stops its restored processes between their switch to its
+    uid and their exec. Each Restore ends after exec_timeout with ABORTED:
+    the process was killed and reaped, the program never ran, so a retry
+    runs it once. Meanwhile root is served, and nothing is left behind."""
+    daemon = started(RunningDaemon(open_dir), "--exec-timeout", "2")
+    attacker = Member(open_dir, daemon, MEMBER)
+    path = slow_path(open_dir)
+    try:
+        with attacker.client(timeout=60) as kt:
+            record_id = kt.checkpoint(member_sleeper)
+            stopping = stopper(3)
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                restores = [pool.submit(kt.restore, record_id, ["no-such-program"], env={"PATH": path})
+                            for _ in range(3)]
+                stopped = [int(stopping.stdout.readline()) for _ in range(3)]
+                root_is_served(daemon)
+                started_at = time.monotonic()
+                for restore in restores:
+                    with pytest.raises(errors.KeeptimeError) as caught:
+                        restore.result(timeout=60)
+                    assert caught.value.code == grpc.StatusCode.ABORTED, caught.value
+                    message = caught.value.message
+                    assert "did not reach its exec within 2 s (exec_timeout)" in message
+                    assert "keeptimed killed it, so the program never ran" in message and "\n" not in message
+                assert time.monotonic() - started_at < 10
+            stopping.wait(timeout=30)
+        for pid in stopped:
+            assert_gone(pid)
+        assert daemon.zombies() == []
+        assert daemon.health() == "SERVING"
+    finally:
+        attacker.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_shutdown_completes_while_a_restore_waits_for_a_stopped_process(open_dir, member_sleeper):
+    """With a long exec_timeout, SIGTERM still stops keeptimed within its
+    grace period: the waits for an exec end at once and their processes are
+    killed, never left stopped behind."""
+    daemon = started(RunningDaemon(open_dir), "--exec-timeout", "300", "--grace", "2")
+    attacker = Member(open_dir, daemon, MEMBER)
+    path = slow_path(open_dir)
+    try:
+        with attacker.client(timeout=60) as kt:
+            record_id = kt.checkpoint(member_sleeper)
+            stopping = stopper(1)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                restore = pool.submit(kt.restore, record_id, ["no-such-program"], env={"PATH": path})
+                stopped = int(stopping.stdout.readline())
+                signalled_at = time.monotonic()
+                assert daemon.stop(signal.SIGTERM, timeout=60) == 0, daemon.log()
+                assert time.monotonic() - signalled_at < 15
+                with pytest.raises(errors.KeeptimeError):   # cut off by the stop, whatever the status
+                    restore.result(timeout=60)
+            stopping.wait(timeout=30)
+        assert_gone(stopped)
+        assert "had not reached its exec when keeptimed stopped" in daemon.log()
+    finally:
+        attacker.close()
+        daemon.stop()
