@@ -168,7 +168,7 @@ class Daemon:
         credentials = tcp_credentials(c) if c.tcp else None
         socket_gid = _group_id(c.socket_group)
         try:
-            self.store = RecordStore(c.db)
+            self.store = RecordStore(c.db, limits)
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(f"cannot open the record store {c.db}: {exc} "
                                "(is its disk full or read-only? free space or choose --db)") from None

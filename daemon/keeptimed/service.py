@@ -281,7 +281,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         size = paging.page_size(request.page_size)
         after = paging.parse_record_token(request.page_token)
         response = pb.ListRecordsResponse()
-        rows, more = paging.one_page(self.store.list(self._owner(), after=after, limit=size + 1), size)
+        rows, more = self.store.list(self._owner(), after=after, limit=size, max_bytes=paging.MAX_PAGE_BYTES)
         if more:
             response.next_page_token = paging.record_token(*rows[-1][0])
         for (_, record_id), record in rows:
@@ -441,7 +441,8 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         size = paging.page_size(request.page_size)
         after = paging.parse_restore_token(request.page_token)
         events, more = paging.one_page(
-            self.store.list_restores(request.record_id, self._owner(), after=after, limit=size + 1), size)
+            self.store.list_restores(request.record_id, self._owner(), after=after, limit=size + 1), size,
+            weight=lambda event: paging.RESTORE_EVENT_BYTES + len(event.message))
         response = pb.ListRestoresResponse(events=events)
         if more:
             response.next_page_token = str(events[-1].id)

@@ -9,6 +9,7 @@ import concurrent.futures
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -20,8 +21,11 @@ import pytest
 
 from helpers.daemon import RunningDaemon
 from helpers.impersonate import ConnectAs, as_user
+from helpers.smalldisk import SmallDisk
 from keeptime import Client, errors
 from keeptime.v1 import keeptime_pb2 as pb
+from keeptimed import recordfile
+from keeptimed.store import RecordStore
 
 pytestmark = pytest.mark.root
 
@@ -356,3 +360,224 @@ def test_shutdown_completes_while_a_restore_waits_for_a_stopped_process(open_dir
     finally:
         attacker.close()
         daemon.stop()
+
+
+# -- 3. quotas: the store, processes, waits, memory --------------------------------
+
+TREE = 200   # processes in a member's tree: records of about 12 KiB, as a real tree makes
+
+
+class Tree:
+    """A process tree of uid's: a shell and TREE sleeping children."""
+
+    def __init__(self, uid: int):
+        self.proc = subprocess.Popen(
+            as_user(uid, NOGROUP, ["sh", "-c", f"for i in $(seq {TREE}); do sleep 600 & done; wait"]),
+            start_new_session=True)
+        deadline = time.monotonic() + 30
+        while len(self.children()) < TREE:
+            assert time.monotonic() < deadline, "the tree did not grow"
+            time.sleep(0.05)
+        self.pid = self.proc.pid
+
+    def children(self) -> list[str]:
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return f.read().split()
+        except OSError:
+            return []
+
+    def close(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def checkpoint_until_refused(kt: Client, pid: int, most: int = 2000) -> tuple[list[str], errors.KeeptimeError]:
+    """Checkpoint pid until a checkpoint is refused; the ids stored and the refusal."""
+    stored = []
+    for _ in range(most):
+        try:
+            stored.append(kt.checkpoint(pid))
+        except errors.KeeptimeError as exc:
+            return stored, exc
+    raise AssertionError(f"{most} checkpoints and no refusal")
+
+
+def assert_limit(exc: errors.KeeptimeError, limit: str) -> None:
+    assert exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+    assert limit in exc.message and "\n" not in exc.message, exc.message
+
+
+def test_a_member_filling_the_stores_disk_leaves_root_its_reserve(open_dir):
+    """keeptimed writes as root, so no disk quota stops a member: the last
+    root_store_reserve bytes of the store's file system are refused to it,
+    and root's checkpoints still fit."""
+    disk = SmallDisk(os.path.join(open_dir, "store"), 8 * 1024 * 1024)
+    daemon = RunningDaemon(open_dir, db=os.path.join(disk.path, "keeptime.db"), command_prefix=disk.prefix)
+    started(daemon, "--root-store-reserve", str(2 * 1024 * 1024))
+    attacker = Member(open_dir, daemon, MEMBER)
+    trees = [Tree(MEMBER), Tree(0)]
+    try:
+        with attacker.client() as kt:
+            stored, refusal = checkpoint_until_refused(kt, trees[0].pid)
+        assert_limit(refusal, "(root_store_reserve) for root's writes")
+        assert len(stored) > 100, "refused long before the disk was near full"
+        assert disk.free_bytes() > 1024 * 1024
+        with daemon.client() as root:
+            for _ in range(20):
+                root.checkpoint(trees[1].pid)
+        with attacker.client() as kt:   # what the member stored is intact, and its own to delete
+            assert len(kt.list()) == len(stored)
+            kt.delete(stored[0])
+    finally:
+        for tree in trees:
+            tree.close()
+        attacker.close()
+        daemon.stop()
+        disk.close()
+
+
+def test_records_and_bytes_per_member_are_limited_and_others_unaffected(open_dir, member_sleeper):
+    daemon = started(RunningDaemon(open_dir), "--user-store-bytes", "100000", "--user-records", "20")
+    members = [Member(open_dir, daemon, uid) for uid in (NOBODY, MEMBER)]
+    tree = Tree(NOBODY)
+    try:
+        with members[0].client() as kt:
+            stored, refusal = checkpoint_until_refused(kt, tree.pid)
+            assert_limit(refusal, "bytes of records")
+            assert_limit(refusal, "more than user_store_bytes (100000)")
+            assert 1 < len(stored) < 20   # the bytes ran out before the count
+            kt.delete(stored[0])   # a deletion makes room again
+            kt.checkpoint(tree.pid)
+        with members[1].client() as kt:
+            stored, refusal = checkpoint_until_refused(kt, member_sleeper)
+            assert_limit(refusal, f"uid {MEMBER} keeps 20 records, the most user_records allows")
+            assert len(stored) == 20
+        with daemon.client() as root:
+            for _ in range(25):
+                root.checkpoint(tree.pid)
+    finally:
+        tree.close()
+        for member in members:
+            member.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_processes_per_member_are_limited(open_dir, member_sleeper, root_sleeper):
+    daemon = started(RunningDaemon(open_dir), "--user-processes", "5")
+    attacker = Member(open_dir, daemon, MEMBER)
+    running = []
+    try:
+        with attacker.client() as kt:
+            record_id = kt.checkpoint(member_sleeper)
+            running = [kt.restore(record_id, ["sleep", "600"]).pid for _ in range(5)]
+            with pytest.raises(errors.ResourceExhausted) as caught:
+                kt.restore(record_id, ["sleep", "600"])
+            assert_limit(caught.value, f"uid {MEMBER} already has 5 processes started by keeptimed running, the most "
+                                       "user_processes allows")
+            os.kill(running.pop(), signal.SIGKILL)   # one ends: room for one more
+            running.append(eventually(lambda: kt.restore(record_id, ["sleep", "600"])).pid)
+        with daemon.client() as root:
+            record_id = root.checkpoint(root_sleeper)
+            assert root.wait(root.restore(record_id, ["/bin/true"]).pid, timeout=30) == 0
+    finally:
+        for pid in running:
+            os.kill(pid, signal.SIGKILL)
+        attacker.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_a_member_cannot_take_the_descriptors_roots_restores_need(open_dir, member_sleeper, root_sleeper):
+    """Each running process costs keeptimed a descriptor. With 400 of them,
+    a member's restores stop at the top quarter, kept for root, before
+    anyone runs out (the review saw root's Restore fail with EMFILE)."""
+    daemon = RunningDaemon(open_dir, command_prefix=["prlimit", "--nofile=400:400", "--"])
+    started(daemon)
+    attacker = Member(open_dir, daemon, MEMBER)
+    running = []
+    try:
+        with attacker.client() as kt:
+            record_id = kt.checkpoint(member_sleeper)
+            with pytest.raises(errors.ResourceExhausted) as caught:
+                for _ in range(400):
+                    running.append(kt.restore(record_id, ["sleep", "600"]).pid)
+            assert_limit(caught.value, "keeps the last 100 for root")
+            assert len(running) > 150
+        with daemon.client() as root:
+            record_id = root.checkpoint(root_sleeper)
+            for _ in range(30):
+                running.append(root.restore(record_id, ["sleep", "600"]).pid)
+        assert daemon.zombies() == []
+    finally:
+        for pid in running:
+            os.kill(pid, signal.SIGKILL)
+        attacker.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_a_member_cannot_hold_every_wait_slot(open_dir, member_sleeper, root_sleeper):
+    """The review saw one member hold all of keeptimed's Wait slots. Now it
+    holds user_waits (4) of its own; root's Wait blocks as ever."""
+    daemon = started(RunningDaemon(open_dir))
+    attacker = Member(open_dir, daemon, MEMBER)
+    running = []
+    try:
+        with attacker.client() as kt, concurrent.futures.ThreadPoolExecutor(6) as pool:
+            record_id = kt.checkpoint(member_sleeper)
+            running = [kt.restore(record_id, ["sleep", "600"]).pid for _ in range(6)]
+            waits = [pool.submit(kt._call, "Wait", pb.WaitRequest(pid=pid), 60) for pid in running]
+            deadline = time.monotonic() + 30
+            while sum(wait.done() for wait in waits) < 2:
+                assert time.monotonic() < deadline, "no Wait was refused"
+                time.sleep(0.05)
+            time.sleep(0.5)
+            refused = [wait.exception() for wait in waits if wait.done()]
+            assert len(refused) == 2
+            for exc in refused:
+                assert_limit(exc, f"uid {MEMBER} already has 4 Wait calls blocked, the most user_waits allows")
+            with daemon.client() as root:
+                roots = root.restore(root.checkpoint(root_sleeper), ["sleep", "1"]).pid
+                assert root._call("Wait", pb.WaitRequest(pid=roots), timeout=30).status == 0
+            for pid in running:
+                os.kill(pid, signal.SIGKILL)
+            running = []
+            assert [wait.result().signal for wait in waits if not wait.exception()] == [signal.SIGKILL] * 4
+    finally:
+        for pid in running:
+            os.kill(pid, signal.SIGKILL)
+        attacker.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_listing_large_records_loads_a_page_at_a_time(tmp_path):
+    """60 records of 400 KiB: a page holds what fits in 1 MiB (two), so a
+    ListRecords costs keeptimed a few MiB, not their 24 MiB (the review saw
+    one ListRecords of large records near 1 GB), and the listing completes
+    (24 MiB in one message was refused anyway, beyond the 8 MiB limit)."""
+    db_path = str(tmp_path / "keeptime.db")
+    RecordStore(db_path).close()
+    db = sqlite3.connect(db_path)
+    with db:   # stored earlier, whatever limits the door puts on new records now
+        for n in range(60):
+            r = pb.Record(id=f"{n:032x}", root_pid=1, realtime_ns=1_700_000_000_000_000_000 + n, boot_id="big",
+                          source="checkpoint", labels={"blob": chr(65 + n % 26) * (400 * 1024)})
+            db.execute("INSERT INTO records (id, created_realtime_ns, data, owner_uid) VALUES (?, ?, ?, ?)",
+                       (r.id, r.realtime_ns, recordfile.encode(r), NOBODY))
+    db.close()
+    daemon = RunningDaemon(tmp_path, db=db_path).start()
+    try:
+        peak_before = peak_rss_kb(daemon.proc.pid)
+        with daemon.client() as client:
+            for _ in range(3):   # what loaded them all took +68 MiB, then +124 MiB
+                first = client._call("ListRecords", pb.ListRecordsRequest(page_size=1000))
+                assert len(first.records) == 2 and first.next_page_token
+            grown_mib = (peak_rss_kb(daemon.proc.pid) - peak_before) / 1024
+            assert grown_mib < 24, f"three pages grew keeptimed's peak RSS by {grown_mib:.0f} MiB"
+            assert [summary.id for summary in client.list()] == [f"{n:032x}" for n in range(60)]
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+
+
+def peak_rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))

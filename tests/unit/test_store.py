@@ -25,7 +25,7 @@ def test_add_get_list_delete(store):
     store.add(a)
     store.add(b)
     assert store.get(a.id) == a
-    assert [rid for (_, rid), _ in store.list()] == [b.id, a.id]  # oldest first
+    assert [rid for (_, rid), _ in store.list()[0]] == [b.id, a.id]  # oldest first
     assert store.delete("aaaa") == a.id
     with pytest.raises(NotFound):
         store.get(a.id)
@@ -78,7 +78,7 @@ def test_a_damaged_row_is_data_loss_and_listed_as_such(tmp_path):
     db.close()
     with pytest.raises(DataLoss, match="e" * 32):
         s.get("e" * 32)
-    listed = {rid: listed for (_, rid), listed in s.list()}
+    listed = {rid: listed for (_, rid), listed in s.list()[0]}
     assert isinstance(listed["e" * 32], DataLoss)
     assert listed["f" * 32] == record("f" * 32)
     s.close()
