@@ -5,10 +5,12 @@ its worker for as long as it lasts: a blocked Wait, an idle reflection or
 health stream, even a unary call whose request message never arrives. So
 every call of a non-root caller is counted before it may hold a worker, and
 refused at once with RESOURCE_EXHAUSTED naming the limit when
-  * its uid already has user_calls calls in progress (gRPC calls and CRIU
-    hook steps), or user_waits Wait calls blocked, or
+  * its uid already has user_calls gRPC calls in progress (streams
+    included), user_waits Wait calls blocked, or USER_HOOK_STEPS CRIU hook
+    steps (a CRIU run makes one at a time), or
   * the non-root callers together already hold the workers they may hold
-    (workers - root_workers for gRPC, half the CRIU hook's workers),
+    (workers - root_workers for gRPC, all but ROOT_HOOK_WORKERS of the CRIU
+    hook's),
 so root always finds workers free. Root and TLS clients are not counted;
 root's blocked Waits are capped at half the workers, so its own waits never
 take them all.
@@ -22,6 +24,7 @@ import collections
 import contextlib
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import grpc
@@ -33,45 +36,63 @@ from .limits import LimitExceeded, Limits
 
 log = logging.getLogger("keeptimed.rpc")
 
-RPC, HOOK = "gRPC", "CRIU hook"
+USER_HOOK_STEPS = 2      # CRIU hook steps one non-root uid may have in progress
+ROOT_HOOK_WORKERS = 2    # CRIU hook workers only root may use
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Workers that calls hold, and what callers other than root may hold of them."""
+
+    name: str
+    share: int           # all non-root callers together
+    share_limit: str     # the configuration key that sets the share
+    per_uid: int         # one uid
+    per_uid_limit: str   # the key that sets it
+    what: str            # what a uid holds, for messages
 
 
 class Admission:
     """Counts the calls of callers other than root, per uid and per pool."""
 
-    def __init__(self, limits: Limits, hook_workers: int = 4):
+    def __init__(self, limits: Limits, hook_workers: int = 8):
         self.limits = limits
+        self.rpc = Pool("gRPC", limits.user_workers, "root_workers", limits.user_calls, "user_calls",
+                        "calls in progress")
+        self.hook = Pool("CRIU hook", max(1, hook_workers - ROOT_HOOK_WORKERS), "root_hook_workers",
+                         USER_HOOK_STEPS, "user_hook_steps", "CRIU hook steps in progress")
         self._lock = threading.Lock()
-        self._calls: collections.Counter = collections.Counter()   # uid -> calls in progress
+        self._held: collections.Counter = collections.Counter()    # (pool, uid) and pool -> calls held
         self._waits: collections.Counter = collections.Counter()   # uid -> blocked Waits
-        self._held: collections.Counter = collections.Counter()    # pool -> non-root calls in it
-        self._pool_share = {RPC: limits.user_workers, HOOK: max(1, hook_workers // 2)}
         self._root_waits = threading.BoundedSemaphore(limits.root_waits)
 
-    def enter(self, caller: Caller, pool: str = RPC) -> Optional[int]:
-        """Count a call of caller in pool; LimitExceeded when it is one too
-        many. Returns the ticket to give leave() when the call ends."""
+    def enter(self, caller: Caller, pool: Optional[Pool] = None) -> Optional[tuple[Pool, int]]:
+        """Count a call of caller in pool (default: gRPC's); LimitExceeded
+        when it is one too many. Returns the ticket to give leave() when the
+        call ends."""
+        pool = pool or self.rpc
         if caller.privileged:
             return None
         uid = caller.uid
         with self._lock:
-            if self._calls[uid] >= self.limits.user_calls:
-                raise LimitExceeded("user_calls", f"uid {uid} already has {self._calls[uid]} calls in progress, "
-                                                  "the most user_calls allows; retry once one has ended")
-            if self._held[pool] >= self._pool_share[pool]:
-                share = self._pool_share[pool]
-                raise LimitExceeded("root_workers", f"the {share} {pool} workers callers other than root may hold "
-                                                    "are all busy (the rest are root's: root_workers); retry")
-            self._calls[uid] += 1
+            if self._held[pool, uid] >= pool.per_uid:
+                raise LimitExceeded(pool.per_uid_limit, f"uid {uid} already has {self._held[pool, uid]} {pool.what}, "
+                                                        f"the most {pool.per_uid_limit} allows; retry once one has ended")
+            if self._held[pool] >= pool.share:
+                raise LimitExceeded(pool.share_limit, f"the {pool.share} {pool.name} workers callers other than root "
+                                                      f"may hold are all busy (the rest are root's: "
+                                                      f"{pool.share_limit}); retry")
+            self._held[pool, uid] += 1
             self._held[pool] += 1
-        return uid
+        return pool, uid
 
-    def leave(self, ticket: Optional[int], pool: str = RPC) -> None:
+    def leave(self, ticket: Optional[tuple[Pool, int]]) -> None:
         """The call enter() returned ticket for has ended."""
         if ticket is None:
             return
+        pool, uid = ticket
         with self._lock:
-            _decrement(self._calls, ticket)
+            _decrement(self._held, (pool, uid))
             _decrement(self._held, pool)
 
     @contextlib.contextmanager
@@ -98,10 +119,6 @@ class Admission:
             with self._lock:
                 _decrement(self._waits, uid)
 
-    def in_progress(self, uid: int) -> int:
-        """Calls of uid in progress (for tests and the log)."""
-        with self._lock:
-            return self._calls[uid]
 
 
 def _decrement(counter: collections.Counter, key) -> None:

@@ -7,7 +7,8 @@ a few, can neither starve root nor each other:
 
   calls       user_calls in progress per uid, user_waits of them blocked in
               Wait; all non-root calls together hold at most
-              workers - root_workers workers (admission)
+              workers - root_workers workers; CRIU hook steps likewise in
+              the hook's own workers (admission)
   processes   user_processes running per uid (children); non-root restores
               stop while the top quarter of keeptimed's descriptors is all
               that is left (fdlimit)
@@ -28,8 +29,9 @@ from .errors import ResourceExhausted
 
 
 class LimitExceeded(ResourceExhausted):
-    """A call refused by one of the limits; ``limit`` names it (a
-    configuration key, or root_descriptors)."""
+    """A call refused by one of the limits; ``limit`` names it: a
+    configuration key, or one of the fixed ones (root_descriptors,
+    user_hook_steps, root_hook_workers)."""
 
     def __init__(self, limit: str, message: str):
         super().__init__(message)

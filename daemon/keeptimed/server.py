@@ -51,7 +51,7 @@ HANDSHAKE_TIMEOUT_MS = 10_000
 HEALTH_INTERVAL = 5.0        # seconds between self-checks (shorter when systemd's watchdog asks)
 STORE_CHECK_TIMEOUT = 2.0    # seconds the record store gets to answer a self-check
 WORKER_CHECK_TIMEOUT = 2.0   # seconds a no-op gets to find a free RPC worker in a self-check
-HOOK_WORKERS = 4             # threads serving CRIU hook steps
+HOOK_WORKERS = 8             # threads serving CRIU hook steps
 
 
 class StartupError(Exception):

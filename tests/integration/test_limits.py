@@ -23,6 +23,7 @@ from helpers.daemon import RunningDaemon
 from helpers.impersonate import ConnectAs, as_user
 from helpers.smalldisk import SmallDisk
 from keeptime import Client, errors
+from keeptime.criu import hookwire
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptimed import recordfile
 from keeptimed.store import RecordStore
@@ -174,6 +175,50 @@ def test_members_together_never_take_roots_workers(open_dir):
     finally:
         for streams in held:
             streams.close()
+        for member in members:
+            member.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_members_stalling_criu_hook_steps_leave_root_its_hook_workers(open_dir):
+    """CRIU hook steps have workers of their own, and a step that sends its
+    first bytes and then nothing holds one for up to 5 s. Each member holds
+    two such steps at most, members together all but root's two workers;
+    root's step is answered at once meanwhile."""
+    daemon = started(RunningDaemon(open_dir))
+    members = [Member(open_dir, daemon, uid) for uid in (NOBODY, MEMBER, MEMBER + 1, MEMBER + 2)]
+    stalled = []
+    try:
+        answers = []
+        for member in members:
+            for _ in range(3):
+                sock = member.proxy.connection()
+                sock.settimeout(20)
+                sock.sendall(hookwire.MAGIC)   # a hook's first bytes, and nothing more
+                stalled.append(sock)
+            time.sleep(0.3)
+        for sock in stalled:
+            sock.settimeout(0.5)
+            try:
+                answers.append(hookwire.read_reply(sock))
+            except socket.timeout:
+                pass   # still held
+        messages = [message for _, message in answers]
+        # The first three members hold two each, their third refused; the fourth finds none left.
+        assert len(answers) == 6, messages
+        assert sum("already has 2 CRIU hook steps in progress, the most user_hook_steps allows" in m
+                   for m in messages) == 3
+        assert sum("the 6 CRIU hook workers callers other than root may hold are all busy" in m
+                   for m in messages) == 3
+        assert all(code == 1 for code, _ in answers)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(3)   # well below the 5 s the stalled steps hold their workers
+            sock.connect(daemon.socket)
+            sock.sendall(hookwire.encode_request({"action": "pre-dump", "fds": ""}))
+            assert hookwire.read_reply(sock) == (0, "")
+    finally:
+        for sock in stalled:
+            sock.close()
         for member in members:
             member.close()
         assert daemon.stop() == 0, daemon.log()
