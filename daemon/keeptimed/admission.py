@@ -46,9 +46,9 @@ class Pool:
 
     name: str
     share: int           # all non-root callers together
-    share_limit: str     # the configuration key that sets the share
+    share_limit: str     # the limit that sets the share, as refusals name it
     per_uid: int         # one uid
-    per_uid_limit: str   # the key that sets it
+    per_uid_limit: str   # the limit that sets it
     what: str            # what a uid holds, for messages
 
 
@@ -118,7 +118,6 @@ class Admission:
         finally:
             with self._lock:
                 _decrement(self._waits, uid)
-
 
 
 def _decrement(counter: collections.Counter, key) -> None:

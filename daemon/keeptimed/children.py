@@ -3,7 +3,9 @@
 Restored roots are keeptimed's own children (the native helper creates them
 with CLONE_PARENT), so keeptimed must reap them or they stay zombies. One
 thread waits on all their pidfds with epoll and reaps each by its pidfd
-(never waitpid(-1), which would steal the native helpers' exits).
+(never waitpid(-1), which would steal the native helpers' exits); a child
+whose pidfd cannot be opened is reaped by a thread of its own instead. The
+processes running for each uid are counted, so user_processes can bound them.
 """
 import collections
 import contextlib
