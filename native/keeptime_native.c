@@ -7,8 +7,12 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -204,6 +208,42 @@ static void reap(pid_t pid)
         ;
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait until fd is readable (1), or until deadline_ms on CLOCK_MONOTONIC
+ * passes (0, ETIMEDOUT) or cancel_fd turns readable (0, ECANCELED).
+ * deadline_ms < 0: no deadline and no cancel. */
+static int wait_readable(int fd, int64_t deadline_ms, int cancel_fd, int *why)
+{
+    for (;;) {
+        struct pollfd p[2] = { { fd, POLLIN, 0 }, { cancel_fd, POLLIN, 0 } };
+        int timeout = -1, nfds = 1;
+        if (deadline_ms >= 0) {
+            int64_t left = deadline_ms - now_ms();
+            if (left <= 0) {
+                *why = ETIMEDOUT;
+                return 0;
+            }
+            timeout = left > INT_MAX ? INT_MAX : (int)left;
+            nfds = cancel_fd >= 0 ? 2 : 1;
+        }
+        int n = poll(p, (nfds_t)nfds, timeout);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || p[0].revents)
+            return 1;   /* readable, or let recv() report the error */
+        if (n > 0) {
+            *why = ECANCELED;
+            return 0;
+        }
+    }
+}
+
 /* Run one request and collect every report until the helper and the new
  * process are done with the report socket. On success *offsets (if given)
  * receives an offsets report. */
@@ -224,9 +264,24 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
     }
     close(memfd);
 
-    int spawned = 0;
+    /* Waiting for the helper's report is waiting for keeptimed's own helper.
+     * Once the new process exists, waiting for its exec is waiting for a
+     * process the caller may stop (it runs as the caller from setresuid on):
+     * that wait is bounded, and a process still short of exec at the bound
+     * is killed, so it never runs. One that execs in the instant between the
+     * last look at the socket and the kill is killed too, and reported as
+     * not started: it can only be one stopped or blocked for the whole bound. */
+    int spawned = 0, killed = 0, why = 0;
+    int64_t deadline_ms = -1;
     struct kt_msg m;
     for (;;) {
+        if (deadline_ms >= 0 && !killed && !wait_readable(report_fd, deadline_ms, req->cancel_fd, &why)) {
+            struct pollfd last = { report_fd, POLLIN, 0 };
+            if (poll(&last, 1, 0) <= 0) {
+                kill(res->pid, SIGKILL);
+                killed = 1;
+            }
+        }
         ssize_t n = recv(report_fd, &m, sizeof(m), 0);
         if (n < 0 && errno == EINTR)
             continue;
@@ -240,6 +295,8 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
             continue;
         if (m.kind == KT_MSG_SPAWNED) {
             spawned = 1;
+            if (req->exec_timeout_ms > 0)
+                deadline_ms = now_ms() + req->exec_timeout_ms;
             res->pid = m.pid;
             res->mechanism = m.mechanism;
             res->offset_abi_lacking = m.offset_abi_lacking;
@@ -258,6 +315,10 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
     if (!spawned && !res->failed_step) {
         res->failed_step = KT_STEP_HELPER;
         res->error = EPIPE;
+    }
+    if (killed && !res->failed_step) {
+        res->failed_step = KT_STEP_EXEC_WAIT;
+        res->error = why;
     }
     if (res->failed_step) {
         if (spawned && res->pid > 0)
@@ -282,6 +343,7 @@ int kt_read_timens_offsets(int helper_fd, int pidfd, char *buf, int len, int *fa
     req.exec_paths = req.argv = req.envp = (char **)empty;
     req.umask = -1;
     req.cgroup_fd = req.root_fd = -1;
+    req.cancel_fd = -1;   /* the reader runs as root, reads and exits: no bound needed */
     struct kt_spawn_result res;
     struct kt_msg offsets;
     memset(&offsets, 0, sizeof(offsets));

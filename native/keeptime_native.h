@@ -49,6 +49,7 @@
 #define KT_STEP_LOGINUID 26
 #define KT_STEP_RLIMIT 27         /* failed_detail: the resource */
 #define KT_STEP_CLONE_CGROUP 28   /* clone3 with CLONE_INTO_CGROUP */
+#define KT_STEP_EXEC_WAIT 29      /* the new process did not exec in time (or keeptimed stopped): killed */
 
 /* array sizes below (cdef needs them literal) */
 #define KT_MAX_NAMESPACES 8
@@ -99,6 +100,9 @@ struct kt_spawn_request {
     int ns_fds[8];                  /* setns(ns_fds[i], ns_types[i]), in order */
     int ns_types[8];
     int root_fd;                    /* -1, or a directory: fchdir + chroot(".") */
+    int exec_timeout_ms;            /* > 0: how long the new process has from its creation to its */
+                                    /*   exec; one that has not exec'd by then is killed */
+    int cancel_fd;                  /* -1, or an fd that turns readable to stop that wait at once */
 };
 
 struct kt_spawn_result {
@@ -116,7 +120,9 @@ struct kt_spawn_result {
 /* Start a process as described by req, through the helper behind
  * helper_fd. Returns 0 and fills res->pid, or -1 with res->failed_step and
  * res->error. The process is the caller's child; on failure it has already
- * been reaped. */
+ * been reaped. Success means it exec'd; a process that had not exec'd within
+ * req->exec_timeout_ms of its creation (or when cancel_fd turned readable)
+ * was killed first: KT_STEP_EXEC_WAIT with ETIMEDOUT (ECANCELED). */
 int kt_spawn(int helper_fd, const struct kt_spawn_request *req, struct kt_spawn_result *res);
 
 /* Read /proc/self/timens_offsets from inside the time namespace of pidfd's

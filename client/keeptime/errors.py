@@ -45,6 +45,12 @@ class ResourceExhausted(KeeptimeError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Aborted(KeeptimeError):
+    """Nothing was done (e.g. a restored process killed before its exec): safe to retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class DataLoss(KeeptimeError):
     code = grpc.StatusCode.DATA_LOSS
 
@@ -67,7 +73,7 @@ class Unimplemented(KeeptimeError):
 
 _BY_CODE = {cls.code: cls for cls in (
     InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, OutOfRange,
-    PermissionDenied, ResourceExhausted, DataLoss, DeadlineExceeded, Unavailable, Unimplemented,
+    PermissionDenied, ResourceExhausted, Aborted, DataLoss, DeadlineExceeded, Unavailable, Unimplemented,
 )}
 
 

@@ -107,6 +107,8 @@ def rpc(method):
             status = exc.status
             message = status_message(exc.message)
             fields["error"] = message
+            if getattr(exc, "limit", None):
+                self.metrics.refused(exc.limit)
             context.abort(grpc.StatusCode[exc.status], message)
         except Exception:
             status = "INTERNAL"

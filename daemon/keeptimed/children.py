@@ -3,18 +3,25 @@
 Restored roots are keeptimed's own children (the native helper creates them
 with CLONE_PARENT), so keeptimed must reap them or they stay zombies. One
 thread waits on all their pidfds with epoll and reaps each by its pidfd
-(never waitpid(-1), which would steal the native helpers' exits).
+(never waitpid(-1), which would steal the native helpers' exits); a child
+whose pidfd cannot be opened is reaped by a thread of its own instead. The
+processes running for each uid are counted, so user_processes can bound them.
 """
+import collections
+import contextlib
+import logging
 import os
 import select
-import signal
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Hashable, Optional
+from typing import Callable, Hashable, Iterator, Optional
 
-from .errors import NotFound, ResourceExhausted
+from .errors import NotFound
+from .limits import LimitExceeded
+
+log = logging.getLogger("keeptimed")
 
 KEEP_STATUSES = 10_000
 
@@ -39,6 +46,9 @@ class Children:
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._epoll.register(self._wake_r, select.EPOLLIN)
         self._running: dict[int, int] = {}  # pidfd -> pid
+        self._threaded: set[int] = set()     # pids reaped by a thread of their own (no pidfd to be had)
+        self._live: collections.Counter = collections.Counter()      # owner uid -> processes running
+        self._starting: collections.Counter = collections.Counter()  # owner uid -> being started
         self._exited: "OrderedDict[int, ExitStatus]" = OrderedDict()
         self._owners: dict[int, int] = {}    # pid -> uid it was started for
         # (pid namespace, pid there) -> pid, for processes started in another pid namespace
@@ -50,23 +60,48 @@ class Children:
         self._thread = threading.Thread(target=self._loop, name="keeptimed-reaper", daemon=True)
         self._thread.start()
 
+    @contextlib.contextmanager
+    def starting(self, owner_uid: int, limit: Optional[int]) -> Iterator[None]:
+        """Hold a place for one process about to be started for owner_uid
+        (and adopted within); LimitExceeded when owner_uid already has limit
+        running or being started (None: no limit)."""
+        with self._cond:
+            held = self._live[owner_uid] + self._starting[owner_uid]
+            if limit is not None and held >= limit:
+                raise LimitExceeded("user_processes", f"uid {owner_uid} already has {held} processes started by "
+                                                      "keeptimed running, the most user_processes allows")
+            self._starting[owner_uid] += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._starting[owner_uid] -= 1
+
+    def live(self, owner_uid: int) -> int:
+        """Processes started for owner_uid that still run."""
+        with self._cond:
+            return self._live[owner_uid]
+
     def adopt(self, pid: int, owner_uid: int = 0, alias: Optional[Hashable] = None) -> None:
         """Start tracking pid, a child of this process that has not been reaped,
         started on behalf of owner_uid; alias is how the caller that started it
         names it (its pid namespace and pid there) when that is not pid itself.
 
-        A child that cannot be tracked (no descriptor left for its pidfd) is
-        killed and reaped, so it is neither a zombie nor a process no one
-        answers for, and ResourceExhausted is raised."""
+        Never fails: the program runs, so its caller must learn its pid. A
+        child whose pidfd cannot be opened (no descriptor left) is reaped by
+        a thread of its own, which needs none."""
         try:
             pidfd = os.pidfd_open(pid)
         except OSError as exc:
-            raise ResourceExhausted(
-                f"cannot track pid {pid} ({exc.strerror}) with {len(self._running)} started processes "
-                f"still running, so it {_end_untracked(pid)}; raise keeptimed's open-file limit (LimitNOFILE)"
-            ) from None
+            pidfd = None
+            log.warning("cannot open a pidfd for pid %d (%s) with %d started processes running: a thread reaps it; "
+                        "raise keeptimed's open-file limit (LimitNOFILE)", pid, exc.strerror, len(self._running))
         with self._cond:
-            self._running[pidfd] = pid
+            if pidfd is not None:
+                self._running[pidfd] = pid
+            else:
+                self._threaded.add(pid)
+            self._live[owner_uid] += 1
             self._exited.pop(pid, None)  # a reused pid: forget the older process
             self._owners[pid] = owner_uid
             self._forget_alias(pid)
@@ -74,7 +109,10 @@ class Children:
                 self._forget_alias(self._aliases.get(alias))   # a reused pid over there
                 self._aliases[alias] = pid
                 self._alias_of[pid] = alias
-        self._epoll.register(pidfd, select.EPOLLIN)
+        if pidfd is not None:
+            self._epoll.register(pidfd, select.EPOLLIN)
+        else:
+            threading.Thread(target=self._reap_by_pid, args=(pid,), name=f"keeptimed-reap-{pid}", daemon=True).start()
 
     def alive(self) -> bool:
         """Whether the reaper still runs (it only stops at close())."""
@@ -97,7 +135,7 @@ class Children:
 
     def running(self) -> list[int]:
         with self._cond:
-            return sorted(self._running.values())
+            return sorted([*self._running.values(), *self._threaded])
 
     def wait(self, pid: int, timeout: Optional[float] = None,
              still_wanted: Callable[[], bool] = lambda: True) -> Optional[ExitStatus]:
@@ -108,7 +146,7 @@ class Children:
             while True:
                 if pid in self._exited:
                     return self._exited[pid]
-                if pid not in self._running.values():
+                if pid not in self._threaded and pid not in self._running.values():
                     raise NotFound(
                         f"pid {pid} was not started by this keeptimed, or it exited too long ago"
                     )
@@ -146,30 +184,35 @@ class Children:
                 return  # not exited after all
         self._epoll.unregister(pidfd)
         with self._cond:
-            pid = self._running.pop(pidfd)
-            if info is None:
-                status = ExitStatus(pid, exit_code=-1, signal=0)
-            elif info.si_code == os.CLD_EXITED:
-                status = ExitStatus(pid, exit_code=info.si_status, signal=0)
-            else:
-                status = ExitStatus(pid, exit_code=-1, signal=info.si_status)
-            self._exited[pid] = status
-            while len(self._exited) > self._keep:
-                forgotten, _ = self._exited.popitem(last=False)
-                self._owners.pop(forgotten, None)
-                self._forget_alias(forgotten)
-            self._cond.notify_all()
+            self._ended(self._running.pop(pidfd), info)
         os.close(pidfd)
 
+    def _reap_by_pid(self, pid: int) -> None:
+        """Reap pid, a child tracked without a pidfd (our own child: safe to wait for by pid)."""
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED)
+        except ChildProcessError:
+            info = None
+        with self._cond:
+            self._threaded.discard(pid)
+            self._ended(pid, info)
 
-def _end_untracked(pid: int) -> str:
-    """End a child that cannot be tracked; says what became of it."""
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except PermissionError:
-        # Started as another user and no CAP_KILL: let it run, but a thread
-        # (which needs no descriptor) reaps it when it ends: never a zombie.
-        threading.Thread(target=os.waitpid, args=(pid, 0), name=f"reap-{pid}", daemon=True).start()
-        return "runs on untracked (killing it needs CAP_KILL)"
-    os.waitpid(pid, 0)   # our own child: safe to reap by pid
-    return "was killed"
+    def _ended(self, pid: int, info) -> None:
+        """Record how pid ended (info from waitid; None: unknown). Holds _cond."""
+        if info is None:
+            status = ExitStatus(pid, exit_code=-1, signal=0)
+        elif info.si_code == os.CLD_EXITED:
+            status = ExitStatus(pid, exit_code=info.si_status, signal=0)
+        else:
+            status = ExitStatus(pid, exit_code=-1, signal=info.si_status)
+        self._exited[pid] = status
+        owner = self._owners.get(pid)
+        if owner is not None:
+            self._live[owner] -= 1
+            if self._live[owner] <= 0:
+                del self._live[owner]
+        while len(self._exited) > self._keep:
+            forgotten, _ = self._exited.popitem(last=False)
+            self._owners.pop(forgotten, None)
+            self._forget_alias(forgotten)
+        self._cond.notify_all()

@@ -10,10 +10,10 @@ from typing import Optional
 from keeptime.v1 import keeptime_pb2 as pb
 
 from .errors import (
-    FailedPrecondition, Internal, InvalidArgument, KeeptimeError, NotFound, OutOfRange,
+    Aborted, FailedPrecondition, Internal, InvalidArgument, KeeptimeError, NotFound, OutOfRange,
     PermissionDenied, ResourceExhausted,
 )
-from .native import ExecSpec, NativeError
+from .native import EXEC_WAIT, ExecSpec, NativeError, exec_timeout
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CWD = "/"
@@ -112,6 +112,12 @@ def spawn_error(exc: NativeError, spec: ExecSpec) -> KeeptimeError:
     reason = f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
     step = exc.step
     as_user = f" as uid {spec.uid}" if spec.uid is not None else ""
+    if step == EXEC_WAIT:
+        # Killed before its exec: nothing of the program ran, so a retry runs it once.
+        why = (f"did not reach its exec within {exec_timeout():g} s (exec_timeout): it was stopped or blocked "
+               "before exec" if code == errno.ETIMEDOUT else "had not reached its exec when keeptimed stopped")
+        return Aborted(f"the process for {spec.argv[0]!r}{as_user} {why}; keeptimed killed it, so the program "
+                       "never ran")
     if step == "execve":
         what = f"cannot execute {spec.argv[0]!r}{as_user}: {reason}"
         if code in (errno.ENOENT, errno.ENOTDIR):

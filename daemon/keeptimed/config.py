@@ -111,6 +111,24 @@ SETTINGS: tuple[Setting, ...] = (
             "comma-separated; empty: any the CA signed)"),
     Setting("insecure_loopback", bool, False, "allow tcp without TLS on a loopback address (any local user "
             "becomes root-equivalent: test rigs only)"),
+    # Limits on callers other than root (socket_group members), so that none
+    # of them can starve root or each other; see keeptimed.limits.
+    Setting("root_workers", int, 8, "workers only root may use: callers other than root together hold at "
+            "most workers - root_workers (at least 1)", minimum=0),
+    Setting("user_calls", int, 8, "calls (streams and CRIU hook steps included) one non-root uid may have "
+            "in progress at once", minimum=1),
+    Setting("user_waits", int, 4, "Wait calls one non-root uid may have blocked at once", minimum=1),
+    Setting("user_processes", int, 1024, "processes keeptimed started (restore, exec) for one non-root uid "
+            "that may run at once", minimum=1),
+    Setting("user_records", int, 10_000, "records one non-root uid may keep in the store", minimum=1),
+    Setting("user_store_bytes", int, 64 * 1024 * 1024, "bytes of records one non-root uid may keep in the "
+            "store", minimum=1),
+    Setting("user_restores", int, 10_000, "restore verdicts kept per non-root uid; beyond, its oldest are "
+            "dropped", minimum=1),
+    Setting("root_store_reserve", int, 64 * 1024 * 1024, "bytes of free space on the store's file system "
+            "that only root's writes may use", minimum=0),
+    Setting("exec_timeout", float, 10.0, "seconds a started program has from its creation to its exec; "
+            "one stopped or blocked longer is killed and its restore or exec fails", minimum=0.1),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 

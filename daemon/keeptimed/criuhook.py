@@ -4,8 +4,11 @@ The caller relay hands over every connection that starts with the hook's
 magic, with the descriptors sent along and the sender's SO_PEERCRED. A small
 pool of threads of its own serves them, so hook steps never wait behind gRPC
 calls and cannot take gRPC's workers; beyond a bounded backlog a step is
-refused at once rather than queued without end. One log line per step, as
-for RPCs.
+refused at once rather than queued without end. A caller other than root is
+admitted like a gRPC call (see admission: a few steps per uid, and all but
+root's workers for all such callers), so root's CRIU steps always find a
+worker.
+One log line per step, as for RPCs.
 """
 import errno
 import fcntl
@@ -22,14 +25,16 @@ from keeptime.criu import hookconfig, hookwire
 from keeptime.criu.imagedir import ImageDir, ImageFileError
 
 from .access import Access, Caller
+from .admission import Admission
 from .criuactions import EXIT_FAILED, EXIT_USAGE, CriuActions, Step
+from .limits import LimitExceeded, Limits
 from .metrics import KeeptimeMetrics
 from .relay import HookConnection
 
 log = logging.getLogger("keeptimed.criu-hook")
 
 READ_TIMEOUT = 5.0        # seconds a hook has to send the rest of its request
-WORKERS = 4
+WORKERS = 8
 MAX_PENDING = 64          # steps waiting for a worker; more are refused at once
 RESULTS = {0: "OK", EXIT_FAILED: "FAILED", EXIT_USAGE: "USAGE"}
 LOGGED_MESSAGE_CHARS = 2000
@@ -43,31 +48,53 @@ class HookServer:
     """Serves CRIU hook connections the relay hands over."""
 
     def __init__(self, actions: CriuActions, access: Access, metrics: KeeptimeMetrics,
-                 workers: int = WORKERS, max_pending: int = MAX_PENDING):
+                 admission: Optional[Admission] = None, workers: int = WORKERS, max_pending: int = MAX_PENDING):
         self.actions = actions
         self.access = access
         self.metrics = metrics
+        self.admission = admission or Admission(Limits.defaults(), hook_workers=workers)
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keeptimed-criu-hook")
         self._pending = threading.BoundedSemaphore(max_pending)
 
     def submit(self, connection: HookConnection) -> None:
         """Take a connection from the relay (its thread: never blocks)."""
+        # Counted from here to the end of _serve: a step that waits for a
+        # worker, or for its caller's request, holds a place all the same.
+        try:
+            ticket = self.admission.enter(self.access.caller_of(connection.credentials), self.admission.hook)
+        except LimitExceeded as exc:
+            self.metrics.refused(exc.limit)
+            self._refuse(connection, f"keeptime criu-hook: keeptimed refused the step: {exc.message}\n")
+            return
         if not self._pending.acquire(blocking=False):
-            _reply_nowait(connection, EXIT_FAILED, "keeptime criu-hook: keeptimed is busy with other CRIU "
-                                                   "steps; try again\n")
-            connection.close()
+            self.admission.leave(ticket)
+            self._refuse(connection, "keeptime criu-hook: keeptimed is busy with other CRIU steps; try again\n")
             return
         try:
-            self._pool.submit(self._serve, connection)
+            self._pool.submit(self._serve, connection, ticket)
         except RuntimeError:   # shutting down
             self._pending.release()
+            self.admission.leave(ticket)
             connection.close()
+
+    @staticmethod
+    def _refuse(connection: HookConnection, message: str) -> None:
+        log.warning("CRIU hook step from uid %d (pid %d) refused: %s", connection.credentials.uid,
+                    connection.credentials.pid, message.strip())
+        _reply_nowait(connection, EXIT_FAILED, message)
+        connection.close()
 
     def shutdown(self) -> None:
         """Finish the steps under way; refuse the rest."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _serve(self, connection: HookConnection) -> None:
+    def _serve(self, connection: HookConnection, ticket=None) -> None:
+        try:
+            self._serve_step(connection)
+        finally:
+            self.admission.leave(ticket)
+
+    def _serve_step(self, connection: HookConnection) -> None:
         started = time.monotonic()
         action, code, step, answered = "?", EXIT_FAILED, None, False
         try:

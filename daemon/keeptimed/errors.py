@@ -42,6 +42,10 @@ class ResourceExhausted(KeeptimeError):
     status = "RESOURCE_EXHAUSTED"
 
 
+class Aborted(KeeptimeError):
+    status = "ABORTED"
+
+
 class DataLoss(KeeptimeError):
     status = "DATA_LOSS"
 

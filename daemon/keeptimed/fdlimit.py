@@ -6,10 +6,17 @@ would cap a node at a few hundred restored trees. keeptimed raises its own
 soft limit to the hard one at start, and gives keeptime-helper (whose clones
 become the restored processes) the limit keeptimed was started with, so
 restored programs see the limit they would have seen anyway.
+
+The top quarter of the descriptors is root's: callers other than root start
+no process once only that quarter is left (check_user_headroom), so however
+many processes they keep running, root's restores still get their pidfds.
 """
 import logging
+import os
 import resource
 from typing import Optional
+
+from .limits import LimitExceeded
 
 log = logging.getLogger("keeptimed")
 
@@ -34,3 +41,29 @@ def for_started_programs() -> Optional[tuple[int, int]]:
     """The RLIMIT_NOFILE programs keeptimed starts get: the one it was started
     with (None when raise_own_limit() was never called: nothing to restore)."""
     return _started_with
+
+
+ROOT_SHARE = 4   # 1/ROOT_SHARE of the open-file limit is kept for root's restores
+
+
+def check_user_headroom() -> None:
+    """LimitExceeded (root_descriptors) when the descriptors still free are
+    only the top quarter of keeptimed's open-file limit, kept for root.
+
+    Descriptors are handed out lowest first, so the lowest free one shows
+    how far the table is used: one in the top quarter means all below it
+    are taken. A constant-time look, whatever the number of descriptors."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    roots = soft // ROOT_SHARE
+    try:
+        lowest_free = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        lowest_free = soft
+    else:
+        os.close(lowest_free)
+    if lowest_free >= soft - roots:
+        raise LimitExceeded("root_descriptors", f"keeptimed has at most {soft - lowest_free} of its {soft} "
+                                                f"descriptors free, and keeps the last {roots} for root: no "
+                                                "process is started for other callers until some are released")

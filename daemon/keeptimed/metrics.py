@@ -211,6 +211,9 @@ class KeeptimeMetrics:
         self.hook_latency = r.add(Histogram(
             "keeptime_criu_hook_duration_seconds", "Time keeptimed spent on a forwarded CRIU step, by action.",
             LATENCY_BUCKETS, ("action",)))
+        self.refusals = r.add(Counter(
+            "keeptime_limit_refusals_total", "Calls and CRIU hook steps refused by a limit on callers other "
+            "than root, by the limit (a configuration key, or root_descriptors).", ("limit",)))
 
     def add_gauge(self, name: str, help_text: str, read: Callable[[], Optional[float]]) -> None:
         """A gauge read from the daemon's state at scrape time."""
@@ -235,6 +238,9 @@ class KeeptimeMetrics:
     def observe_hook(self, action: str, result: str, seconds: float) -> None:
         self.hook_steps.inc(action=action, result=result)
         self.hook_latency.observe(seconds, action=action)
+
+    def refused(self, limit: str) -> None:
+        self.refusals.inc(limit=limit)
 
     def unverified_restore(self, stage: str) -> None:
         self.unverified.inc(stage=stage)

@@ -51,7 +51,9 @@ STEPS = {
     lib.KT_STEP_LOGINUID: "write /proc/self/loginuid",
     lib.KT_STEP_RLIMIT: "setrlimit",            # named with its resource: setrlimit(RLIMIT_NOFILE)
     lib.KT_STEP_CLONE_CGROUP: "clone3(CLONE_INTO_CGROUP)",
+    lib.KT_STEP_EXEC_WAIT: "wait for exec",
 }
+EXEC_WAIT = STEPS[lib.KT_STEP_EXEC_WAIT]
 # setns() types by /proc/PID/ns/ name (include/uapi/linux/sched.h; os has them only from Python 3.12)
 NAMESPACE_FLAGS = {"cgroup": 0x02000000, "ipc": 0x08000000, "uts": 0x04000000, "net": 0x40000000, "mnt": 0x00020000}
 _FLAG_NAMES = {flag: "CLONE_NEW" + ("NS" if name == "mnt" else name.upper()) for name, flag in NAMESPACE_FLAGS.items()}
@@ -68,7 +70,8 @@ HELPER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keeptime
 class NativeError(OSError):
     """A failed native operation: ``errno`` and ``step`` (a name from STEPS,
     with its namespace type or resource where it has one); ``detail`` is
-    the index of the cgroup.procs descriptor that failed, for that step."""
+    the index of the cgroup.procs descriptor that failed, for that step.
+    Nothing was started: a process that failed before its exec was reaped."""
 
     def __init__(self, err: int, step: str, detail: int = 0):
         super().__init__(err, f"{step}: {os.strerror(err)} ({errno_mod.errorcode.get(err, err)})")
@@ -136,6 +139,45 @@ class Spawned:
 # Detected once per process, then cached; released kernels say E2BIG.
 _offset_abi_supported: Optional[bool] = None
 
+DEFAULT_EXEC_TIMEOUT = 10.0
+_exec_timeout = DEFAULT_EXEC_TIMEOUT
+
+
+def set_exec_timeout(seconds: float) -> None:
+    """How long a started process has from its creation to its exec: one
+    that has not exec'd by then (stopped by its owner, blocked opening its
+    stdio) is killed, and the spawn fails at step EXEC_WAIT with ETIMEDOUT."""
+    global _exec_timeout
+    _exec_timeout = seconds
+
+
+def exec_timeout() -> float:
+    return _exec_timeout
+
+
+class _Cancel:
+    """A pipe that turns readable to end every wait for an exec at once
+    (shutdown), killing the processes that had not exec'd yet."""
+
+    def __init__(self):
+        self.fd, self._w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+    def set(self) -> None:
+        try:
+            os.write(self._w, b"x")
+        except BlockingIOError:
+            pass
+
+    def clear(self) -> None:
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
+_cancel = _Cancel()
+
 
 class Helper:
     """The keeptime-helper process: started on first use, restarted if it died.
@@ -157,6 +199,7 @@ class Helper:
             return self._socket.fileno()
 
     def _start(self) -> None:
+        _cancel.clear()   # a helper started after a shutdown (tests run several daemons in one process)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             # The helper resets every signal disposition itself; the mask must
@@ -212,8 +255,15 @@ def helper_pid() -> int:
     return _helper.pid
 
 
+def cancel_exec_waits() -> None:
+    """End every wait for an exec at once, killing the processes that had
+    not exec'd (shutdown: those spawns fail at EXEC_WAIT with ECANCELED)."""
+    _cancel.set()
+
+
 def shutdown() -> None:
     """Stop keeptime-helper (keeptimed does this on exit)."""
+    _cancel.set()
     _helper.close()
 
 
@@ -270,6 +320,11 @@ def _fill_inherited(req, inherited: Optional[Inherited]) -> None:
         req.ns_types[i] = flag
     if inherited.root_fd is not None:
         req.root_fd = inherited.root_fd
+
+
+def _fill_exec_wait(req) -> None:
+    req.exec_timeout_ms = max(1, round(_exec_timeout * 1000))
+    req.cancel_fd = _cancel.fd
 
 
 def _fill_exec(req, spec: ExecSpec, keep: list) -> None:
@@ -347,6 +402,7 @@ def spawn_in_new_timens(spec: ExecSpec, targets: Clocks, own_offsets: Clocks,
     _fill_exec(req, spec, keep)
     _fill_pidns(req, pidns_fd)
     _fill_inherited(req, inherited)
+    _fill_exec_wait(req)
     return _spawn(req)
 
 
@@ -361,6 +417,7 @@ def spawn_in_timens_of(spec: ExecSpec, pidfd: int, pidns_fd: Optional[int] = Non
     _fill_exec(req, spec, keep)
     _fill_pidns(req, pidns_fd)
     _fill_inherited(req, inherited)
+    _fill_exec_wait(req)
     return _spawn(req)
 
 

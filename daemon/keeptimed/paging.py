@@ -5,13 +5,19 @@ A token is where the previous page ended, in the order the store lists in:
 same id), the last event id for restores.
 Clients treat tokens as opaque; a token that does not parse is refused with
 INVALID_ARGUMENT rather than restarting the listing from the beginning.
+Pages end at a count and at a number of bytes, whichever comes first.
 """
 import re
 
 from .errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 500
-MAX_PAGE_SIZE = 1000   # a page of summaries stays far below the 8 MiB message limit
+MAX_PAGE_SIZE = 1000
+# A page also ends before it passes this many bytes (of stored record files;
+# of restore messages), so a page of large records neither loads unbounded
+# data nor outgrows a client's 4 MiB message limit. A page holds at least one.
+MAX_PAGE_BYTES = 1024 * 1024
+RESTORE_EVENT_BYTES = 200   # an event's fields besides its message, roughly
 
 _RECORD_TOKEN = re.compile(r"([0-9]{1,19})\.([0-9a-f]{32})\.([0-9]{1,10})")
 UINT32_MAX = 2**32 - 1
@@ -24,10 +30,17 @@ def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def one_page(rows: list, size: int) -> tuple[list, bool]:
+def one_page(rows: list, size: int, weight=lambda row: 0, max_bytes: int = MAX_PAGE_BYTES) -> tuple[list, bool]:
     """The page out of rows fetched with a limit of size + 1 (the extra row
-    only tells that another page follows), and whether one does."""
-    return rows[:size], len(rows) > size
+    only tells that another page follows), and whether one does: at most
+    size rows, and at most max_bytes of their weight (but at least one row)."""
+    taken, total = 0, 0
+    for row in rows[:size]:
+        total += weight(row)
+        if taken and total > max_bytes:
+            break
+        taken += 1
+    return rows[:taken], len(rows) > taken
 
 
 def record_token(realtime_ns: int, record_id: str, owner_uid: int) -> str:

@@ -19,16 +19,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from keeptime import limits
+from keeptime.limits import CHANNEL_OPTIONS
 from keeptime.v1 import keeptime_pb2 as pb
 
 from . import __version__, caps, confine, door, fdlimit, native, procfs
 from .access import Access
+from .admission import Admission, AdmissionInterceptor
 from .children import Children
 from .config import Config
 from .criuactions import CriuActions
 from .criuhook import HookServer
 from .hostclock import HostClock
+from .limits import Limits
 from .metrics import KeeptimeMetrics
 from .metrics_http import MetricsServer
 from .relay import CallerRelay
@@ -47,6 +49,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Keeptime"].full_name
 HANDSHAKE_TIMEOUT_MS = 10_000
 HEALTH_INTERVAL = 5.0        # seconds between self-checks (shorter when systemd's watchdog asks)
 STORE_CHECK_TIMEOUT = 2.0    # seconds the record store gets to answer a self-check
+WORKER_CHECK_TIMEOUT = 2.0   # seconds a no-op gets to find a free RPC worker in a self-check
+HOOK_WORKERS = 8             # threads serving CRIU hook steps
 
 
 class StartupError(Exception):
@@ -153,6 +157,8 @@ class Daemon:
 
     def start(self) -> None:
         c = self.config
+        limits = Limits.from_config(c)
+        native.set_exec_timeout(limits.exec_timeout)
         if not procfs.has_time_namespaces():
             raise StartupError("this kernel has no time namespaces (needs Linux >= 5.6 with CONFIG_TIME_NS)")
         for need in caps.missing():
@@ -161,7 +167,7 @@ class Daemon:
         credentials = tcp_credentials(c) if c.tcp else None
         socket_gid = _group_id(c.socket_group)
         try:
-            self.store = RecordStore(c.db)
+            self.store = RecordStore(c.db, limits)
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(f"cannot open the record store {c.db}: {exc} "
                                "(is its disk full or read-only? free space or choose --db)") from None
@@ -184,21 +190,27 @@ class Daemon:
             metrics_address=self.metrics_server.address if self.metrics_server else "",
             started_realtime_ns=time.time_ns(),
         )
-        self.server = grpc.server(
-            started_thread_pool(c.workers),
-            options=[*limits.CHANNEL_OPTIONS, ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS)],
-        )
         _prepare_socket_path(c.socket)
         self.relay = CallerRelay(c.socket, socket_gid)
         access = Access(self.relay, c.tls_allow_name,
                         confine.Settings(frozenset(c.allow_lost_confinement), c.root_programs_cgroup))
+        admission = Admission(limits, hook_workers=HOOK_WORKERS)
+        self.rpc_pool = started_thread_pool(c.workers)
+        self.server = grpc.server(
+            self.rpc_pool,
+            interceptors=[AdmissionInterceptor(admission, access, self.metrics.refused)],
+            options=[*CHANNEL_OPTIONS, ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS)],
+        )
         service = KeeptimeService(self.store, self.host, self.children, access, self.metrics, c.default_policy,
-                                  about, max_waits=max(1, c.workers // 2))
+                                  about, admission)
         door.add_to_server(service, self.server)
         # The CRIU hook's steps arrive on the same socket, with descriptors gRPC cannot carry.
-        self.hooks = HookServer(CriuActions(self.store, self.host, access, service.restores), access, self.metrics)
+        self.hooks = HookServer(CriuActions(self.store, self.host, access, service.restores), access, self.metrics,
+                                admission, workers=HOOK_WORKERS)
         self.relay.on_hook = self.hooks.submit
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        # Blocking Watch streams: each holds a worker (admitted like any
+        # call), and a watcher that does not read never blocks set().
+        self.health = health.HealthServicer(experimental_non_blocking=False)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
@@ -234,10 +246,33 @@ class Daemon:
         for name in ("", SERVICE_NAME):
             self.health.set(name, status)
 
+    def problems(self) -> list[str]:
+        """What keeps keeptimed from serving calls, if anything: the reaper
+        stopped, the record store does not answer (a wedged store lock would
+        hang every call), or no worker thread is free to take a call (all are
+        held by calls that last)."""
+        found = []
+        if not self.children.alive():
+            found.append("the reaper of started processes stopped")
+        if not self.store.responsive(STORE_CHECK_TIMEOUT):
+            found.append(f"the record store did not answer within {STORE_CHECK_TIMEOUT:g} s")
+        if not self._a_worker_is_free(WORKER_CHECK_TIMEOUT):
+            found.append(f"no worker thread took a call within {WORKER_CHECK_TIMEOUT:g} s: all {self.config.workers} "
+                         "are held")
+        return found
+
     def healthy(self) -> bool:
-        """Whether the parts a request needs still work: the reaper runs and
-        the record store answers (a wedged store lock would hang every call)."""
-        return self.children.alive() and self.store.responsive(STORE_CHECK_TIMEOUT)
+        """Whether the parts a request needs still work (see problems())."""
+        return not self.problems()
+
+    def _a_worker_is_free(self, timeout: float) -> bool:
+        """Whether the RPC pool runs a no-op within timeout: calls queue
+        behind the same workers, so this is what a new call would wait."""
+        try:
+            self.rpc_pool.submit(lambda: None).result(timeout)
+        except (futures.TimeoutError, RuntimeError):   # all held, or shut down
+            return False
+        return True
 
     def _monitor(self) -> None:
         """Check healthy() periodically: grpc.health.v1 (what Kubernetes
@@ -246,7 +281,8 @@ class Daemon:
         interval = min(self.notifier.watchdog_interval or HEALTH_INTERVAL, HEALTH_INTERVAL)
         serving = True
         while not self._stopping.wait(interval):
-            healthy = self.healthy()
+            problems = self.problems()
+            healthy = not problems
             if healthy:
                 self.notifier.watchdog()
             if healthy == serving or self._stopping.is_set():
@@ -256,8 +292,8 @@ class Daemon:
             if healthy:
                 log.warning("healthy again: reporting SERVING")
             else:
-                log.error("unhealthy (reaper stopped or record store not answering): reporting NOT_SERVING and "
-                          "withholding the systemd watchdog ping, so a supervisor restarts keeptimed")
+                log.error("unhealthy (%s): reporting NOT_SERVING and withholding the systemd watchdog ping, so a "
+                          "supervisor restarts keeptimed", "; ".join(problems))
 
     def stop(self) -> None:
         """Refuse new work, let in-flight calls finish (up to the grace period), release everything."""
@@ -266,6 +302,9 @@ class Daemon:
         self.health.enter_graceful_shutdown()
         self.relay.stop_accepting()
         self.server.stop(self.config.grace).wait()
+        # A call still waiting for a process to exec (one its owner stopped)
+        # would hold the exit up until exec_timeout: end those waits now.
+        native.cancel_exec_waits()
         self.relay.stop()
         self.hooks.shutdown()
         if self.metrics_server:

@@ -8,21 +8,21 @@ import contextlib
 import logging
 import os
 import socket
-import threading
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.v1 import keeptime_pb2_grpc as pb_grpc
 
-from . import (__version__, caps, checkpoint, commands, criu, door, native, paging, pidns, procfs, recordfile, timens,
-               verify)
+from . import (__version__, caps, checkpoint, commands, criu, door, fdlimit, native, paging, pidns, procfs, recordfile,
+               timens, verify)
 from .access import Access, Caller, current_caller
+from .admission import Admission
 from .calls import note, rpc
 from .children import Children
-from .errors import (Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument, KeeptimeError, NotFound,
-                     ResourceExhausted)
+from .errors import Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument, KeeptimeError, NotFound
 from .hostclock import HostClock
+from .limits import Limits
 from .metrics import KeeptimeMetrics
 from .policies import Clocks, RestorePlan, plan_restore
 from .restores import Restores
@@ -56,10 +56,9 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
 
     def __init__(self, store: RecordStore, host: HostClock, children: Children, access: Access,
                  metrics: KeeptimeMetrics, default_policy: str = "suspend", about: About = About(),
-                 max_waits: int = 16):
+                 admission: Optional[Admission] = None):
         self.store = store
-        self.max_waits = max_waits
-        self._wait_slots = threading.BoundedSemaphore(max_waits)
+        self.admission = admission or Admission(Limits.defaults())
         self.host = host
         self.children = children
         self.access = access
@@ -161,15 +160,16 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         note(record=record.id, policy=plan.policy)
         spec = self._command_spec(request.command)
         view = self.access.pids(current_caller())
-        with self._started_for_caller(view) as (pidns_fd, inherited):
+        with self._starting(current_caller()), self._started_for_caller(view) as (pidns_fd, inherited):
             try:
                 spawned = native.spawn_in_new_timens(spec, plan.targets, self.host.own_offsets, pidns_fd, inherited)
             except native.NativeError as exc:
                 if exc.step == "verify clocks":
                     self._regression("unknown", "the restored program read a clock below its target before exec")
                 raise commands.spawn_error(exc, spec) from None
-        host_after_exec = self.host.now().clocks  # first thing: the measured step grows with every delay
-        pid = self._adopt(view, spawned.pid)
+            # The program runs: from here on nothing fails, the caller gets its pid.
+            host_after_exec = self.host.now().clocks  # first thing: the measured step grows with every delay
+            pid = self._adopt(view, spawned.pid)
         self._check_restored_clocks(plan, spawned, host_after_exec)
         note(child_pid=spawned.pid, mechanism=spawned.mechanism)
         return pb.RestoreResponse(
@@ -179,6 +179,14 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             timens_inode=spawned.timens_inode,
             plan=self._plan_message(record.id, plan),
         )
+
+    def _starting(self, caller: Caller):
+        """A place for one more process started for caller (a context to
+        start and adopt it in); LimitExceeded past the caller's limits."""
+        if caller.privileged:
+            return self.children.starting(caller.owner_uid, None)
+        fdlimit.check_user_headroom()
+        return self.children.starting(caller.uid, self.admission.limits.user_processes)
 
     def _adopt(self, view: pidns.View, host_pid: int) -> int:
         """Track a process started for the caller; its pid in the caller's namespace."""
@@ -233,14 +241,10 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
             raise NotFound(f"pid {pid} was not started by keeptimed for uid {caller.uid}")
         status = self.children.wait(host_pid, timeout=0)
         if status is None:
-            # A blocked Wait holds a worker thread: cap them, so waiting
+            # A blocked Wait holds a worker thread: capped, so waiting
             # callers can never starve everyone else of workers.
-            if not self._wait_slots.acquire(blocking=False):
-                raise ResourceExhausted(f"{self.max_waits} Wait calls are already blocked in keeptimed; retry")
-            try:
+            with self.admission.waiting(caller):
                 status = self.children.wait(host_pid, timeout=context.time_remaining(), still_wanted=context.is_active)
-            finally:
-                self._wait_slots.release()
         if status is None:
             if not context.is_active():
                 raise Cancelled("the call was cancelled")
@@ -260,7 +264,7 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         size = paging.page_size(request.page_size)
         after = paging.parse_record_token(request.page_token)
         response = pb.ListRecordsResponse()
-        rows, more = paging.one_page(self.store.list(self._owner(), after=after, limit=size + 1), size)
+        rows, more = self.store.list(self._owner(), after=after, limit=size, max_bytes=paging.MAX_PAGE_BYTES)
         if more:
             response.next_page_token = paging.record_token(*rows[-1][0])
         for (_, record_id, owner_uid), record in rows:
@@ -308,26 +312,27 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         pid = target.pid
         self.access.check_owns(current_caller(), {target.host_pid: pid})
         spec = self._command_spec(request.command)
-        try:
-            pidfd = os.pidfd_open(target.host_pid)
-        except ProcessLookupError:
-            raise NotFound(f"no process with pid {pid}") from None
-        try:
-            # The pidfd holds the process: is it still the one the caller named?
-            if view.to_caller(target.host_pid) != pid:
-                raise ProcessLookupError(pid)
-            if procfs.read_stat(target.host_pid).is_kernel_thread:
-                raise InvalidArgument(f"pid {pid} is a kernel thread")
-            namespace = timens.namespace_of(target.host_pid)
-            with self._started_for_caller(view) as (pidns_fd, inherited):
-                spawned = native.spawn_in_timens_of(spec, pidfd, pidns_fd, inherited)
-        except ProcessLookupError:
-            raise NotFound(f"no process with pid {pid}") from None
-        except native.NativeError as exc:
-            raise commands.spawn_error(exc, spec) from None
-        finally:
-            os.close(pidfd)
-        child_pid = self._adopt(view, spawned.pid)
+        with self._starting(current_caller()):
+            try:
+                pidfd = os.pidfd_open(target.host_pid)
+            except ProcessLookupError:
+                raise NotFound(f"no process with pid {pid}") from None
+            try:
+                # The pidfd holds the process: is it still the one the caller named?
+                if view.to_caller(target.host_pid) != pid:
+                    raise ProcessLookupError(pid)
+                if procfs.read_stat(target.host_pid).is_kernel_thread:
+                    raise InvalidArgument(f"pid {pid} is a kernel thread")
+                namespace = timens.namespace_of(target.host_pid)
+                with self._started_for_caller(view) as (pidns_fd, inherited):
+                    spawned = native.spawn_in_timens_of(spec, pidfd, pidns_fd, inherited)
+            except ProcessLookupError:
+                raise NotFound(f"no process with pid {pid}") from None
+            except native.NativeError as exc:
+                raise commands.spawn_error(exc, spec) from None
+            finally:
+                os.close(pidfd)
+            child_pid = self._adopt(view, spawned.pid)
         note(child_pid=spawned.pid, timens=namespace.inode)
         return pb.ExecResponse(
             pid=child_pid,
@@ -426,7 +431,8 @@ class KeeptimeService(pb_grpc.KeeptimeServicer):
         size = paging.page_size(request.page_size)
         after = paging.parse_restore_token(request.page_token)
         events, more = paging.one_page(
-            self.store.list_restores(request.record_id, self._owner(), after=after, limit=size + 1), size)
+            self.store.list_restores(request.record_id, self._owner(), after=after, limit=size + 1), size,
+            weight=lambda event: paging.RESTORE_EVENT_BYTES + len(event.message))
         response = pb.ListRestoresResponse(events=events)
         if more:
             response.next_page_token = str(events[-1].id)

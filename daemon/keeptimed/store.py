@@ -5,7 +5,9 @@ exactly what is exported, and a damaged row is detected by its checksum.
 A record is stored under its owner's uid and its id: each owner has ids of
 its own, so one user's record can neither take nor reveal another's id.
 Restore events (verdicts of VerifyRestore) are kept in plain columns, so an
-operator can query them with sqlite3.
+operator can query them with sqlite3. Given limits, what each uid other than
+root may keep is bounded (see quota), and a page of records is bounded in
+bytes as well as in count, so no call loads more than a page's worth.
 """
 import os
 import re
@@ -18,11 +20,14 @@ from keeptime.v1 import keeptime_pb2 as pb
 from keeptime.limits import RECORD_FILE_BYTES
 
 from . import door, recordfile
+from .limits import Limits
+from .quota import StoreQuota
 from .errors import AlreadyExists, DataLoss, InvalidArgument, NotFound, ResourceExhausted
 
 # 2: owner_uid, the uid whose record it is (0: the administrators'); 3: restores;
 # 4: restores.verdict (continuous, regressed, unverified; "" in older rows: see ok);
-# 5: records keyed by (owner_uid, id): every owner has its own ids
+# 5: records keyed by (owner_uid, id): every owner has its own ids; restores_by_owner
+#    (a uid's oldest verdicts are dropped past its limit)
 SCHEMA_VERSION = 5
 ID_OR_PREFIX = re.compile(r"[0-9a-f]{4,32}")
 ROOT_UID = 0
@@ -33,7 +38,9 @@ RecordKey = tuple[int, str]
 class RecordStore:
     """Thread-safe access to the records of one SQLite file."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, limits: Optional[Limits] = None):
+        """The store in path; with limits, what uids other than root keep is
+        bounded by them (without, nothing is: tools and tests)."""
         self.path = path
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, mode=0o700, exist_ok=True)
@@ -47,14 +54,19 @@ class RecordStore:
             os.umask(old_umask)
         self._lock = threading.Lock()
         self._migrate()
+        self.quota = None
+        if limits is not None:
+            self.quota = StoreQuota(limits, path)
+            self.quota.load(self._db)
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} has schema {version}, newer than this keeptimed ({SCHEMA_VERSION})")
         if version == SCHEMA_VERSION and self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'records_by_owner_time'"
-        ).fetchone():
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'"
+            " AND name IN ('records_by_owner_time', 'restores_by_owner')"
+        ).fetchone()[0] == 2:
             return   # nothing to write: a store on a full disk still opens, to be read
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -86,6 +98,7 @@ class RecordStore:
                     self._db.execute("ALTER TABLE restores ADD COLUMN verdict TEXT NOT NULL DEFAULT ''")
                 self._db.execute("CREATE INDEX IF NOT EXISTS restores_by_record ON restores (record_id)")
                 # list() pages in this order; without the index every page sorts the table.
+                self._db.execute("CREATE INDEX IF NOT EXISTS restores_by_owner ON restores (owner_uid, id)")
                 self._db.execute("DROP INDEX IF EXISTS records_by_time")
                 self._db.execute("CREATE INDEX IF NOT EXISTS records_by_owner_time"
                                  " ON records (created_realtime_ns, id, owner_uid)")
@@ -125,11 +138,9 @@ class RecordStore:
             self._db.close()
 
     def _write(self, sql: str, args: tuple) -> sqlite3.Cursor:
+        """Execute a write; the caller holds the lock."""
         try:
-            with self._lock:
-                return self._db.execute(sql, args)
-        except sqlite3.IntegrityError:
-            raise
+            return self._db.execute(sql, args)
         except sqlite3.OperationalError as exc:
             if "full" in str(exc):
                 raise ResourceExhausted(f"record store {self.path} is full: {exc}") from None
@@ -138,21 +149,26 @@ class RecordStore:
     def add(self, record: pb.Record, owner_uid: int = ROOT_UID) -> None:
         """Store a new record of owner_uid; AlreadyExists when that owner has
         another record of that id. InvalidArgument when the record breaks a
-        size limit, ResourceExhausted when it is too large to store."""
+        size limit, ResourceExhausted when it is too large to store,
+        LimitExceeded past owner_uid's limits."""
         door.check(record, "record.")
         data = recordfile.encode(record)
         if len(data) > RECORD_FILE_BYTES:
             raise ResourceExhausted(f"the record of {len(record.processes)} processes is {len(data)} bytes, more "
                                     f"than the {RECORD_FILE_BYTES} keeptimed stores")
-        try:
-            self._write(
-                "INSERT INTO records (owner_uid, id, created_realtime_ns, data) VALUES (?, ?, ?, ?)",
-                (owner_uid, record.id, record.realtime_ns, data),
-            )
-        except sqlite3.IntegrityError:
-            if self._raw((owner_uid, record.id)) == data:
-                return  # the same record again (e.g. a retried import): nothing to do
-            raise AlreadyExists(f"you already have a different record with id {record.id}") from None
+        with self._lock:
+            row = self._db.execute("SELECT data = ? FROM records WHERE owner_uid = ? AND id = ?",
+                                   (data, owner_uid, record.id)).fetchone()
+            if row is not None:
+                if row[0]:
+                    return  # the same record again (e.g. a retried import): nothing to do
+                raise AlreadyExists(f"you already have a different record with id {record.id}")
+            if self.quota:
+                self.quota.check_record(owner_uid, len(data))
+            self._write("INSERT INTO records (owner_uid, id, created_realtime_ns, data) VALUES (?, ?, ?, ?)",
+                        (owner_uid, record.id, record.realtime_ns, data))
+            if self.quota:
+                self.quota.record_added(owner_uid, len(data))
 
     def resolve(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> RecordKey:
         """The (owner, id) of the one record whose id is or starts with id_or_prefix.
@@ -197,26 +213,44 @@ class RecordStore:
 
     def list(
         self, owner_uid: Optional[int] = None, after: Optional[tuple[int, str, int]] = None, limit: int = -1,
-    ) -> list[tuple[tuple[int, str, int], "pb.Record | DataLoss"]]:
-        """Records (of owner_uid, if given), oldest first, each with its sort
-        key (realtime_ns, id, owner_uid); at most limit of them (-1: all),
-        those past the key after. A damaged record comes as its DataLoss error."""
+        max_bytes: Optional[int] = None,
+    ) -> tuple[list[tuple[tuple[int, str, int], "pb.Record | DataLoss"]], bool]:
+        """One page of records (of owner_uid, if given), oldest first, each
+        with its sort key (realtime_ns, id, owner_uid): those past the key
+        after, at most limit of them (-1: all) and max_bytes of record files
+        (at least one record, whatever its size). Returns the page and whether
+        more follow. A damaged record comes as its DataLoss error.
+
+        Record sizes are read first (SQLite reads a blob's length without its
+        content), so only the page's own records are ever loaded."""
         # A plain row-value bound (no "? IS NULL OR") lets SQLite seek the
         # index to the page's start instead of scanning from the oldest record.
         start = "(created_realtime_ns, id, owner_uid) > (?, ?, ?)" if after is not None else "1"
+        where = f"WHERE {start} AND (? IS NULL OR owner_uid = ?)"
+        bounds = (*(after or ()), owner_uid, owner_uid)
+        order = "ORDER BY created_realtime_ns, id, owner_uid"
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT id, created_realtime_ns, owner_uid, data FROM records WHERE {start}"
-                " AND (? IS NULL OR owner_uid = ?) ORDER BY created_realtime_ns, id, owner_uid LIMIT ?",
-                (*(after or ()), owner_uid, owner_uid, limit),
+            sizes = self._db.execute(
+                f"SELECT created_realtime_ns, id, owner_uid, LENGTH(data) FROM records {where} {order} LIMIT ?",
+                (*bounds, -1 if limit < 0 else limit + 1),
             ).fetchall()
-        out: list = []
+            taken, total = 0, 0
+            for *_, size in sizes[:limit if limit >= 0 else None]:
+                if taken and max_bytes is not None and total + size > max_bytes:
+                    break
+                taken, total = taken + 1, total + size
+            more = taken < len(sizes)
+            rows = [] if not taken else self._db.execute(
+                f"SELECT id, created_realtime_ns, owner_uid, data FROM records {where}"
+                f" AND (created_realtime_ns, id, owner_uid) <= (?, ?, ?) {order}", (*bounds, *sizes[taken - 1][:3]),
+            ).fetchall()
+        out = []
         for record_id, realtime_ns, owner, data in rows:
             try:
                 out.append(((realtime_ns, record_id, owner), self._decode(record_id, bytes(data))))
             except DataLoss as exc:
                 out.append(((realtime_ns, record_id, owner), exc))
-        return out
+        return out, more
 
     def responsive(self, timeout: float) -> bool:
         """Whether the store answers a trivial query: False when a call has
@@ -240,25 +274,47 @@ class RecordStore:
 
     def delete(self, id_or_prefix: str, owner_uid: Optional[int] = None) -> str:
         key = self.resolve(id_or_prefix, owner_uid)
-        self._write("DELETE FROM records WHERE owner_uid = ? AND id = ?", key)
+        with self._lock:
+            row = self._db.execute("SELECT LENGTH(data) FROM records WHERE owner_uid = ? AND id = ?", key).fetchone()
+            if row is None:
+                raise NotFound(f"no record {id_or_prefix}")
+            self._write("DELETE FROM records WHERE owner_uid = ? AND id = ?", key)
+            if self.quota:
+                self.quota.record_removed(key[0], row[0])
         return key[1]
 
     # -- restore events -------------------------------------------------------
 
     def add_restore(self, event: pb.RestoreEvent, owner_uid: int = 0) -> int:
-        """Store a restore event verified for owner_uid; returns its id."""
+        """Store a restore event verified for owner_uid; returns its id.
+        Past owner_uid's limit its oldest events are dropped to make room."""
         columns = _RESTORE_COLUMNS + ("owner_uid",)
-        cursor = self._write(
-            f"INSERT INTO restores ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-            (
-                event.record_id, event.pid, _policy_name(event.policy), event.stage, int(event.ok),
-                event.dumped.monotonic_ns, event.dumped.boottime_ns,
-                event.clocks.monotonic_ns, event.clocks.boottime_ns,
-                event.offsets.monotonic_ns, event.offsets.boottime_ns,
-                # SQLite integers are signed 64-bit; namespace inodes fit in 32 bits.
-                event.timens_inode, event.realtime_ns, event.message, _verdict_name(event.verdict), owner_uid,
-            ),
+        values = (
+            event.record_id, event.pid, _policy_name(event.policy), event.stage, int(event.ok),
+            event.dumped.monotonic_ns, event.dumped.boottime_ns,
+            event.clocks.monotonic_ns, event.clocks.boottime_ns,
+            event.offsets.monotonic_ns, event.offsets.boottime_ns,
+            # SQLite integers are signed 64-bit; namespace inodes fit in 32 bits.
+            event.timens_inode, event.realtime_ns, event.message, _verdict_name(event.verdict), owner_uid,
         )
+        insert = f"INSERT INTO restores ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        with self._lock:
+            drop = self.quota.restores_to_drop(owner_uid, len(event.message.encode())) if self.quota else 0
+            if not drop:
+                cursor = self._write(insert, values)
+            else:   # dropped and added in one transaction, so the count stays exact
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._write("DELETE FROM restores WHERE id IN"
+                                " (SELECT id FROM restores WHERE owner_uid = ? ORDER BY id LIMIT ?)", (owner_uid, drop))
+                    cursor = self._write(insert, values)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:   # SQLite ends it itself on some errors (a full disk)
+                        self._db.execute("ROLLBACK")
+                    raise
+            if self.quota:
+                self.quota.restores_changed(owner_uid, 1 - drop)
         return cursor.lastrowid
 
     def list_restores(

@@ -29,6 +29,9 @@ def restored_tree(target: pidns.Target, host: HostClock, view: pidns.View) -> ch
         raise NotFound(f"no process with pid {target.pid} (or it exited while being verified)") from None
 
 
+SHOWN_NAMESPACES = 8   # regressed namespaces a verdict's message names
+
+
 def verify(tree: pb.Record, record_id: str, dumped: Clocks, dumped_record: Optional[pb.Record] = None
            ) -> pb.RestoreEvent:
     """A restore event (without id, policy or stage) for the restored tree.
@@ -44,7 +47,10 @@ def verify(tree: pb.Record, record_id: str, dumped: Clocks, dumped_record: Optio
     regressed = [v for v in verdicts if _lowest(v[2]) < 0]
     if regressed:
         shown, expected, _ = min(regressed, key=lambda v: _lowest(v[2]))
-        message = "clocks regressed: " + "; ".join(_regression(ns, above, tree) for ns, _, above in regressed)
+        named = [_regression(ns, above, tree) for ns, _, above in regressed[:SHOWN_NAMESPACES]]
+        if len(regressed) > SHOWN_NAMESPACES:   # the message is stored: bounded, however large the tree
+            named.append(f"and {len(regressed) - SHOWN_NAMESPACES} more time namespaces")
+        message = "clocks regressed: " + "; ".join(named)
     else:
         shown, expected, above = next(v for v in verdicts if v[0].inode == tree.root_timens_inode)
         message = (f"clocks continue: MONOTONIC {format_ns(above.monotonic_ns)} and BOOTTIME "

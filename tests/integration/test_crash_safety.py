@@ -4,7 +4,6 @@
 An acknowledged record must survive intact; nothing half-written may ever be
 visible; the store must open cleanly and pass SQLite's integrity check.
 """
-import errno
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import grpc
 import pytest
 
 from helpers.daemon import RunningDaemon
+from helpers.smalldisk import SmallDisk
 from keeptime import errors
 from keeptime.recordfile import encode as encode_record
 from keeptime.v1 import keeptime_pb2 as pb
@@ -190,63 +190,11 @@ DISK_BYTES = 1024 * 1024
 BIG_RECORD_BYTES = 48 * 1024   # each record spans a dozen SQLite pages
 
 
-class SmallDisk:
-    """A tmpfs of DISK_BYTES mounted at `path` inside a private mount
-    namespace that only `holder` (and processes run through `prefix`) see, so
-    nothing leaks into the host's mounts. `view` reaches it from outside."""
-
-    def __init__(self, path: str):
-        self.path = path
-        os.mkdir(path, 0o700)
-        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
-                                       stderr=subprocess.PIPE)
-        self.prefix = ["nsenter", "-t", str(self.holder.pid), "-m", "--"]
-        self.view = f"/proc/{self.holder.pid}/root{path}"
-        mount = self._mount()
-        if mount.returncode != 0:
-            self.close()
-            pytest.skip(f"cannot mount a tmpfs in a private mount namespace: {mount.stderr.strip()}")
-
-    def _mount(self) -> subprocess.CompletedProcess:
-        deadline = time.monotonic() + 10
-        while True:  # until unshare has made the namespace (its ns/mnt differs from ours)
-            if self.holder.poll() is not None:
-                return subprocess.CompletedProcess([], 1, "", self.holder.stderr.read().decode())
-            if os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
-                break
-            if time.monotonic() > deadline:
-                return subprocess.CompletedProcess([], 1, "", "unshare --mount made no namespace")
-            time.sleep(0.01)
-        return subprocess.run(
-            [*self.prefix, "mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES},mode=0700", "tmpfs", self.path],
-            capture_output=True, text=True, timeout=30,
-        )
-
-    def free_bytes(self) -> int:
-        st = os.statvfs(self.view)
-        return st.f_bavail * st.f_frsize
-
-    def fill(self, name: str) -> str:
-        """Write a file until the disk is full; returns its path (seen from outside)."""
-        path = os.path.join(self.view, name)
-        with open(path, "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-        return path
-
-    def close(self) -> None:
-        self.holder.kill()
-        self.holder.wait()
-
-
 @pytest.fixture
 def small_disk(tmp_path):
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         pytest.skip("needs util-linux unshare and nsenter for a private tmpfs")
-    disk = SmallDisk(str(tmp_path / "store"))
+    disk = SmallDisk(str(tmp_path / "store"), DISK_BYTES)
     yield disk
     disk.close()
 

@@ -248,6 +248,27 @@ def test_every_documented_case_has_a_test_and_every_test_a_row():
     assert set(documented_cases()) == set(CASES)
 
 
+FAULT_ROW = re.compile(r"^\|.*\| (test_\w+\.py)(?:::(test_\w+))? \|$")
+
+
+def documented_fault_tests() -> set[tuple[str, str]]:
+    """(test file, test function or "") named by the rows of the fault and attack tables."""
+    with open(TABLE, encoding="utf-8") as f:
+        return {match.groups("") for line in f if (match := FAULT_ROW.match(line.strip()))}
+
+
+def test_every_fault_row_names_a_test_that_exists_and_every_attack_test_has_a_row():
+    here = os.path.dirname(os.path.abspath(__file__))
+    named = documented_fault_tests()
+    assert named
+    for filename, function in named:
+        with open(os.path.join(here, filename), encoding="utf-8") as f:
+            assert not function or f"def {function}(" in f.read(), f"{filename}::{function} does not exist"
+    with open(os.path.join(here, "test_limits.py"), encoding="utf-8") as f:
+        attacks = set(re.findall(r"^def (test_\w+)\(", f.read(), re.MULTILINE))
+    assert attacks == {function for filename, function in named if filename == "test_limits.py"}
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_failure_mode(case, world, daemon):
     rpc, status = documented_cases()[case]

@@ -1,15 +1,14 @@
-"""Children: tracking started processes through pidfds, and what happens to
-one that cannot be tracked because no descriptor is left for its pidfd."""
+"""Children: tracking started processes through pidfds, what happens to one
+whose pidfd cannot be opened because no descriptor is left, and the count of
+processes running per uid."""
 import os
 import resource
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from keeptimed.children import Children
-from keeptimed.errors import ResourceExhausted
+from keeptimed.limits import LimitExceeded
 
 
 def start_sleep() -> int:
@@ -30,7 +29,9 @@ def test_an_adopted_child_is_reaped_and_its_status_kept():
         children.close()
 
 
-def test_a_child_that_cannot_be_tracked_is_killed_and_reaped_not_left_a_zombie():
+def test_a_child_whose_pidfd_cannot_be_opened_is_still_tracked_and_reaped_never_killed():
+    """The program runs, so its caller must get its pid: without a descriptor
+    for its pidfd a thread of its own reaps it, and wait() still reports it."""
     children = Children()
     pid = start_sleep()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -40,8 +41,13 @@ def test_a_child_that_cannot_be_tracked_is_killed_and_reaped_not_left_a_zombie()
         with pytest.raises(OSError):
             while True:   # every descriptor taken: pidfd_open must fail
                 filler.append(os.open("/dev/null", os.O_RDONLY))
-        with pytest.raises(ResourceExhausted, match=f"cannot track pid {pid}.*killed"):
-            children.adopt(pid)
+        children.adopt(pid, owner_uid=1000)
+        for fd in filler:
+            os.close(fd)
+        filler.clear()
+        assert _state(pid) == "S" and children.running() == [pid] and children.live(1000) == 1
+        os.kill(pid, signal.SIGTERM)
+        assert children.wait(pid, timeout=10).signal == signal.SIGTERM
     finally:
         for fd in filler:
             os.close(fd)
@@ -49,61 +55,30 @@ def test_a_child_that_cannot_be_tracked_is_killed_and_reaped_not_left_a_zombie()
         children.close()
     with pytest.raises(ChildProcessError):   # already reaped
         os.waitpid(pid, os.WNOHANG)
-    assert children.running() == []
+    assert children.running() == [] and children.live(1000) == 0
 
 
-
-UNTRACKED_WITHOUT_CAP_KILL = r"""
-import os, resource, subprocess, sys, time
-from keeptimed.children import Children
-from keeptimed.errors import ResourceExhausted
-children = Children()
-pid = os.posix_spawn("/usr/bin/setpriv", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                          "sleep", "60"], {})
-time.sleep(0.3)   # setpriv has become nobody's sleep
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
-filler = []
-try:
-    while True:
-        filler.append(os.open("/dev/null", os.O_RDONLY))
-except OSError:
-    pass
-try:
-    children.adopt(pid)
-except ResourceExhausted as exc:
-    print(exc, flush=True)
-for fd in filler:
-    os.close(fd)
-print(pid, flush=True)
-sys.stdin.readline()   # the test killed it: it must be reaped, not a zombie
-for _ in range(100):
-    if not os.path.exists(f"/proc/{pid}"):
-        print("reaped", flush=True)
-        break
-    time.sleep(0.05)
-"""
-
-
-@pytest.mark.root
-def test_a_child_keeptimed_may_not_kill_runs_on_and_is_reaped_when_it_ends():
-    # Root without CAP_KILL (as in the DaemonSet) cannot kill another user's process.
-    proc = subprocess.Popen(
-        ["setpriv", "--bounding-set=-kill", "--inh-caps=-kill", sys.executable, "-c", UNTRACKED_WITHOUT_CAP_KILL],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
+def test_processes_started_for_a_uid_are_limited_while_they_run():
+    children = Children()
     try:
-        message = proc.stdout.readline()
-        assert "runs on untracked (killing it needs CAP_KILL)" in message
-        pid = int(proc.stdout.readline())
-        assert _state(pid) == "S"   # still running
-        os.kill(pid, signal.SIGKILL)
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "reaped"
+        first = start_sleep()
+        with children.starting(1000, limit=2):
+            children.adopt(first, owner_uid=1000)
+        with children.starting(1000, limit=2):
+            with pytest.raises(LimitExceeded, match="uid 1000 already has 2 processes .* user_processes"):
+                with children.starting(1000, limit=2):   # one running, one being started
+                    pass
+        with children.starting(2000, limit=2):   # another uid has its own count
+            pass
+        with children.starting(0, limit=None):
+            pass
+        os.kill(first, signal.SIGKILL)
+        children.wait(first, timeout=10)
+        assert children.live(1000) == 0
+        with children.starting(1000, limit=1):
+            pass
     finally:
-        proc.kill()
-        proc.wait()
+        children.close()
 
 
 def _state(pid: int) -> str:

@@ -25,7 +25,7 @@ def test_add_get_list_delete(store):
     store.add(a)
     store.add(b)
     assert store.get(a.id) == a
-    assert [rid for (_, rid, _), _ in store.list()] == [b.id, a.id]  # oldest first
+    assert [rid for (_, rid, _), _ in store.list()[0]] == [b.id, a.id]  # oldest first
     assert store.delete("aaaa") == a.id
     with pytest.raises(NotFound):
         store.get(a.id)
@@ -78,7 +78,7 @@ def test_a_damaged_row_is_data_loss_and_listed_as_such(tmp_path):
     db.close()
     with pytest.raises(DataLoss, match="e" * 32):
         s.get("e" * 32)
-    listed = {rid: listed for (_, rid, _), listed in s.list()}
+    listed = {rid: listed for (_, rid, _), listed in s.list()[0]}
     assert isinstance(listed["e" * 32], DataLoss)
     assert listed["f" * 32] == record("f" * 32)
     s.close()
@@ -124,7 +124,7 @@ def test_two_owners_may_hold_the_same_id_and_each_sees_only_its_own(store):
     assert store.get("a" * 32) == mine        # root: its own first
     assert store.delete("a" * 32, owner_uid=1000) == "a" * 32
     assert store.get("a" * 32, owner_uid=1001) == mine
-    listed = [(rid, owner) for (_, rid, owner), _ in store.list()]
+    listed = [(rid, owner) for (_, rid, owner), _ in store.list()[0]]
     assert sorted(listed) == [("a" * 32, 0), ("a" * 32, 1001)]
 
 
@@ -150,7 +150,7 @@ def test_a_record_over_a_size_limit_is_never_stored(store):
     r.labels["k"] = "v" * 257
     with pytest.raises(InvalidArgument, match=r"record.labels\['k'\] is 257 bytes, more than the 256 allowed"):
         store.add(r)
-    assert store.list() == []
+    assert store.list() == ([], False)
 
 
 def test_a_version_4_store_is_keyed_by_owner_and_id_and_keeps_its_records(tmp_path):
@@ -172,7 +172,7 @@ def test_a_version_4_store_is_keyed_by_owner_and_id_and_keeps_its_records(tmp_pa
 def test_the_same_record_of_two_owners_pages_one_after_the_other(store):
     store.add(record("f" * 32), owner_uid=1000)
     store.add(record("f" * 32), owner_uid=1001)
-    (first_key, _), = store.list(limit=1)
-    (second_key, _), = store.list(after=first_key, limit=1)
+    (first_key, _), = store.list(limit=1)[0]
+    (second_key, _), = store.list(after=first_key, limit=1)[0]
     assert (first_key[2], second_key[2]) == (1000, 1001)
-    assert store.list(after=second_key) == []
+    assert store.list(after=second_key) == ([], False)

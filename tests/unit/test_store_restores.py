@@ -6,7 +6,7 @@ import pytest
 
 from keeptime.v1 import keeptime_pb2 as pb
 from keeptimed.errors import InvalidArgument
-from keeptimed.store import RecordStore
+from keeptimed.store import SCHEMA_VERSION, RecordStore
 
 
 def event(record_id: str, ok: bool = True) -> pb.RestoreEvent:
@@ -76,7 +76,7 @@ def test_an_older_database_gains_owners_and_restores_and_keeps_its_records(tmp_p
     assert store.add_restore(event("c" * 32), owner_uid=1000) == 1
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (5,)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     assert db.execute("SELECT id, owner_uid FROM records").fetchall() == [("x", 1000 if version == 2 else 0)]
     assert db.execute("SELECT record_id, ok, policy, owner_uid FROM restores").fetchall() == [
         ("c" * 32, 1, "suspend", 1000)]

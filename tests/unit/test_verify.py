@@ -43,3 +43,11 @@ def test_the_event_shows_the_namespace_that_regressed_furthest():
     assert not event.ok and event.timens_inode == 8 and event.dumped.monotonic_ns == 100 * S
     assert len(event.message.split("; ")) == 2
     assert "in time namespace 7 (pids 10)" in event.message and "in time namespace 8 (pids 20)" in event.message
+
+
+def test_the_message_names_a_bounded_number_of_regressed_namespaces():
+    """The verdict is stored: a tree of a thousand regressed namespaces gives a message of a few lines' worth."""
+    restored = tree(7, *(namespace(100 + n, 1, [1000 + n]) for n in range(1000)))
+    event = verify(restored, "r", Clocks(1000 * S, 1000 * S))
+    assert not event.ok and len(event.message) < 2000
+    assert event.message.endswith("; and 992 more time namespaces")

@@ -135,6 +135,8 @@ class KeeptimeServicer:
 
     def Restore(self, request, context):
         """Start a command in a new time namespace that continues a record's clocks.
+        Once the program runs its pid is returned; a process that has not reached
+        its exec within the daemon's exec_timeout is killed: ABORTED, nothing ran.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
