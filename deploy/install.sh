@@ -20,7 +20,8 @@ bash "$here/deploy/system-deps.sh"
 
 echo "keeptime: installing into $prefix"
 python3 -m venv "$prefix"
-"$prefix/bin/pip" install --quiet --disable-pip-version-check "$here"
+# Both distributions from this checkout: keeptime (client/) and keeptimed (the root).
+"$prefix/bin/pip" install --quiet --disable-pip-version-check "$here/client" "$here"
 ln -sf "$prefix/bin/keeptime" /usr/local/bin/keeptime
 ln -sf "$prefix/bin/keeptimed" /usr/local/bin/keeptimed
 
@@ -30,11 +31,12 @@ mkdir -p /etc/bash_completion.d
 
 # The CRIU action script and its configuration (an existing one is kept).
 # CRIU uses it once /etc/criu/default.conf (or runc.conf, crun.conf) names it:
-# see deploy/criu/default.conf. A link, not a wrapper script: CRIU runs it at
-# every step, and a shell in between would add its start to each.
+# see deploy/criu/default.conf. /usr/libexec/keeptime/criu-hook is the native
+# forwarder itself, not keeptime-criu-hook (a shell script that execs it):
+# CRIU runs the script at every step, and a shell adds its start to each.
 ln -sf "$prefix/bin/keeptime-criu-hook" /usr/local/bin/keeptime-criu-hook
 mkdir -p /usr/libexec/keeptime
-ln -sfn "$prefix/bin/keeptime-criu-hook" /usr/libexec/keeptime/criu-hook
+ln -sfn "$prefix/bin/keeptime-criu-forward" /usr/libexec/keeptime/criu-hook
 if [ ! -e /etc/keeptime/criu-hook.toml ]; then
     install -D -m 0644 "$here/deploy/criu/criu-hook.toml" /etc/keeptime/criu-hook.toml
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run keeptime's test suite: a virtualenv (.venv, or $KEEPTIME_TEST_VENV) with
-# the project installed editable plus its test extras, then pytest.
+# both distributions installed editable, keeptime (client/) and keeptimed
+# (the root, with its test extras), then pytest.
 # Tests marked `root` need root and time namespaces and are skipped elsewhere.
 # Usage: sudo tests/run.sh [pytest arguments]
 set -euo pipefail
@@ -8,5 +9,5 @@ cd "$(dirname "$0")/.."
 venv=${KEEPTIME_TEST_VENV:-.venv}
 bash deploy/system-deps.sh --test
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check -e '.[test]'
+"$venv/bin/pip" install --quiet --disable-pip-version-check -e ./client -e '.[test]'
 exec "$venv/bin/python" -m pytest "$@"

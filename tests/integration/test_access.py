@@ -217,7 +217,7 @@ def test_non_root_verifies_its_own_processes_and_sees_its_own_verdicts(group_dae
     assert [e.pid for e in as_nobody.restores(record.id)] == [nobody_sleeper]
 
 
-def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, nobody_sleeper, criu_hook_program):
+def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, nobody_sleeper, criu_forward_program):
     """Rootless CRIU: the hook runs as the user, in a directory of the user's."""
     images = tempfile.mkdtemp(dir=open_dir)
     with group_daemon.client() as root:
@@ -230,7 +230,7 @@ def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, 
     with open(config, "w") as f:
         f.write('policy = "suspend"\n')
     os.chmod(config, 0o644)
-    program = shutil.copy(criu_hook_program, open_dir)   # the tests' tree may be root-only
+    program = shutil.copy(criu_forward_program, open_dir)   # the tests' tree may be root-only
 
     def run_hook(action: str) -> str:
         environ = {"CRTOOLS_SCRIPT_ACTION": action, "CRTOOLS_IMAGE_DIR": images,
@@ -261,10 +261,10 @@ def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, 
 
 
 def test_the_criu_hook_works_for_a_user_only_in_a_directory_of_the_users(group_daemon, open_dir, nobody_sleeper,
-                                                                          criu_hook_program):
+                                                                          criu_forward_program):
     """A directory nobody may merely read (here /etc) is not one keeptimed
     writes into on nobody's behalf."""
-    program = shutil.copy(criu_hook_program, open_dir)
+    program = shutil.copy(criu_forward_program, open_dir)
     config = os.path.join(open_dir, "criu-hook.toml")
     with open(config, "w") as f:
         f.write('policy = "suspend"\n')
