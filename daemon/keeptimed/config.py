@@ -102,6 +102,8 @@ SETTINGS: tuple[Setting, ...] = (
             "subject-alternative names (flag repeatable, environment comma-separated; empty: any the CA signed)"),
     Setting("insecure_loopback", bool, False, "allow tcp without TLS on a loopback address (any local user "
             "becomes root-equivalent: test rigs only)"),
+    Setting("pid_file", str, "", "write keeptimed's pid to this file once it serves; removed when it stops "
+            "cleanly; empty: none", path=True),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 

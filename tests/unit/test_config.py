@@ -116,6 +116,7 @@ def test_print_config_is_toml_that_loads_back_to_the_same_configuration(tmp_path
         "default_policy": "suspend", "workers": 3, "grace": 2.0, "log_level": "info",
         "log_format": "json", "metrics_address": "[::1]:9540", "socket_group": "", "tcp": "",
         "tls_cert": "", "tls_key": "", "tls_client_ca": "", "tls_allow_name": [], "insecure_loopback": False,
+        "pid_file": "",
     }
     assert "workers = 3  # file" in printed.stdout and "grace = 2.0  # flag --grace" in printed.stdout
     again = keeptimed("--config", write(tmp_path, printed.stdout, "printed.toml"), "--print-config")
