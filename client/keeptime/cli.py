@@ -70,6 +70,16 @@ def _pid(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return value
+
+
 def _key_value(text: str) -> str:
     if "=" not in text or text.startswith("="):
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -110,7 +120,7 @@ def build_parser() -> Parser:
     parser.add_argument("--socket", default=None,
                         help=f"keeptimed's socket (env {SOCKET_ENV}; default {DEFAULT_SOCKET})")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    parser.add_argument("--timeout", type=_seconds, default=30.0, help="seconds per call (default 30)")
     parser.add_argument("--version", action="version", version=f"keeptime {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
@@ -162,7 +172,7 @@ def build_parser() -> Parser:
     p = command("wait", "wait for a process started by restore or exec; prints and exits with its status",
                 "  keeptime wait 5150; echo $?\n  keeptime wait --timeout 10 5150\n")
     p.add_argument("pid", type=_pid)
-    p.add_argument("--timeout", type=float, default=argparse.SUPPRESS, dest="wait_timeout",
+    p.add_argument("--timeout", type=_seconds, default=argparse.SUPPRESS, dest="wait_timeout",
                    help="give up after this many seconds (default: wait forever)")
 
     p = command("show", "print a record", "  keeptime show 3f9a\n  keeptime show --json 3f9a\n")
@@ -202,6 +212,8 @@ def _command_kwargs(args) -> dict:
     argv = list(args.argv)
     if not argv:
         raise UsageError(f"keeptime {args.command}: give the command to run after --")
+    if not argv[0]:
+        raise UsageError(f"keeptime {args.command}: the command to run is an empty string")
     env = [f"{k}={v}" for k, v in os.environ.items()] if args.env_from_caller else []
     env += args.env
     absolute = lambda path: os.path.abspath(path) if path else None  # noqa: E731 (relative to the caller)
@@ -324,6 +336,31 @@ def _criu_record(args, client: Client) -> str:
     return record.id
 
 
+COMMAND_TAKERS = ("restore", "exec")   # the commands that take a command to run after --
+
+
+def _commands(parser: Parser) -> dict:
+    """keeptime's commands: name -> its parser."""
+    return next(action for action in parser._actions if action.dest == "command").choices
+
+
+def _command_word(parser: Parser, argv: list[str]) -> Optional[str]:
+    """The first word of argv that names a keeptime command, if any."""
+    return next((word for word in argv if word in _commands(parser)), None)
+
+
+def _check_takes_a_command(parser: Parser, name: Optional[str], command: list[str]) -> None:
+    """A usage error when words came after -- for a command that runs none."""
+    if not command or name in COMMAND_TAKERS:
+        return
+    if name is None:
+        raise UsageError(f"keeptime: -- comes after a command ({' or '.join(COMMAND_TAKERS)}), "
+                         f"before the command to run")
+    usage = " ".join(_commands(parser)[name].format_usage().split()).removeprefix("usage: ")
+    raise UsageError(f"keeptime {name}: -- starts a command to run, which only {' and '.join(COMMAND_TAKERS)} "
+                     f"take (usage: {usage})")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the keeptime command."""
     parser = build_parser()
@@ -337,7 +374,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if "--" in argv:
             split = argv.index("--")
             argv, command = argv[:split], argv[split + 1:]
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except UsageError:
+            # What is missing may well be what came after --, where only a command belongs.
+            _check_takes_a_command(parser, _command_word(parser, argv), command)
+            raise
         if args.command == "criu-hook":
             if command:
                 raise UsageError("keeptime criu-hook: takes no arguments; CRIU passes everything in CRTOOLS_*")
@@ -345,8 +387,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "restore" and not args.record and not args.criu_images:
             raise UsageError("keeptime restore: give a record ID or --criu-images DIR")
         if command:
-            if args.command not in ("restore", "exec"):
-                raise UsageError(f"keeptime {args.command}: unexpected arguments after --")
+            _check_takes_a_command(parser, args.command, command)
             args.argv = list(args.argv) + command
         if args.command in ("completion", "doctor"):
             return run_local(args)
