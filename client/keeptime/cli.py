@@ -328,12 +328,12 @@ def _criu_record(args, client: Client) -> str:
     if data is None:
         raise UsageError(f"keeptime restore: {args.criu_images} has no {RECORD_FILE} "
                          f"(was the dump made with the keeptime CRIU hook?)")
-    record = client.import_record(data)
+    record_id = client.import_record(data)
     if timens and "--unprivileged" not in args.argv:
         print(f"keeptime: warning: {args.criu_images} has {timens}: unless CMD is criu restore "
               f"--unprivileged, CRIU applies that image itself and the namespace keeptime prepares does "
               f"not change the restored clocks", file=sys.stderr)
-    return record.id
+    return record_id
 
 
 COMMAND_TAKERS = ("restore", "exec")   # the commands that take a command to run after --
