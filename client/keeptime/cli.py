@@ -221,6 +221,15 @@ def _command_kwargs(args) -> dict:
                 stdin=absolute(args.stdin), stdout=absolute(args.stdout), stderr=absolute(args.stderr))
 
 
+PLANNING_VALUES = ("offsets", "host_clocks", "realtime_ns")
+
+
+def _as_planned(plan: dict) -> dict:
+    """A restore's plan with the values of the moment it was made labelled
+    planned_*: the offsets written are the restore's own, computed later."""
+    return {f"planned_{key}" if key in PLANNING_VALUES else key: value for key, value in plan.items()}
+
+
 def run(args, client: Client) -> int:
     """Execute one parsed command; returns the exit status."""
     as_json = args.json
@@ -239,7 +248,7 @@ def run(args, client: Client) -> int:
             print_json({
                 "pid": result.pid, "mechanism": result.mechanism, "timens_inode": result.timens_inode,
                 "monotonic_offset_ns": result.monotonic_offset_ns, "boottime_offset_ns": result.boottime_offset_ns,
-                "plan": message_to_dict(result.plan),
+                "plan": _as_planned(message_to_dict(result.plan)),
             })
         else:
             print(result.pid)
