@@ -2,8 +2,10 @@
 """keeptime benchmarks: restore latency, clock jump and checkpoint cost,
 side by side with the kernel-level floor measured in the same run.
 
-    sudo .venv/bin/python benchmarks/bench.py             # full run, a few minutes
-    sudo .venv/bin/python benchmarks/bench.py --quick     # small counts, a smoke run
+As root:
+
+    .venv/bin/python benchmarks/bench.py             # full run, a few minutes
+    .venv/bin/python benchmarks/bench.py --quick     # small counts, a smoke run
 
 Starts its own keeptimed (temporary socket and store) and talks to it through
 the public keeptime.Client API and the keeptime CLI, as a user would. Prints a

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What keeptime's CRIU hook costs a real CRIU, side by side in one run.
 
-    sudo .venv/bin/python benchmarks/criu_bench.py [--runs 10] [--json-out FILE]
+    .venv/bin/python benchmarks/criu_bench.py [--runs 10] [--json-out FILE]     (as root)
 
 One process (a static ticker writing MONOTONIC and BOOTTIME every 10 ms) is
 dumped and restored by plain `criu` and by `runc`, alternately with no

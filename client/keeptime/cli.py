@@ -33,7 +33,8 @@ examples:
   keeptime plan 3f9a --policy suspend        what a restore would do now
   keeptime restore 3f9a --policy freeze -- /usr/bin/myapp --resume
   keeptime wait 5150                         exit status of a restored process
-  keeptime exec 5150 -- date                 run a command in pid 5150's clocks
+  keeptime exec --stdout /tmp/out 5150 -- date
+                                             run a command in pid 5150's clocks
   keeptime list; keeptime show 3f9a; keeptime rm 3f9a; keeptime clocks 5150
   keeptime restore --criu-images /var/lib/ckpt -- criu restore --unprivileged -D /var/lib/ckpt
   keeptime restores 3f9a                     verified restores of a record
@@ -165,7 +166,8 @@ def build_parser() -> Parser:
     add_command_options(p)
 
     p = command("exec", "start CMD inside the time namespace of the live process PID; prints the pid",
-                "  keeptime exec 5150 -- cat /proc/uptime\n")
+                "  keeptime exec --stdout /tmp/uptime 5150 -- cat /proc/uptime   (its output goes to --stdout)\n"
+                "  keeptime wait PID && cat /tmp/uptime          (PID: the one exec printed)\n")
     p.add_argument("pid", type=_pid)
     add_command_options(p)
 
