@@ -64,9 +64,9 @@ if ! as_nobody "$prefix/bin/keeptime" --version >/dev/null; then
     exit 1
 fi
 status=0
-as_nobody /usr/libexec/keeptime/criu-hook 2>/dev/null || status=$?
+as_nobody "$prefix/bin/keeptime-criu-hook" 2>/dev/null || status=$?
 if [ "$status" != 2 ]; then   # 2: "this is a CRIU action script", as run by hand
-    echo "keeptime: the CRIU hook /usr/libexec/keeptime/criu-hook does not run as a user other than root" >&2
+    echo "keeptime: the CRIU hook $prefix/bin/keeptime-criu-hook does not run as a user other than root" >&2
     exit 1
 fi
 
