@@ -1,11 +1,11 @@
-"""The compiled parts; everything else is in pyproject.toml.
+"""keeptimed's compiled parts; everything else is in pyproject.toml.
 
 Three artifacts come from native/: the cffi module keeptimed._native (built by
 cffi_modules), the keeptime-helper executable placed beside it, and
-keeptime-criu-hook, CRIU's action script, installed on PATH beside keeptime
-(a data file of the bin directory). Both programs are linked statically
-where the C library allows it: a static binary starts faster, and both are
-started often.
+keeptime-criu-forward, the native forwarder of CRIU's action script, installed
+on PATH beside keeptime and keeptime-criu-hook, which execs it (a data file of
+the bin directory). Both programs are linked statically where the C library
+allows it: a static binary starts faster, and both are started often.
 """
 import os
 
@@ -14,15 +14,15 @@ from setuptools.command.build_ext import build_ext
 
 HELPER = "keeptime-helper"
 HELPER_SOURCES = ["native/keeptime_helper.c"]
-CRIU_HOOK = "keeptime-criu-hook"
-CRIU_HOOK_SOURCES = ["native/criu_hook.c"]
-# Where build_ext links the hook; pip builds in the source tree, where setup() names it.
-CRIU_HOOK_BUILT = os.path.join("build", "native", CRIU_HOOK)
+FORWARDER = "keeptime-criu-forward"
+FORWARDER_SOURCES = ["native/criu_forward.c"]
+# Where build_ext links the forwarder; pip builds in the source tree, where setup() names it.
+FORWARDER_BUILT = os.path.join("build", "native", FORWARDER)
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
 
 
 class BuildExtWithHelper(build_ext):
-    """build_ext that also links keeptime-helper into the keeptimed package."""
+    """build_ext that also links keeptime-helper into the keeptimed package, and keeptime-criu-forward."""
 
     def run(self):
         super().run()
@@ -31,8 +31,9 @@ class BuildExtWithHelper(build_ext):
         )
         for package_dir in self._helper_dirs():
             self._link(objects, HELPER, package_dir)
-        hook_objects = self.compiler.compile(CRIU_HOOK_SOURCES, output_dir=self.build_temp, extra_postargs=CFLAGS)
-        self._link(hook_objects, CRIU_HOOK, os.path.dirname(CRIU_HOOK_BUILT))
+        forwarder_objects = self.compiler.compile(FORWARDER_SOURCES, output_dir=self.build_temp,
+                                                  extra_postargs=CFLAGS)
+        self._link(forwarder_objects, FORWARDER, os.path.dirname(FORWARDER_BUILT))
 
     def _link(self, objects, name, output_dir):
         os.makedirs(output_dir, exist_ok=True)
@@ -55,5 +56,5 @@ class BuildExtWithHelper(build_ext):
 setup(
     cffi_modules=["native/build.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithHelper},
-    data_files=[("bin", [CRIU_HOOK_BUILT])],
+    data_files=[("bin", [FORWARDER_BUILT])],
 )

@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """What keeptime's CRIU hook costs a real CRIU, side by side in one run.
 
-    sudo .venv/bin/python benchmarks/criu_bench.py [--runs 10] [--json-out FILE]
+    .venv/bin/python benchmarks/criu_bench.py [--runs 10] [--json-out FILE]     (as root)
 
 One process (a static ticker writing MONOTONIC and BOOTTIME every 10 ms) is
 dumped and restored by plain `criu` and by `runc`, alternately with no
-action script, with keeptime's shipped hook (keeptime-criu-hook, policy
-suspend, a private keeptimed) and with the Python hook (`keeptime
-criu-hook` behind a shell script, what main shipped before the native hook).
+action script, with keeptime's action script as shipped (keeptime-criu-hook,
+the shell script that execs the native forwarder beside it; policy suspend, a
+private keeptimed), with the native forwarder named directly (what
+deploy/install.sh installs as /usr/libexec/keeptime/criu-hook) and with the
+Python hook alone (`keeptime criu-hook` behind a shell script: all a client-only
+installation has).
 For each: the median wall time of the dump and of the restore command, and
 of the MONOTONIC step the restored ticker sees (first tick after the restore
 minus the last before the dump; it includes up to one 10 ms tick). Also the
-start cost of one CRIU step keeptime does not use.
+start cost of one CRIU step keeptime does not use, and of one it uses.
 
 bench.py runs this too and puts the tables in docs/benchmarks.md.
 """
@@ -29,19 +32,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from helpers import containers  # noqa: E402  (tests/helpers, shared with the test suite)
+from helpers import containers, hookbin  # noqa: E402  (tests/helpers, shared with the test suite)
 from helpers.daemon import RunningDaemon  # noqa: E402
 
 TARGET_RATIO = 1.3          # dump and restore with the hook vs without
 TARGET_STEP_MS = 30.0       # extra MONOTONIC step across a hooked restore
-
-
-def hook_program() -> str:
-    for path in (os.path.join(os.path.dirname(sys.executable), "keeptime-criu-hook"),
-                 os.path.join(ROOT, "build", "native", "keeptime-criu-hook")):
-        if os.access(path, os.X_OK):
-            return path
-    raise SystemExit("keeptime-criu-hook is not built: pip install the project first")
 
 
 def median_ms(values: list[float]) -> float:
@@ -49,12 +44,19 @@ def median_ms(values: list[float]) -> float:
 
 
 def start_cost_ms(argv: list[str], env: dict, runs: int = 300) -> float:
-    """Median wall time of starting argv and waiting for it (fork + exec + exit)."""
+    """Median wall time of starting argv and waiting for it (posix_spawn + exec + exit),
+    its output discarded."""
     times = []
-    for _ in range(runs):
-        started = time.perf_counter_ns()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append((time.perf_counter_ns() - started) / 1e6)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for _ in range(runs):
+            started = time.perf_counter_ns()
+            pid = os.posix_spawn(argv[0], argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, null, 1),
+                                                                     (os.POSIX_SPAWN_DUP2, null, 2)])
+            os.waitpid(pid, 0)
+            times.append((time.perf_counter_ns() - started) / 1e6)
+    finally:
+        os.close(null)
     return median_ms(times)
 
 
@@ -68,10 +70,14 @@ def run(runs: int, runtimes: list[str]) -> dict:
             f.write('policy = "suspend"\n')
         # CRIU (and runc, which starts it) passes its environment to the action script.
         os.environ.update(KEEPTIME_SOCKET=daemon.socket, KEEPTIME_CRIU_HOOK_CONFIG=config,
-                          KEEPTIME_CLI=os.path.join(os.path.dirname(sys.executable), "keeptime"))
+                          KEEPTIME_CLI=hookbin.KEEPTIME_CLI)
         python_hook = containers.write_script(os.path.join(work, "python-hook.sh"), (
-            f"#!/bin/sh\nexec '{os.path.join(os.path.dirname(sys.executable), 'keeptime')}' criu-hook\n"))
-        scripts = {"none": None, "keeptime-criu-hook": hook_program(), "python hook": python_hook}
+            f"#!/bin/sh\nexec '{hookbin.KEEPTIME_CLI}' criu-hook\n"))
+        os.mkdir(os.path.join(work, "bin"))
+        hook = hookbin.install_hook(os.path.join(work, "bin"))
+        forwarder = os.path.join(work, "bin", "keeptime-criu-forward")
+        scripts = {"none": None, "keeptime-criu-hook": hook, "keeptime-criu-forward": forwarder,
+                   "python hook": python_hook}
         results = {"runs": runs, "runtimes": {}}
         for runtime in runtimes:
             samples = {name: [] for name in scripts}
@@ -86,11 +92,17 @@ def run(runs: int, runtimes: list[str]) -> dict:
                        "restore_ms": median_ms([s[1] for s in values]),
                        "step_ms": median_ms([s[2] for s in values])}
                 for name, values in samples.items()}
-        env = {"PATH": "/usr/bin:/bin", "CRTOOLS_SCRIPT_ACTION": "pre-resume"}
+        unused = {"PATH": "/usr/bin:/bin", "CRTOOLS_SCRIPT_ACTION": "pre-resume"}
+        by_hand = {"PATH": "/usr/bin:/bin"}   # the chain of a step keeptime uses, up to where work starts
         results["step_start_ms"] = {
-            "keeptime-criu-hook, a step it does not use": start_cost_ms([scripts["keeptime-criu-hook"]], env),
-            "sh -c 'exit 0'": start_cost_ms(["/bin/sh", "-c", "exit 0"], env),
-            "python3 -c pass": start_cost_ms(["/usr/bin/python3", "-c", "pass"], env, runs=50),
+            "keeptime-criu-hook, a step it does not use": start_cost_ms([hook], unused),
+            "keeptime-criu-forward, a step it does not use": start_cost_ms([forwarder], unused),
+            "keeptime-criu-hook execing the forwarder (run by hand: exits 2)": start_cost_ms([hook], by_hand),
+            "keeptime-criu-forward (run by hand: exits 2)": start_cost_ms([forwarder], by_hand),
+            "sh -c 'exit 0'": start_cost_ms(["/bin/sh", "-c", "exit 0"], unused),
+            "python3 -c pass": start_cost_ms(["/usr/bin/python3", "-c", "pass"], unused, runs=50),
+            "keeptime criu-hook, a step it does not use": start_cost_ms([hookbin.KEEPTIME_CLI, "criu-hook"],
+                                                                        unused, runs=20),
         }
         return results
     finally:
@@ -119,8 +131,11 @@ def markdown(results: dict) -> str:
     """The CRIU section of docs/benchmarks.md."""
     out = ["## CRIU with keeptime's hook", "",
            f"One static ticker process, dumped and restored {results['runs']} times per variant, variants "
-           "interleaved; medians. *python hook* is `keeptime criu-hook` behind a shell script, what the "
-           "action script was before the native hook. Policy suspend, a private keeptimed.", ""]
+           "interleaved; medians. *keeptime-criu-hook* is the action script as shipped (a shell script "
+           "that execs the native forwarder beside it), *keeptime-criu-forward* the forwarder named "
+           "directly (as deploy/install.sh installs /usr/libexec/keeptime/criu-hook), *python hook* "
+           "`keeptime criu-hook` behind a shell script (a client-only installation's hook). Policy "
+           "suspend, a private keeptimed.", ""]
     for runtime, variants in results["runtimes"].items():
         out += [f"| {runtime} | dump ms | restore ms | MONOTONIC step ms |", "|---|---:|---:|---:|"]
         out += [f"| {name} | {v['dump_ms']:.1f} | {v['restore_ms']:.1f} | {v['step_ms']:.1f} |"

@@ -2,9 +2,11 @@
 """keeptime load test: restores and checkpoints from concurrent clients, then
 a check that keeptimed leaked nothing.
 
-    sudo .venv/bin/python benchmarks/load.py          # 1000 restores, 10,000 checkpoints, 16 clients
-    sudo .venv/bin/python benchmarks/load.py --restores 5000 --checkpoints 50000 --clients 32
-    sudo .venv/bin/python benchmarks/load.py --socket /run/keeptime/keeptime.sock   # a running daemon
+As root:
+
+    .venv/bin/python benchmarks/load.py          # 1000 restores, 10,000 checkpoints, 16 clients
+    .venv/bin/python benchmarks/load.py --restores 5000 --checkpoints 50000 --clients 32
+    .venv/bin/python benchmarks/load.py --socket /run/keeptime/keeptime.sock   # a running daemon
 
 Each client is its own process (multiprocessing 'spawn') with one
 keeptime.Client, and interleaves its share of restores (Restore of /bin/true

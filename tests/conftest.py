@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from helpers import hookbin
 from helpers.daemon import RunningDaemon
 from helpers.impersonate import ConnectAs, as_user
 from keeptime import Client
@@ -131,20 +132,20 @@ def root_sleeper():
     proc.wait()
 
 
-ROOT = os.path.dirname(HERE)
+@pytest.fixture(scope="session")
+def criu_forward_program() -> str:
+    """keeptime-criu-forward, the native forwarder alone (what install.sh names as CRIU's action script)."""
+    try:
+        return hookbin.forwarder()
+    except hookbin.NotBuilt as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
-def criu_hook_program() -> str:
-    """keeptime-criu-hook, CRIU's action script: the one installed beside this
-    interpreter's keeptime, else the one the editable build linked in build/."""
-    import sys
-
-    for path in (os.path.join(os.path.dirname(sys.executable), "keeptime-criu-hook"),
-                 os.path.join(ROOT, "build", "native", "keeptime-criu-hook")):
-        if os.access(path, os.X_OK):
-            return path
-    pytest.skip("keeptime-criu-hook is not built (pip install the project first)")
+def criu_hook_program(tmp_path_factory, criu_forward_program) -> str:
+    """keeptime-criu-hook, CRIU's action script, in a bin/ laid out as an
+    installation of both distributions lays it out (helpers/hookbin.py)."""
+    return hookbin.install_hook(str(tmp_path_factory.mktemp("bin")))
 
 
 # -- a non-root caller: keeptimed's socket opened to nobody's group, and a

@@ -33,7 +33,8 @@ examples:
   keeptime plan 3f9a --policy suspend        what a restore would do now
   keeptime restore 3f9a --policy freeze -- /usr/bin/myapp --resume
   keeptime wait 5150                         exit status of a restored process
-  keeptime exec 5150 -- date                 run a command in pid 5150's clocks
+  keeptime exec --stdout /tmp/out 5150 -- date
+                                             run a command in pid 5150's clocks
   keeptime list; keeptime show 3f9a; keeptime rm 3f9a; keeptime clocks 5150
   keeptime restore --criu-images /var/lib/ckpt -- criu restore --unprivileged -D /var/lib/ckpt
   keeptime restores 3f9a                     verified restores of a record
@@ -67,6 +68,16 @@ def _pid(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a pid: {text!r}") from None
     if not -INT32_MAX - 1 <= value <= INT32_MAX:
         raise argparse.ArgumentTypeError(f"pid out of range: {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
     return value
 
 
@@ -110,7 +121,7 @@ def build_parser() -> Parser:
     parser.add_argument("--socket", default=None,
                         help=f"keeptimed's socket (env {SOCKET_ENV}; default {DEFAULT_SOCKET})")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    parser.add_argument("--timeout", type=_seconds, default=30.0, help="seconds per call (default 30)")
     parser.add_argument("--version", action="version", version=f"keeptime {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
@@ -155,14 +166,15 @@ def build_parser() -> Parser:
     add_command_options(p)
 
     p = command("exec", "start CMD inside the time namespace of the live process PID; prints the pid",
-                "  keeptime exec 5150 -- cat /proc/uptime\n")
+                "  keeptime exec --stdout /tmp/uptime 5150 -- cat /proc/uptime   (its output goes to --stdout)\n"
+                "  keeptime wait PID && cat /tmp/uptime          (PID: the one exec printed)\n")
     p.add_argument("pid", type=_pid)
     add_command_options(p)
 
     p = command("wait", "wait for a process started by restore or exec; prints and exits with its status",
                 "  keeptime wait 5150; echo $?\n  keeptime wait --timeout 10 5150\n")
     p.add_argument("pid", type=_pid)
-    p.add_argument("--timeout", type=float, default=argparse.SUPPRESS, dest="wait_timeout",
+    p.add_argument("--timeout", type=_seconds, default=argparse.SUPPRESS, dest="wait_timeout",
                    help="give up after this many seconds (default: wait forever)")
 
     p = command("show", "print a record", "  keeptime show 3f9a\n  keeptime show --json 3f9a\n")
@@ -202,11 +214,22 @@ def _command_kwargs(args) -> dict:
     argv = list(args.argv)
     if not argv:
         raise UsageError(f"keeptime {args.command}: give the command to run after --")
+    if not argv[0]:
+        raise UsageError(f"keeptime {args.command}: the command to run is an empty string")
     env = [f"{k}={v}" for k, v in os.environ.items()] if args.env_from_caller else []
     env += args.env
     absolute = lambda path: os.path.abspath(path) if path else None  # noqa: E731 (relative to the caller)
     return dict(argv=argv, env=env, cwd=absolute(args.cwd), uid=args.uid, gid=args.gid,
                 stdin=absolute(args.stdin), stdout=absolute(args.stdout), stderr=absolute(args.stderr))
+
+
+PLANNING_VALUES = ("offsets", "host_clocks", "realtime_ns")
+
+
+def _as_planned(plan: dict) -> dict:
+    """A restore's plan with the values of the moment it was made labelled
+    planned_*: the offsets written are the restore's own, computed later."""
+    return {f"planned_{key}" if key in PLANNING_VALUES else key: value for key, value in plan.items()}
 
 
 def run(args, client: Client) -> int:
@@ -227,7 +250,7 @@ def run(args, client: Client) -> int:
             print_json({
                 "pid": result.pid, "mechanism": result.mechanism, "timens_inode": result.timens_inode,
                 "monotonic_offset_ns": result.monotonic_offset_ns, "boottime_offset_ns": result.boottime_offset_ns,
-                "plan": message_to_dict(result.plan),
+                "plan": _as_planned(message_to_dict(result.plan)),
             })
         else:
             print(result.pid)
@@ -316,12 +339,37 @@ def _criu_record(args, client: Client) -> str:
     if data is None:
         raise UsageError(f"keeptime restore: {args.criu_images} has no {RECORD_FILE} "
                          f"(was the dump made with the keeptime CRIU hook?)")
-    record = client.import_record(data)
+    record_id = client.import_record(data)
     if timens and "--unprivileged" not in args.argv:
         print(f"keeptime: warning: {args.criu_images} has {timens}: unless CMD is criu restore "
               f"--unprivileged, CRIU applies that image itself and the namespace keeptime prepares does "
               f"not change the restored clocks", file=sys.stderr)
-    return record.id
+    return record_id
+
+
+COMMAND_TAKERS = ("restore", "exec")   # the commands that take a command to run after --
+
+
+def _commands(parser: Parser) -> dict:
+    """keeptime's commands: name -> its parser."""
+    return next(action for action in parser._actions if action.dest == "command").choices
+
+
+def _command_word(parser: Parser, argv: list[str]) -> Optional[str]:
+    """The first word of argv that names a keeptime command, if any."""
+    return next((word for word in argv if word in _commands(parser)), None)
+
+
+def _check_takes_a_command(parser: Parser, name: Optional[str], command: list[str]) -> None:
+    """A usage error when words came after -- for a command that runs none."""
+    if not command or name in COMMAND_TAKERS:
+        return
+    if name is None:
+        raise UsageError(f"keeptime: -- comes after a command ({' or '.join(COMMAND_TAKERS)}), "
+                         f"before the command to run")
+    usage = " ".join(_commands(parser)[name].format_usage().split()).removeprefix("usage: ")
+    raise UsageError(f"keeptime {name}: -- starts a command to run, which only {' and '.join(COMMAND_TAKERS)} "
+                     f"take (usage: {usage})")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -337,7 +385,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if "--" in argv:
             split = argv.index("--")
             argv, command = argv[:split], argv[split + 1:]
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except UsageError:
+            # What is missing may well be what came after --, where only a command belongs.
+            _check_takes_a_command(parser, _command_word(parser, argv), command)
+            raise
         if args.command == "criu-hook":
             if command:
                 raise UsageError("keeptime criu-hook: takes no arguments; CRIU passes everything in CRTOOLS_*")
@@ -345,8 +398,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "restore" and not args.record and not args.criu_images:
             raise UsageError("keeptime restore: give a record ID or --criu-images DIR")
         if command:
-            if args.command not in ("restore", "exec"):
-                raise UsageError(f"keeptime {args.command}: unexpected arguments after --")
+            _check_takes_a_command(parser, args.command, command)
             args.argv = list(args.argv) + command
         if args.command in ("completion", "doctor"):
             return run_local(args)

@@ -6,6 +6,14 @@
         restored = kt.restore(record_id, ["my-server", "--resume"], policy="suspend")
         status = kt.wait(restored.pid)
 
+What calls return, by one rule: a call that creates or deletes a record
+returns its id (checkpoint, checkpoint_criu_image, import_record, delete);
+get() returns the whole record (checkpoint_record() is checkpoint() returning
+it in the same call); restore() and exec() return a RestoreResult or
+ExecResult; every other call returns the API's message for what it asked
+(keeptime.v1.keeptime_pb2: Plan, RecordSummary, ClocksResponse, ...), a
+dataclass of this module, or a plain value.
+
 Every failed call raises a keeptime.errors.KeeptimeError subclass.
 """
 import os
@@ -34,6 +42,11 @@ MECHANISM_NAMES = {
 
 @dataclass(frozen=True)
 class RestoreResult:
+    """A restored process. The offsets are those written into its time
+    namespace, computed from the host clock at the last moment; plan is the
+    plan the restore followed: its targets are what the clocks started at, and
+    its offsets are only what they would have been at plan.host_clocks."""
+
     pid: int
     monotonic_offset_ns: int
     boottime_offset_ns: int
@@ -44,6 +57,8 @@ class RestoreResult:
 
 @dataclass(frozen=True)
 class ExecResult:
+    """A process started in a live process's time namespace, and that namespace's offsets."""
+
     pid: int
     monotonic_offset_ns: int
     boottime_offset_ns: int
@@ -53,12 +68,16 @@ class ExecResult:
 
 @dataclass(frozen=True)
 class CriuRestorePlan:
+    """The time namespace image CRIU should read, and the plan it follows."""
+
     timens_image: bytes     # the timens-0.img CRIU should read
     plan: pb.Plan
 
 
 @dataclass(frozen=True)
 class ExitStatus:
+    """How a process started by restore or exec ended."""
+
     pid: int
     exit_code: int          # meaningful when signal == 0
     signal: int
@@ -159,6 +178,7 @@ class Client:
         return self._call("Checkpoint", pb.CheckpointRequest(pid=pid, labels=dict(labels or {}))).record
 
     def get(self, record_id: str) -> pb.Record:
+        """The whole record (an id or a unique prefix of 4 or more characters)."""
         return self._call("GetRecord", pb.GetRecordRequest(record_id=record_id))
 
     def list(self) -> list[pb.RecordSummary]:
@@ -187,8 +207,10 @@ class Client:
         """The record as record-file bytes, for ImportRecord on another host."""
         return self._call("ExportRecord", pb.ExportRecordRequest(record_id=record_id)).data
 
-    def import_record(self, data: bytes) -> pb.Record:
-        return self._call("ImportRecord", pb.ImportRecordRequest(data=data)).record
+    def import_record(self, data: bytes) -> str:
+        """Store a record file (export_record's bytes, from any host); returns its id,
+        the one it had where it was made. Importing it again changes nothing."""
+        return self._call("ImportRecord", pb.ImportRecordRequest(data=data)).record.id
 
     # -- restore ------------------------------------------------------------
 
@@ -277,11 +299,11 @@ class Client:
     # -- CRIU ---------------------------------------------------------------
 
     def checkpoint_criu_image(self, timens_image: bytes, root_pid: int = 0,
-                              labels: Optional[Mapping[str, str]] = None) -> pb.Record:
-        """Record the clocks a CRIU dump saw, from its timens-0.img bytes."""
+                              labels: Optional[Mapping[str, str]] = None) -> str:
+        """Record the clocks a CRIU dump saw, from its timens-0.img bytes; returns the record id."""
         return self._call("CheckpointCriuImage", pb.CheckpointCriuImageRequest(
             timens_image=timens_image, root_pid=root_pid, labels=dict(labels or {}),
-        )).record
+        )).record.id
 
     def plan_criu_restore(self, timens_image: bytes, record_id: Optional[str] = None,
                           record_file: Optional[bytes] = None, policy: Optional[str] = None) -> CriuRestorePlan:

@@ -76,8 +76,10 @@ def _ids(uid: Optional[int], gid: Optional[int]) -> tuple[Optional[int], Optiona
 def exec_spec(command: pb.Command) -> ExecSpec:
     """Validate a Command and resolve it into an ExecSpec."""
     argv = [_text(arg, f"argv[{i}]") for i, arg in enumerate(command.argv)]
-    if not argv or not argv[0]:
+    if not argv:
         raise InvalidArgument("argv is empty: give the command to run")
+    if not argv[0]:
+        raise InvalidArgument("argv[0], the program to run, is an empty string")
     if len(argv) + len(command.env) > MAX_ARGS:
         raise InvalidArgument(f"more than {MAX_ARGS} arguments and environment entries")
     env = []

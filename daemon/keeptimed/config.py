@@ -129,6 +129,8 @@ SETTINGS: tuple[Setting, ...] = (
             "that only root's writes may use", minimum=0),
     Setting("exec_timeout", float, 10.0, "seconds a started program has from its creation to its exec; "
             "one stopped or blocked longer is killed and its restore or exec fails", minimum=0.1),
+    Setting("pid_file", str, "", "write keeptimed's pid to this file once it serves; removed when it stops "
+            "cleanly; empty: none", path=True),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 

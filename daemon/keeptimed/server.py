@@ -80,6 +80,30 @@ def _prepare_socket_path(path: str) -> None:
         probe.close()
 
 
+def write_pid_file(path: str) -> None:
+    """Put this process's pid in path (0644), atomically: a reader never sees a partial file."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(f"{os.getpid()}\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise StartupError(f"cannot write the pid file {path}: {exc.strerror}") from None
+
+
+def remove_pid_file(path: str) -> None:
+    """Remove path if it still names this process (a successor may own it by now)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            if f.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
 def _group_id(name: str) -> Optional[int]:
     if not name:
         return None
@@ -238,6 +262,8 @@ class Daemon:
                   "metrics": about.metrics_address or None, "tcp": c.tcp or None, "version": __version__}
         log.info("keeptimed serving on %s, records in %s", c.socket, c.db,
                  extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+        if c.pid_file:
+            write_pid_file(c.pid_file)
         # Only now: the socket accepts calls and health says SERVING.
         self.notifier.ready(f"serving on {c.socket}")
         threading.Thread(target=self._monitor, name="keeptimed-health", daemon=True).start()
@@ -312,6 +338,8 @@ class Daemon:
         self.children.close()
         native.shutdown()
         self.store.close()
+        if self.config.pid_file:
+            remove_pid_file(self.config.pid_file)
         log.info("keeptimed stopped")
         self.notifier.close()
 

@@ -168,32 +168,32 @@ IMAGE = encode_timens(TimensClocks(S, 2 * S))
 
 
 def test_non_root_records_from_criu_images_and_plans_from_its_own_records(group_daemon, as_nobody):
-    own = as_nobody.checkpoint_criu_image(IMAGE, 1)
+    own = as_nobody.get(as_nobody.checkpoint_criu_image(IMAGE, 1))
     with group_daemon.client() as root:
         assert root.get(own.id) == own
         roots = root.checkpoint_criu_image(IMAGE, 1)
-        roots_file = root.export_record(roots.id)
+        roots_file = root.export_record(roots)
     assert [r.id for r in as_nobody.list()] == [own.id]
     assert as_nobody.plan_criu_restore(IMAGE, record_id=own.id, policy="freeze").timens_image == IMAGE
     with pytest.raises(errors.NotFound):
-        as_nobody.plan_criu_restore(IMAGE, record_id=roots.id)
+        as_nobody.plan_criu_restore(IMAGE, record_id=roots)
     # Record bytes are the caller's to plan from: they prove nothing about anyone's processes.
-    assert as_nobody.plan_criu_restore(IMAGE, record_file=roots_file).plan.record_id == roots.id
+    assert as_nobody.plan_criu_restore(IMAGE, record_file=roots_file).plan.record_id == roots
 
 
 def test_non_root_verifies_its_own_processes_and_sees_its_own_verdicts(group_daemon, as_nobody, nobody_sleeper,
                                                                         root_sleeper):
-    record = as_nobody.checkpoint_criu_image(IMAGE)
-    assert as_nobody.verify_restore(nobody_sleeper, record_id=record.id, stage="post-restore").ok
+    record_id = as_nobody.checkpoint_criu_image(IMAGE)
+    assert as_nobody.verify_restore(nobody_sleeper, record_id=record_id, stage="post-restore").ok
     with pytest.raises(errors.PermissionDenied, match=f"pid {root_sleeper} does not belong to uid {NOBODY}"):
-        as_nobody.verify_restore(root_sleeper, record_id=record.id)
+        as_nobody.verify_restore(root_sleeper, record_id=record_id)
     with group_daemon.client() as root:
-        root.verify_restore(root_sleeper, record_id=record.id, stage="post-restore")
-        assert [e.pid for e in root.restores(record.id)] == [nobody_sleeper, root_sleeper]
-    assert [e.pid for e in as_nobody.restores(record.id)] == [nobody_sleeper]
+        root.verify_restore(root_sleeper, record_id=record_id, stage="post-restore")
+        assert [e.pid for e in root.restores(record_id)] == [nobody_sleeper, root_sleeper]
+    assert [e.pid for e in as_nobody.restores(record_id)] == [nobody_sleeper]
 
 
-def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, nobody_sleeper, criu_hook_program):
+def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, nobody_sleeper, criu_forward_program):
     """Rootless CRIU: the hook runs as the user, in a directory of the user's."""
     images = tempfile.mkdtemp(dir=open_dir)
     with group_daemon.client() as root:
@@ -206,7 +206,7 @@ def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, 
     with open(config, "w") as f:
         f.write('policy = "suspend"\n')
     os.chmod(config, 0o644)
-    program = shutil.copy(criu_hook_program, open_dir)   # the tests' tree may be root-only
+    program = shutil.copy(criu_forward_program, open_dir)   # the tests' tree may be root-only
 
     def run_hook(action: str) -> str:
         environ = {"CRTOOLS_SCRIPT_ACTION": action, "CRTOOLS_IMAGE_DIR": images,
@@ -237,10 +237,10 @@ def test_the_criu_hook_is_served_for_the_users_own_tree(group_daemon, open_dir, 
 
 
 def test_the_criu_hook_works_for_a_user_only_in_a_directory_of_the_users(group_daemon, open_dir, nobody_sleeper,
-                                                                          criu_hook_program):
+                                                                          criu_forward_program):
     """A directory nobody may merely read (here /etc) is not one keeptimed
     writes into on nobody's behalf."""
-    program = shutil.copy(criu_hook_program, open_dir)
+    program = shutil.copy(criu_forward_program, open_dir)
     config = os.path.join(open_dir, "criu-hook.toml")
     with open(config, "w") as f:
         f.write('policy = "suspend"\n')

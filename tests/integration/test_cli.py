@@ -51,6 +51,13 @@ def test_every_command_speaks_json(daemon, tmp_path):
     assert plan["policy"] == "POLICY_ELAPSED" and isinstance(plan["targets"]["monotonic_ns"], int)
     restored = json.loads(ok(daemon.cli("--json", "restore", record_id, "--", "/bin/sleep", "5")))
     assert restored["mechanism"] == "unshare-proc-offsets" and restored["pid"] > 0
+    # One set of offsets, those written; the plan's own are labelled as planned.
+    planned = restored["plan"]
+    assert "offsets" not in planned and planned["targets"] and planned["planned_offsets"]
+    assert planned["planned_host_clocks"] and planned["planned_realtime_ns"] > 0
+    with open(f"/proc/{restored['pid']}/timens_offsets") as f:
+        written = {line.split()[0]: int(line.split()[1]) * 10**9 + int(line.split()[2]) for line in f}
+    assert written == {"monotonic": restored["monotonic_offset_ns"], "boottime": restored["boottime_offset_ns"]}
     clocks = json.loads(ok(daemon.cli("--json", "clocks", str(restored["pid"]))))
     assert clocks["timens_inode"] == procfs.timens_inode(restored["pid"]) and clocks["host_namespace"] is False
     joined = json.loads(ok(daemon.cli("--json", "exec", str(restored["pid"]), "--", "/bin/true")))

@@ -291,8 +291,8 @@ def test_a_damaged_image_fails_pre_restore_and_is_left_alone(client, far_process
 def test_any_damaged_image_fails_pre_restore_with_data_loss_and_is_left_alone(daemon, client, images, tmp_path,
                                                                                damage):
     if not images.has("keeptime-record.bin"):  # once: hypothesis reuses the fixtures across examples
-        record = client.checkpoint_criu_image(encode_timens(TimensClocks(S, 2 * S)))
-        images.write("keeptime-record.bin", client.export_record(record.id))
+        record_id = client.checkpoint_criu_image(encode_timens(TimensClocks(S, 2 * S)))
+        images.write("keeptime-record.bin", client.export_record(record_id))
         (tmp_path / "hook.toml").write_text('policy = "suspend"\n')
     images.write("timens-0.img", damage)
     environ = {"CRTOOLS_SCRIPT_ACTION": "pre-restore", "CRTOOLS_IMAGE_DIR": images.proc_path,

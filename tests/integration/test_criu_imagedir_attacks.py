@@ -84,8 +84,8 @@ def test_files_root_writes_never_take_the_users_mode(client, users_dir, run_hook
 def test_a_fifo_is_a_clear_error_not_a_hang(client, users_dir, run_hook, name):
     write_as_nobody(os.path.join(users_dir, "timens-0.img"), encode_timens(TimensClocks(S, 2 * S)), 0o644)
     if name != "timens-0.img":
-        record = client.checkpoint_criu_image(encode_timens(TimensClocks(S, 2 * S)))
-        write_as_nobody(os.path.join(users_dir, "keeptime-record.bin"), client.export_record(record.id), 0o644)
+        record_id = client.checkpoint_criu_image(encode_timens(TimensClocks(S, 2 * S)))
+        write_as_nobody(os.path.join(users_dir, "keeptime-record.bin"), client.export_record(record_id), 0o644)
     fifo = os.path.join(users_dir, name)
     if os.path.exists(fifo):
         as_nobody("rm", fifo)

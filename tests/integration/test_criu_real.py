@@ -15,8 +15,6 @@ from keeptimed import recordfile
 
 pytestmark = pytest.mark.root
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WRAPPER = os.path.join(ROOT, "deploy", "criu", "criu-hook")
 KEEPTIME_CLI = os.path.join(os.path.dirname(sys.executable), "keeptime")
 S = 10**9
 

@@ -39,7 +39,7 @@ def synthetic_record(record_id: str, clocks: tuple[int, int], host_boottime_ns: 
 def test_checkpoint_from_an_image_records_its_clocks_and_now(client):
     data = encode_timens(TimensClocks(864_000 * S + 123, 900_000 * S + 456))
     before = time.time_ns()
-    record = client.checkpoint_criu_image(data, root_pid=777, labels={"via": "test"})
+    record = client.get(client.checkpoint_criu_image(data, root_pid=777, labels={"via": "test"}))
     assert (record.clocks.monotonic_ns, record.clocks.boottime_ns) == (864_000 * S + 123, 900_000 * S + 456)
     assert record.source == "criu-image" and record.root_pid == 777 and record.labels["via"] == "test"
     assert record.boot_id == procfs.boot_id() and before <= record.realtime_ns <= time.time_ns()
@@ -61,13 +61,13 @@ def test_an_image_with_boottime_below_monotonic_is_a_record_like_any_other(clien
     days and BOOTTIME 40 days is a pair a tree may read, and the
     no-regression invariant holds per clock."""
     image = encode_timens(TimensClocks(110 * 86_400 * S, 40 * 86_400 * S))
-    record = client.checkpoint_criu_image(image)
+    record = client.get(client.checkpoint_criu_image(image))
     assert (record.clocks.monotonic_ns, record.clocks.boottime_ns) == (110 * 86_400 * S, 40 * 86_400 * S)
     for policy in ("freeze", "suspend", "elapsed"):
         plan = client.plan_criu_restore(image, record_id=record.id, policy=policy).plan
         assert plan.targets.monotonic_ns >= plan.recorded.monotonic_ns
         assert plan.targets.boottime_ns >= plan.recorded.boottime_ns
-    assert client.import_record(client.export_record(record.id)).id == record.id
+    assert client.import_record(client.export_record(record.id)) == record.id
 
 
 @pytest.fixture

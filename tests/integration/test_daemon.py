@@ -57,6 +57,22 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(fresh_daemon):
     assert "keeptimed stopped" in fresh_daemon.log()
 
 
+def test_the_pid_file_names_the_serving_daemon_and_goes_with_a_clean_stop(tmp_path):
+    """What deploy/install.sh starts without systemd: --pid-file, then SIGTERM."""
+    pid_file = tmp_path / "run" / "keeptimed.pid"
+    daemon = RunningDaemon(tmp_path).start("--pid-file", str(pid_file))
+    try:
+        assert pid_file.read_text() == f"{daemon.proc.pid}\n"
+        assert stat.S_IMODE(pid_file.stat().st_mode) == 0o644
+    finally:
+        assert daemon.stop() == 0
+    assert not pid_file.exists()
+    # A pid file a successor has taken over is left alone.
+    daemon.start("--pid-file", str(pid_file))
+    pid_file.write_text("1\n")
+    assert daemon.stop() == 0 and pid_file.read_text() == "1\n"
+
+
 def test_a_stale_socket_is_replaced_but_a_live_one_is_not(tmp_path):
     first = RunningDaemon(tmp_path).start()
     try:
@@ -90,8 +106,8 @@ def test_export_then_import_moves_a_record_to_another_daemon(daemon, tmp_path):
         with daemon.client() as source, other.client() as target:
             record = source.checkpoint_record(os.getpid())
             data = source.export_record(record.id[:8])
-            assert target.import_record(data) == record
-            assert target.import_record(data) == record  # retried import: idempotent
+            assert target.import_record(data) == record.id
+            assert target.import_record(data) == record.id  # retried import: idempotent
             assert target.get(record.id) == record
             assert target.plan(record.id, policy="freeze").recorded == record.clocks
             truncated = data[: len(data) // 2]

@@ -31,7 +31,17 @@ def test_everything_after_double_dash_is_the_command(capsys, monkeypatch):
     (["checkpoint", "99999999999"], "pid out of range"),
     (["restore", "abcd", "--env", "NOEQUALS", "--", "true"], "expected KEY=VALUE"),
     (["restore", "abcd"], "give the command to run"),
-    (["list", "--", "x"], "unexpected arguments after --"),
+    (["list", "--", "x"], "keeptime list: -- starts a command to run, which only restore and exec take"),
+    (["checkpoint", "--", "2"], "keeptime checkpoint: -- starts a command to run, which only restore and exec "
+                                "take (usage: keeptime checkpoint [-h] [--json] [--socket SOCKET] [--label K=V] pid)"),
+    (["--", "true"], "-- comes after a command (restore or exec), before the command to run"),
+    (["restore", "abcd", "--", ""], "keeptime restore: the command to run is an empty string"),
+    (["exec", "5150", "--", "", "x"], "keeptime exec: the command to run is an empty string"),
+    (["--timeout", "0", "list"], "argument --timeout: must be a number of seconds above 0, got '0'"),
+    (["--timeout", "-1", "list"], "argument --timeout: must be a number of seconds above 0, got '-1'"),
+    (["--timeout", "nan", "health"], "must be a number of seconds above 0"),
+    (["--timeout", "soon", "health"], "not a number of seconds: 'soon'"),
+    (["wait", "--timeout", "0", "5150"], "keeptime wait: argument --timeout: must be a number of seconds above 0"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(capsys, argv, message):

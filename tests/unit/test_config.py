@@ -126,6 +126,7 @@ def test_print_config_is_toml_that_loads_back_to_the_same_configuration(tmp_path
         "root_workers": 8, "user_calls": 8, "user_waits": 4, "user_processes": 1024, "user_records": 10_000,
         "user_store_bytes": 64 * 1024 * 1024, "user_restores": 10_000, "root_store_reserve": 64 * 1024 * 1024,
         "exec_timeout": 10.0,
+        "pid_file": "",
     }
     assert "workers = 3  # file" in printed.stdout and "grace = 2.0  # flag --grace" in printed.stdout
     again = keeptimed("--config", write(tmp_path, printed.stdout, "printed.toml"), "--print-config")

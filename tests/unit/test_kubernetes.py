@@ -27,8 +27,9 @@ def load_yaml(name: str) -> list[dict]:
         return [doc for doc in yaml.safe_load_all(f) if doc]
 
 
-def pyproject() -> dict:
-    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+def pyproject(where: str = "") -> dict:
+    """The root's pyproject.toml (keeptimed's), or client/'s (keeptime's)."""
+    with open(os.path.join(ROOT, where, "pyproject.toml"), "rb") as f:
         return tomllib.load(f)
 
 
@@ -130,7 +131,7 @@ def test_socket_and_store_live_on_the_node_at_the_same_paths(key, pod, container
 def test_probes_ask_grpc_health_over_the_socket_with_the_cli(probe, container, cfg):
     spec = container[probe]
     program, *argv = spec["exec"]["command"]
-    assert pyproject()["project"]["scripts"][program] == "keeptime.cli:main"
+    assert pyproject("client")["project"]["scripts"][program] == "keeptime.cli:main"
     args = cli.build_parser().parse_args(argv)
     assert args.command == "health" and args.socket == cfg.socket
     # The call's own deadline ends before Kubernetes gives up on the probe.
@@ -156,7 +157,7 @@ def test_restored_children_are_not_limited_or_killed_by_rollouts(daemonset, pod,
 def test_image_is_tagged_with_the_package_version(kustomization, container):
     (image,) = kustomization["images"]
     assert image["name"] == container["image"]
-    assert image["newTag"] == pyproject()["project"]["version"]
+    assert image["newTag"] == pyproject()["project"]["version"] == pyproject("client")["project"]["version"]
 
 
 def containerfile_stages() -> list[list[tuple[str, str]]]:

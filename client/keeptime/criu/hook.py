@@ -1,10 +1,12 @@
 """``keeptime criu-hook``: the CRIU hook in Python.
 
-CRIU's action script is keeptime-criu-hook (native/criu_hook.c), a small
+CRIU's action script is keeptime-criu-hook, a shell script that ends the
+steps keeptime does not use and execs keeptime-criu-forward
+(native/criu_forward.c, installed by the keeptimed distribution), a small
 program that forwards the steps keeptime uses to keeptimed, which does the
 work (keeptimed.criuactions). This module is the same hook for where that
-program is not installed, and what that program runs when keeptimed cannot
-be reached:
+program is not installed (the script runs it then), and what that program
+runs when keeptimed cannot be reached:
 
     keeptimed reachable   the step is forwarded exactly as the native hook
                           forwards it (keeptime.criu.hookwire)

@@ -3,9 +3,10 @@ own socket.
 
 CRIU runs its action script at every step of a dump and a restore, and time
 spent there is charged to the dump, the restore and, between CRIU creating
-the tree's time namespace and resuming it, to the tree's MONOTONIC. So the
-script (keeptime-criu-hook, native/criu_hook.c) is a small static program
-that only forwards: it opens, with its own privileges and in CRIU's pid and
+the tree's time namespace and resuming it, to the tree's MONOTONIC. So what
+speaks this wire is a small static program that only forwards
+(keeptime-criu-forward, native/criu_forward.c, which the action script
+keeptime-criu-hook execs): it opens, with its own privileges and in CRIU's pid and
 mount namespaces, a pidfd of CRTOOLS_INIT_PID, the image directory
 CRTOOLS_IMAGE_DIR and its configuration file, and passes the three
 descriptors to keeptimed (SCM_RIGHTS), which does the work. gRPC cannot carry

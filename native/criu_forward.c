@@ -1,12 +1,16 @@
 /*
- * keeptime-criu-hook: keeptime's CRIU action script.
+ * keeptime-criu-forward: the native half of keeptime's CRIU action script.
  *
  * CRIU runs its action script at every step of a dump and a restore, and
  * the time a step takes is charged to the dump, to the restore and, between
  * CRIU creating the tree's time namespace and resuming it, to the restored
- * tree's CLOCK_MONOTONIC. So this is a small static program that only
- * forwards: for the steps keeptime uses it opens, with its own privileges
- * and in CRIU's pid and mount namespaces,
+ * tree's CLOCK_MONOTONIC. The action script, keeptime-criu-hook (a shell
+ * script of the keeptime distribution), ends the steps keeptime does not use
+ * and execs this program for the others; deploy/install.sh names this
+ * program itself as CRIU's action script, which saves the shell's start.
+ * It is a small static program that only forwards: for the steps keeptime
+ * uses it opens, with its own privileges and in CRIU's pid and mount
+ * namespaces,
  *   - a pidfd of CRTOOLS_INIT_PID (so the pid means CRIU's process, whatever
  *     pid namespace CRIU runs in),
  *   - the image directory CRTOOLS_IMAGE_DIR (a /proc/<criu>/fd/N path),
