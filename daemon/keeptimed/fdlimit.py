@@ -50,20 +50,15 @@ def check_user_headroom() -> None:
     """LimitExceeded (root_descriptors) when the descriptors still free are
     only the top quarter of keeptimed's open-file limit, kept for root.
 
-    Descriptors are handed out lowest first, so the lowest free one shows
-    how far the table is used: one in the top quarter means all below it
-    are taken. A constant-time look, whatever the number of descriptors."""
+    Open descriptors are counted, not inferred from the lowest free one:
+    a restore opens a few for a moment before the pidfd it keeps, so the
+    table has holes well below its highest descriptor in use."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return
     roots = soft // ROOT_SHARE
-    try:
-        lowest_free = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        lowest_free = soft
-    else:
-        os.close(lowest_free)
-    if lowest_free >= soft - roots:
-        raise LimitExceeded("root_descriptors", f"keeptimed has at most {soft - lowest_free} of its {soft} "
+    in_use = len(os.listdir("/proc/self/fd")) - 1   # less the one listdir held
+    if in_use >= soft - roots:
+        raise LimitExceeded("root_descriptors", f"keeptimed has at most {soft - in_use} of its {soft} "
                                                 f"descriptors free, and keeps the last {roots} for root: no "
                                                 "process is started for other callers until some are released")

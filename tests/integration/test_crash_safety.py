@@ -21,6 +21,7 @@ from helpers.daemon import RunningDaemon
 from helpers.smalldisk import SmallDisk
 from keeptime import errors
 from keeptime.recordfile import encode as encode_record
+from keeptime.recordfile import parse as parse_record
 from keeptime.v1 import keeptime_pb2 as pb
 
 pytestmark = pytest.mark.root
@@ -225,14 +226,15 @@ def fill_the_store(client, pid: int) -> tuple[dict, list]:
     base = client.checkpoint_record(pid)
     client.delete(base.id)
     for i in range(4 * DISK_BYTES // BIG_RECORD_BYTES):
+        data = _big(base, i)
         try:
-            record = client.import_record(_big(base, i))
+            record_id = client.import_record(data)
         except errors.KeeptimeError as exc:
             refused.append(exc)
             if len(refused) == 5:
                 break
         else:
-            acknowledged[record.id] = record
+            acknowledged[record_id] = parse_record(data)
     return acknowledged, refused
 
 
