@@ -179,3 +179,55 @@ def as_nobody(group_daemon, open_dir):
     with Client(socket=proxy.path, timeout=20) as client:
         yield client
     proxy.close()
+
+
+@pytest.fixture
+def world_writable_dir():
+    """A directory every user may write (programs write there as nobody)."""
+    path = tempfile.mkdtemp(prefix="keeptime-shared-")
+    os.chmod(path, 0o777)
+    yield path
+    subprocess.run(["rm", "-rf", path], check=False)
+
+
+# -- real CRIU, runc and podman (helpers/containers.py), skipped with the
+# reason where they are absent or `criu check` fails
+
+def _skip_unless_usable(reason: str) -> None:
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def criu_ready():
+    from helpers import containers
+
+    _skip_unless_usable(containers.criu_skip_reason())
+
+
+@pytest.fixture(scope="session")
+def runc_ready(criu_ready):
+    from helpers import containers
+
+    _skip_unless_usable(containers.runc_skip_reason())
+
+
+@pytest.fixture(scope="session")
+def podman_ready(runc_ready):
+    from helpers import containers
+
+    _skip_unless_usable(containers.podman_skip_reason())
+
+
+@pytest.fixture(scope="session")
+def ticker():
+    """A static program appending "MONOTONIC BOOTTIME" every 10 ms to the file it is given."""
+    from helpers import containers
+
+    directory = containers.public_dir("keeptime-ticker-")
+    try:
+        yield containers.build_ticker(directory)
+    except containers.Unavailable as exc:
+        pytest.skip(str(exc))
+    finally:
+        shutil.rmtree(directory)

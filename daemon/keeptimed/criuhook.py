@@ -22,7 +22,7 @@ from concurrent import futures
 from typing import Optional
 
 from keeptime.criu import hookconfig, hookwire
-from keeptime.criu.imagedir import ImageDir, ImageFileError
+from keeptime.criu.imagedir import ImageDir
 
 from .access import Access, Caller
 from .admission import Admission

@@ -20,7 +20,7 @@ from .access import Access, Caller, current_caller
 from .admission import Admission
 from .calls import note, rpc
 from .children import Children
-from .errors import Cancelled, DeadlineExceeded, FailedPrecondition, InvalidArgument, KeeptimeError, NotFound
+from .errors import Cancelled, DeadlineExceeded, InvalidArgument, KeeptimeError, NotFound
 from .hostclock import HostClock
 from .limits import Limits
 from .metrics import KeeptimeMetrics

@@ -29,12 +29,9 @@ UNSET = "4294967295"
 
 
 @pytest.fixture
-def open_dir():
-    """A directory every user may write (the programs write there as nobody)."""
-    path = tempfile.mkdtemp(prefix="keeptime-confine-")
-    os.chmod(path, 0o777)
-    yield path
-    subprocess.run(["rm", "-rf", path], check=False)
+def open_dir(world_writable_dir):
+    """Here the programs write in it as nobody."""
+    return world_writable_dir
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ CRIU configuration lives only in the tests' own files (`--config`, runc's
 org.criu.config annotation). Skipped with the reason where `criu check`
 fails or runc/podman is absent."""
 import os
-import shutil
 import sys
 import time
 
@@ -32,22 +31,8 @@ DOWNTIME_S = 1.5
 MAX_STEP_NS = 1 * S
 
 
-@pytest.fixture(scope="module")
-def criu_ready():
-    reason = containers.criu_skip_reason()
-    if reason:
-        pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def ticker():
-    directory = containers.public_dir("keeptime-ticker-")
-    try:
-        yield containers.build_ticker(directory)
-    except containers.Unavailable as exc:
-        pytest.skip(str(exc))
-    finally:
-        shutil.rmtree(directory)
 
 
 class Hook:
@@ -209,18 +194,8 @@ def test_a_tree_that_cannot_be_verified_fails_the_restore(criu_ready, ticker, ho
 
 # -- runc and podman ---------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def runc_ready(criu_ready):
-    reason = containers.runc_skip_reason()
-    if reason:
-        pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def podman_ready(runc_ready):
-    reason = containers.podman_skip_reason()
-    if reason:
-        pytest.skip(reason)
 
 
 def test_runc_under_suspend(runc_ready, ticker, hook_for, client, tmp_path):

@@ -9,7 +9,6 @@ which environment.
 Skipped with the reason where `criu check` fails or runc/podman is absent."""
 import os
 import re
-import shutil
 
 import pytest
 
@@ -31,35 +30,10 @@ DAY_S = 86_400
 MAX_STEP_MS = 2000  # loose: the step is tens of ms idle, more on a busy 2-core VM
 
 
-def _skip_unless(reason: str) -> None:
-    if reason:
-        pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def criu_ready():
-    _skip_unless(containers.criu_skip_reason())
 
 
-@pytest.fixture(scope="module")
-def runc_ready(criu_ready):
-    _skip_unless(containers.runc_skip_reason())
-
-
-@pytest.fixture(scope="module")
-def podman_ready(runc_ready):
-    _skip_unless(containers.podman_skip_reason())
-
-
-@pytest.fixture(scope="module")
-def ticker():
-    directory = containers.public_dir("keeptime-ticker-")
-    try:
-        yield containers.build_ticker(directory)
-    except containers.Unavailable as e:
-        pytest.skip(str(e))
-    finally:
-        shutil.rmtree(directory)
 
 
 class Logged:
@@ -220,8 +194,8 @@ def test_podman(podman_ready, ticker, logged, tmp_path):
 
 @pytest.mark.parametrize("runtime", ["criu", "runc"])
 def test_measure(criu_ready, ticker, tmp_path, runtime):
-    if runtime == "runc":
-        _skip_unless(containers.runc_skip_reason())
+    if runtime == "runc" and containers.runc_skip_reason():
+        pytest.skip(containers.runc_skip_reason())
     script = containers.write_script(str(tmp_path / "exit0.sh"), "#!/bin/sh\nexit 0\n")
     for hook in (None, script):
         result = containers.measure(ticker, str(tmp_path / f"run-{bool(hook)}"), runtime, hook)

@@ -12,7 +12,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -36,13 +35,6 @@ MEMBER = 4242            # no passwd entry needed: its gid makes it a member
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 
-@pytest.fixture
-def open_dir():
-    """A directory every user may traverse (pytest's tmp_path is root-only)."""
-    path = tempfile.mkdtemp(prefix="keeptime-limits-")
-    os.chmod(path, 0o755)
-    yield path
-    subprocess.run(["rm", "-rf", path], check=False)
 
 
 class Member:

@@ -237,12 +237,9 @@ def _wait_for_kids(parent: int, count: int, timeout: float = 5.0) -> list[int]:
 # -- a non-root caller in a pid namespace of its own -----------------------------
 
 @pytest.fixture
-def open_dir():
-    """A directory every user may traverse (pytest's tmp_path is root-only)."""
-    path = tempfile.mkdtemp(prefix="keeptime-pidns-")
-    os.chmod(path, 0o777)
-    yield path
-    subprocess.run(["rm", "-rf", path], check=False)
+def open_dir(world_writable_dir):
+    """Here the programs write in it as nobody."""
+    return world_writable_dir
 
 
 def test_a_non_root_caller_in_its_own_pid_namespace(open_dir):
