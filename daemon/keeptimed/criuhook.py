@@ -55,6 +55,9 @@ class HookServer:
         self.admission = admission or Admission(Limits.defaults(), hook_workers=workers)
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keeptimed-criu-hook")
         self._pending = threading.BoundedSemaphore(max_pending)
+        self._reading: set[HookConnection] = set()   # steps still waiting for their request
+        self._lock = threading.Lock()
+        self._stopping = False
 
     def submit(self, connection: HookConnection) -> None:
         """Take a connection from the relay (its thread: never blocks)."""
@@ -85,7 +88,13 @@ class HookServer:
         connection.close()
 
     def shutdown(self) -> None:
-        """Finish the steps under way; refuse the rest."""
+        """Finish the steps under way; refuse the rest. A step still waiting
+        for its request ends at once: a hook that sends slowly cannot hold
+        keeptimed's shutdown."""
+        with self._lock:
+            self._stopping = True
+            for connection in self._reading:
+                _shut(connection)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _serve(self, connection: HookConnection, ticket=None) -> None:
@@ -98,7 +107,7 @@ class HookServer:
         started = time.monotonic()
         action, code, step, answered = "?", EXIT_FAILED, None, False
         try:
-            fields, fds = _read_request(connection)
+            fields, fds = self._read(connection)
             action = fields.get("action", "")
             if fields.get("answer") == "early" and action == hookwire.ANSWERED_EARLY:
                 _answer(connection, action, 0, f"keeptime criu-hook: {action}: keeptimed verifies pid "
@@ -122,6 +131,17 @@ class HookServer:
                 step.images.close()
             connection.close()
         self._log(connection, action, code, time.monotonic() - started, step, message)
+
+    def _read(self, connection: HookConnection) -> tuple[dict, dict]:
+        with self._lock:
+            if self._stopping:
+                raise RequestError("keeptimed is stopping")
+            self._reading.add(connection)
+        try:
+            return _read_request(connection)
+        finally:
+            with self._lock:
+                self._reading.discard(connection)
 
     def _step(self, connection: HookConnection, fields: dict, fds: dict) -> Step:
         caller = self.access.caller_of(connection.credentials)
@@ -159,18 +179,23 @@ def _answer(connection: HookConnection, action: str, code: int, message: str) ->
 
 
 def _read_request(connection: HookConnection) -> tuple[dict, dict]:
-    """(fields, {descriptor name: fd}) of the request; the fds stay the connection's, closed with it."""
+    """(fields, {descriptor name: fd}) of the request; the fds stay the
+    connection's, closed with it. The whole request must come within
+    READ_TIMEOUT, however it is cut into pieces."""
     sock = connection.sock
-    sock.settimeout(READ_TIMEOUT)
+    deadline = time.monotonic() + READ_TIMEOUT
     data = connection.received
     header = len(hookwire.MAGIC) + 4
     try:
         while len(data) < header:
-            data += _recv(sock, header - len(data))
+            data += _recv(sock, header - len(data), deadline)
         length = hookwire.body_length(data[:header])
         while len(data) < header + length:
-            data += _recv(sock, header + length - len(data))
+            data += _recv(sock, header + length - len(data), deadline)
         fields = hookwire.parse_body(data[header:header + length])
+    except TimeoutError:
+        raise RequestError(f"bad request from the hook: timed out: the whole request must come within "
+                           f"{READ_TIMEOUT:g} s") from None
     except (hookwire.WireError, OSError) as exc:
         raise RequestError(f"bad request from the hook: {exc}") from None
     names = [name for name in fields.get("fds", "").split(",") if name]
@@ -180,7 +205,11 @@ def _read_request(connection: HookConnection) -> tuple[dict, dict]:
     return fields, dict(zip(names, connection.fds))
 
 
-def _recv(sock: socket.socket, size: int) -> bytes:
+def _recv(sock: socket.socket, size: int, deadline: float) -> bytes:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    sock.settimeout(left)
     chunk = sock.recv(size)
     if not chunk:
         raise hookwire.WireError("the hook closed the connection mid-request")
@@ -229,6 +258,14 @@ def _strerror(text: str) -> str:
         return os.strerror(int(text))
     except ValueError:
         return text
+
+
+def _shut(connection: HookConnection) -> None:
+    """End a connection's reads (and writes) at once, from another thread."""
+    try:
+        connection.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _reply_nowait(connection: HookConnection, code: int, message: str) -> None:

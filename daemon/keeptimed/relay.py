@@ -87,7 +87,7 @@ def peer_credentials(sock: socket.socket) -> PeerCredentials:
     return PeerCredentials(pid, uid, gid)
 
 
-@dataclass
+@dataclass(eq=False)   # one connection is equal only to itself (and hashable)
 class HookConnection:
     """A connection that turned out to be the CRIU hook's: its socket
     (blocking), the bytes read so far, the descriptors that came with them,

@@ -3,6 +3,7 @@ by hand: the relay tells it from gRPC by the first bytes, whatever the gRPC
 server said meanwhile; bad requests get a clear answer; descriptors sent
 where they do not belong are closed."""
 import os
+import select
 import socket
 import time
 
@@ -128,3 +129,27 @@ def test_forged_descriptors_and_fields_are_usage_errors_not_internal_ones(daemon
             os.close(fd)
     assert code == 2 and words in message, message
     assert "internal error" not in message and "Traceback" not in daemon.log()
+
+
+def test_a_hook_that_sends_a_byte_at_a_time_is_cut_off_by_one_deadline(daemon):
+    """Each byte within the per-read wait would keep a worker for ever; the
+    whole request has one deadline."""
+    with connect(daemon) as sock:
+        started = time.monotonic()
+        request = hookwire.encode_request({"action": "post-dump", "fds": ""})
+        for byte in request[:-1]:
+            sock.send(bytes([byte]))
+            if select.select([sock], [], [], 0.8)[0]:   # keeptimed has answered: stop sending
+                break
+        code, message = hookwire.read_reply(sock)
+    assert code == 2 and "the whole request must come within" in message
+    assert time.monotonic() - started < 15
+
+
+def test_a_slow_hook_does_not_hold_up_keeptimeds_shutdown(fresh_daemon):
+    with connect(fresh_daemon) as sock:
+        sock.send(hookwire.MAGIC[:4])
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert fresh_daemon.stop() == 0
+        assert time.monotonic() - started < 5
