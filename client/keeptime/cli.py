@@ -2,29 +2,22 @@
 
 Every command prints something a human can read, or with --json one JSON
 document for machines; errors are one line on stderr and a non-zero exit.
+
+This module only parses: what runs a command (gRPC, the generated API, the
+output) is imported once the command line is known to need it, so
+`keeptime --help`, `--version` and usage errors start in the time of a bare
+Python start (the CRIU hook and operators start the CLI often).
 """
 import argparse
 import grp
-import json
-import os
 import pwd
 import sys
 from typing import Optional
 
-from . import __version__, completion, doctor, errors
-from .client import Client
-from .criu import hook as criu_hook
-from .criu.dumpdir import RECORD_FILE, DumpDir
-from .criu.imagedir import ImageDir, ImageFileError
-from .defaults import CONFIG_ENV, DEFAULT_CONFIG, DEFAULT_SOCKET, POLICIES, SOCKET_ENV
-from .output import (emit, message_to_dict, policy_name, print_clocks, print_doctor, print_info, print_json,
-                     print_list, print_plan, print_record, print_restores)
-from .timefmt import format_ns
+from . import __version__, completion
+from .defaults import CONFIG_ENV, CRIU_RECORD_FILE, DEFAULT_CONFIG, DEFAULT_SOCKET, POLICIES, SOCKET_ENV
+from .usage import EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, UsageError, fail as _fail  # noqa: F401 (the CLI's exit statuses)
 
-EXIT_OK = 0
-EXIT_ERROR = 1        # the daemon refused or failed the request
-EXIT_USAGE = 2        # bad command line or invalid argument
-EXIT_UNAVAILABLE = 3  # keeptimed could not be reached
 INT32_MAX = 2**31 - 1
 
 EXAMPLES = """\
@@ -46,10 +39,6 @@ health: not serving), 2 usage or invalid argument, 3 keeptimed unreachable;
 `wait` exits with the waited process's status. Errors are one line on stderr;
 with --json, one JSON object: {"error": {"code", "message"}, "exit_status"}.
 """
-
-
-class UsageError(Exception):
-    pass
 
 
 class Parser(argparse.ArgumentParser):
@@ -160,7 +149,7 @@ def build_parser() -> Parser:
                 "  keeptime restore --criu-images /var/lib/ckpt -- criu restore --unprivileged -D /var/lib/ckpt\n")
     p.add_argument("record", metavar="ID", nargs="?", help="the record (not with --criu-images)")
     p.add_argument("--criu-images", metavar="DIR",
-                   help=f"take the record from CRIU image directory DIR ({RECORD_FILE}, written by the "
+                   help=f"take the record from CRIU image directory DIR ({CRIU_RECORD_FILE}, written by the "
                         f"criu-hook at dump) and import it; CMD is typically criu restore --unprivileged -D DIR")
     p.add_argument("--policy", choices=POLICIES, default=None, help="freeze, suspend or elapsed (default: the daemon's, suspend)")
     add_command_options(p)
@@ -206,145 +195,6 @@ def build_parser() -> Parser:
                 "  source <(keeptime completion bash)\n")
     p.add_argument("shell", choices=completion.SHELLS)
     return parser
-
-
-# -- commands -----------------------------------------------------------------
-
-def _command_kwargs(args) -> dict:
-    argv = list(args.argv)
-    if not argv:
-        raise UsageError(f"keeptime {args.command}: give the command to run after --")
-    if not argv[0]:
-        raise UsageError(f"keeptime {args.command}: the command to run is an empty string")
-    env = [f"{k}={v}" for k, v in os.environ.items()] if args.env_from_caller else []
-    env += args.env
-    absolute = lambda path: os.path.abspath(path) if path else None  # noqa: E731 (relative to the caller)
-    return dict(argv=argv, env=env, cwd=absolute(args.cwd), uid=args.uid, gid=args.gid,
-                stdin=absolute(args.stdin), stdout=absolute(args.stdout), stderr=absolute(args.stderr))
-
-
-PLANNING_VALUES = ("offsets", "host_clocks", "realtime_ns")
-
-
-def _as_planned(plan: dict) -> dict:
-    """A restore's plan with the values of the moment it was made labelled
-    planned_*: the offsets written are the restore's own, computed later."""
-    return {f"planned_{key}" if key in PLANNING_VALUES else key: value for key, value in plan.items()}
-
-
-def run(args, client: Client) -> int:
-    """Execute one parsed command; returns the exit status."""
-    as_json = args.json
-    if args.command == "checkpoint":
-        labels = dict(label.split("=", 1) for label in args.label)
-        record = client.checkpoint_record(args.pid, labels)
-        print_json(message_to_dict(record)) if as_json else emit(record.id)
-    elif args.command == "plan":
-        plan = client.plan(args.record, args.policy)
-        print_json(message_to_dict(plan)) if as_json else print_plan(plan)
-    elif args.command == "restore":
-        kwargs = _command_kwargs(args)
-        record_id = _criu_record(args, client) if args.criu_images else args.record
-        result = client.restore(record_id, policy=args.policy, **kwargs)
-        if as_json:
-            print_json({
-                "pid": result.pid, "mechanism": result.mechanism, "timens_inode": result.timens_inode,
-                "monotonic_offset_ns": result.monotonic_offset_ns, "boottime_offset_ns": result.boottime_offset_ns,
-                "plan": _as_planned(message_to_dict(result.plan)),
-            })
-        else:
-            print(result.pid)
-            emit(f"keeptime: restored {result.plan.record_id} as pid {result.pid} under "
-                 f"{policy_name(result.plan.policy)} via {result.mechanism}; offsets monotonic "
-                 f"{format_ns(result.monotonic_offset_ns)}, boottime {format_ns(result.boottime_offset_ns)}",
-                 file=sys.stderr)
-    elif args.command == "exec":
-        result = client.exec(args.pid, **_command_kwargs(args))
-        if as_json:
-            print_json({
-                "pid": result.pid, "mechanism": result.mechanism, "timens_inode": result.timens_inode,
-                "monotonic_offset_ns": result.monotonic_offset_ns, "boottime_offset_ns": result.boottime_offset_ns,
-            })
-        else:
-            print(result.pid)
-    elif args.command == "wait":
-        status = client.wait_status(args.pid, getattr(args, "wait_timeout", None))
-        if as_json:
-            print_json({"pid": status.pid, "exit_code": status.exit_code, "signal": status.signal,
-                         "status": status.status})
-        else:
-            print(status.status)
-        return status.status if 0 <= status.status <= 255 else EXIT_ERROR
-    elif args.command == "show":
-        record = client.get(args.record)
-        print_json(message_to_dict(record)) if as_json else print_record(record)
-    elif args.command == "list":
-        records = client.list()
-        print_json([message_to_dict(r) for r in records]) if as_json else print_list(records)
-    elif args.command == "rm":
-        record_id = client.delete(args.record)
-        print_json({"deleted": record_id}) if as_json else emit(record_id)
-    elif args.command == "clocks":
-        clocks = client.clocks(args.pid)
-        print_json(message_to_dict(clocks)) if as_json else print_clocks(clocks)
-    elif args.command == "info":
-        info = client.info()
-        print_json(message_to_dict(info)) if as_json else print_info(info)
-    elif args.command == "health":
-        status = client.health()
-        print_json({"status": status}) if as_json else emit(status)
-        return EXIT_OK if status == "SERVING" else EXIT_ERROR
-    elif args.command == "restores":
-        events = client.restores(args.record)
-        print_json([message_to_dict(e) for e in events]) if as_json else print_restores(events)
-    return EXIT_OK
-
-
-def run_local(args) -> int:
-    """Commands that do not go through one daemon call: completion, doctor."""
-    if args.command == "completion":
-        sys.stdout.write(completion.bash(build_parser()))
-        return EXIT_OK
-    socket_path = args.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
-    report = doctor.run(socket_path, min(args.timeout, 10.0), args.config, criu=not args.no_criu)
-    if args.json:
-        info = report["daemon"]
-        print_json({**report, "daemon": message_to_dict(info) if info is not None else None})
-    else:
-        print_doctor(report)
-    return EXIT_OK if report["ok"] else EXIT_ERROR
-
-
-def _fail(status: int, code: str, message: str, line: str, as_json: bool) -> int:
-    """Report an error on stderr: its line, or with --json one JSON object
-    {"error": {"code", "message"}, "exit_status"}; returns the exit status."""
-    if as_json:
-        print(json.dumps({"error": {"code": code, "message": message}, "exit_status": status}), file=sys.stderr)
-    else:
-        emit(line, file=sys.stderr)
-    return status
-
-
-def _criu_record(args, client: Client) -> str:
-    """Import the record CRIU's image directory carries; returns its id."""
-    if args.record:
-        raise UsageError("keeptime restore: give a record ID or --criu-images DIR, not both")
-    try:
-        with DumpDir(ImageDir(args.criu_images)) as dump:
-            data = dump.read_record()
-            timens = dump.timens_name() if dump.read_timens() is not None else ""
-    except (OSError, ImageFileError) as exc:
-        raise UsageError(f"keeptime restore: cannot read {args.criu_images}: "
-                         f"{exc.strerror if isinstance(exc, OSError) else exc}") from None
-    if data is None:
-        raise UsageError(f"keeptime restore: {args.criu_images} has no {RECORD_FILE} "
-                         f"(was the dump made with the keeptime CRIU hook?)")
-    record_id = client.import_record(data)
-    if timens and "--unprivileged" not in args.argv:
-        print(f"keeptime: warning: {args.criu_images} has {timens}: unless CMD is criu restore "
-              f"--unprivileged, CRIU applies that image itself and the namespace keeptime prepares does "
-              f"not change the restored clocks", file=sys.stderr)
-    return record_id
 
 
 COMMAND_TAKERS = ("restore", "exec")   # the commands that take a command to run after --
@@ -394,25 +244,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "criu-hook":
             if command:
                 raise UsageError("keeptime criu-hook: takes no arguments; CRIU passes everything in CRTOOLS_*")
+            from .criu import hook as criu_hook
             return criu_hook.main(socket=args.socket, timeout=args.timeout)
         if args.command == "restore" and not args.record and not args.criu_images:
             raise UsageError("keeptime restore: give a record ID or --criu-images DIR")
         if command:
             _check_takes_a_command(parser, args.command, command)
             args.argv = list(args.argv) + command
-        if args.command in ("completion", "doctor"):
-            return run_local(args)
-        with Client(socket=args.socket, timeout=args.timeout) as client:
-            return run(args, client)
+        if args.command == "completion":
+            sys.stdout.write(completion.bash(build_parser()))
+            return EXIT_OK
+        from .commands import execute   # gRPC and the generated API: only now
+        return execute(args)
     except UsageError as exc:
         return _fail(EXIT_USAGE, "USAGE", str(exc), f"{exc}", as_json)
-    except errors.KeeptimeError as exc:
-        status = EXIT_ERROR
-        if isinstance(exc, errors.Unavailable):
-            status = EXIT_UNAVAILABLE
-        elif isinstance(exc, errors.InvalidArgument):
-            status = EXIT_USAGE
-        return _fail(status, exc.code.name, exc.message, f"keeptime: {exc}", as_json)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

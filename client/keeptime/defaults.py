@@ -8,3 +8,5 @@ POLICIES = ("freeze", "suspend", "elapsed")
 DEFAULT_POLICY = "suspend"
 CONFIG_ENV = "KEEPTIME_CONFIG"
 DEFAULT_CONFIG = "/etc/keeptime/keeptimed.toml"
+# The record file the CRIU hook writes into an image directory at post-dump.
+CRIU_RECORD_FILE = "keeptime-record.bin"

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from keeptime import cli, output
+from keeptime import cli, commands, output
 from keeptime.v1 import keeptime_pb2 as pb
 
 
@@ -18,7 +18,7 @@ def test_everything_after_double_dash_is_the_command(capsys, monkeypatch):
         seen.update(vars(args))
         return 0
 
-    monkeypatch.setattr(cli, "run", fake_run)
+    monkeypatch.setattr(commands, "run", fake_run)
     assert cli.main(["--socket", "/nonexistent", "restore", "abcd", "--policy", "freeze",
                      "--env", "A=1", "--", "prog", "--policy", "x", "--"]) == 0
     assert seen["argv"] == ["prog", "--policy", "x", "--"]

@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..limits import RECORD_FILE_BYTES
+from ..defaults import CRIU_RECORD_FILE
 from . import image
 from .imagedir import ImageDir, ImageFileError
 
-RECORD_FILE = "keeptime-record.bin"
+RECORD_FILE = CRIU_RECORD_FILE
 ORIGINAL_SUFFIX = ".orig"
 DUMP_SUFFIX = ".orig.dump"
 # What keeptime 0.1 kept instead of DUMP_SUFFIX: the sha256 of the image it wrote.
