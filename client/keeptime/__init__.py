@@ -5,12 +5,8 @@ checkpoint/restore and migration. This package holds the Python client
 ``from keeptime import Client`` works as ever; the client (and gRPC with it)
 is imported on first use of those names, so the CLI's `--help` and
 `--version` do not pay for gRPC's import."""
-from importlib.metadata import PackageNotFoundError, version
+from ._version import __version__
 
-try:
-    __version__ = version("keeptime")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0+unknown"
 __all__ = ["Client", "ExecResult", "ExitStatus", "KeeptimeError", "RestoreResult"]
 _FROM = {"Client": "client", "ExecResult": "client", "ExitStatus": "client", "RestoreResult": "client",
          "KeeptimeError": "errors"}

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import errors
 from .limits import CHANNEL_OPTIONS
@@ -150,7 +149,6 @@ class Client:
             self.socket = socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
             self._channel = grpc.insecure_channel(f"unix:{os.path.abspath(self.socket)}", options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.KeeptimeStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -293,7 +291,10 @@ class Client:
     def health(self, service: str = "") -> str:
         """grpc.health.v1 status of keeptimed ("" is the whole server): "SERVING",
         "NOT_SERVING" (e.g. shutting down), ..."""
-        reply = self._call("Check", health_pb2.HealthCheckRequest(service=service), stub=self._health)
+        from grpc_health.v1 import health_pb2, health_pb2_grpc   # here: most commands never need it
+
+        reply = self._call("Check", health_pb2.HealthCheckRequest(service=service),
+                           stub=health_pb2_grpc.HealthStub(self._channel))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     # -- CRIU ---------------------------------------------------------------

@@ -4,11 +4,9 @@ keeptimed's errors as the CLI's exit statuses."""
 import os
 import sys
 
-from . import doctor, errors
+from . import errors
 from .usage import EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, UsageError, fail
 from .client import Client
-from .criu.dumpdir import RECORD_FILE, DumpDir
-from .criu.imagedir import ImageDir, ImageFileError
 from .defaults import DEFAULT_SOCKET, SOCKET_ENV
 from .output import (emit, message_to_dict, policy_name, print_clocks, print_doctor, print_info, print_json,
                      print_list, print_plan, print_record, print_restores)
@@ -33,6 +31,8 @@ def execute(args) -> int:
 
 def run_doctor(args) -> int:
     """keeptime doctor: checks this host, and keeptimed if it answers."""
+    from . import doctor   # its checks need modules no other command does
+
     socket_path = args.socket or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
     report = doctor.run(socket_path, min(args.timeout, 10.0), args.config, criu=not args.no_criu)
     if args.json:
@@ -135,6 +135,9 @@ def run(args, client: Client) -> int:
 
 def _criu_record(args, client: Client) -> str:
     """Import the record CRIU's image directory carries; returns its id."""
+    from .criu.dumpdir import RECORD_FILE, DumpDir   # CRIU's image readers: only this option needs them
+    from .criu.imagedir import ImageDir, ImageFileError
+
     if args.record:
         raise UsageError("keeptime restore: give a record ID or --criu-images DIR, not both")
     try:

@@ -10,6 +10,8 @@ import subprocess
 import tomllib
 
 import pytest
+
+import keeptime
 import yaml
 
 from keeptime import cli
@@ -157,7 +159,7 @@ def test_restored_children_are_not_limited_or_killed_by_rollouts(daemonset, pod,
 def test_image_is_tagged_with_the_package_version(kustomization, container):
     (image,) = kustomization["images"]
     assert image["name"] == container["image"]
-    assert image["newTag"] == pyproject()["project"]["version"] == pyproject("client")["project"]["version"]
+    assert image["newTag"] == pyproject()["project"]["version"] == keeptime.__version__
 
 
 def containerfile_stages() -> list[list[tuple[str, str]]]:
