@@ -1,5 +1,7 @@
 """The CLI's grammar and output, without a daemon."""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -92,3 +94,17 @@ def test_criu_usage_errors_are_one_line_and_exit_2(capsys, argv, message):
     assert cli.main(["--socket", "/nonexistent", *argv]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["restore", "--help"], ["checkpoint", "notapid"]])
+def test_what_needs_no_daemon_imports_no_grpc(argv):
+    """The CLI starts often (operators, scripts, the CRIU hook's fallback):
+    what needs no daemon must not pay for gRPC's and protobuf's import."""
+    probe = ("import sys, runpy\n"
+             f"sys.argv = ['keeptime', *{argv!r}]\n"
+             "try:\n    runpy.run_module('keeptime.cli', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "loaded = sorted(m for m in ('grpc', 'google.protobuf') if m in sys.modules)\n"
+             "sys.stderr.write(f'LOADED={loaded}')\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stderr.endswith("LOADED=[]"), done.stderr
