@@ -215,32 +215,88 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Wait until fd is readable (1), or until deadline_ms on CLOCK_MONOTONIC
- * passes (0, ETIMEDOUT) or cancel_fd turns readable (0, ECANCELED).
- * deadline_ms < 0: no deadline and no cancel. */
-static int wait_readable(int fd, int64_t deadline_ms, int cancel_fd, int *why)
+/* Wait until every sender has closed the report socket (1: it hung up; the
+ * reports queued stay readable), or until deadline_ms on CLOCK_MONOTONIC
+ * passes (0, ETIMEDOUT) or cancel_fd turns readable (0, ECANCELED). Reports
+ * arriving meanwhile wake nobody: poll() asks for POLLRDHUP only, and the
+ * kernel wakes a poller only for the events it asked for (and POLLHUP,
+ * POLLERR), so the new process's report between its offsets and its exec
+ * costs it no wake-up on these two cores. */
+static int wait_hangup(int fd, int64_t deadline_ms, int cancel_fd, int *why)
 {
     for (;;) {
-        struct pollfd p[2] = { { fd, POLLIN, 0 }, { cancel_fd, POLLIN, 0 } };
-        int timeout = -1, nfds = 1;
-        if (deadline_ms >= 0) {
-            int64_t left = deadline_ms - now_ms();
-            if (left <= 0) {
-                *why = ETIMEDOUT;
-                return 0;
-            }
-            timeout = left > INT_MAX ? INT_MAX : (int)left;
-            nfds = cancel_fd >= 0 ? 2 : 1;
+        struct pollfd p[2] = { { fd, POLLRDHUP, 0 }, { cancel_fd, POLLIN, 0 } };
+        int64_t left = deadline_ms - now_ms();
+        if (left <= 0) {
+            *why = ETIMEDOUT;
+            return 0;
         }
-        int n = poll(p, (nfds_t)nfds, timeout);
+        int n = poll(p, cancel_fd >= 0 ? 2 : 1, left > INT_MAX ? INT_MAX : (int)left);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 || p[0].revents)
-            return 1;   /* readable, or let recv() report the error */
+            return 1;   /* hung up, or let recv() report the error */
         if (n > 0) {
             *why = ECANCELED;
             return 0;
         }
+    }
+}
+
+static int hung_up(int fd)
+{
+    struct pollfd p = { fd, POLLRDHUP, 0 };
+    return poll(&p, 1, 0) > 0;
+}
+
+/* What the reports of one request said so far. */
+struct reports {
+    int spawned;                  /* the helper reported the pid */
+    int written;                  /* the offsets written are known */
+};
+
+static void take_report(const struct kt_msg *m, struct kt_spawn_result *res, struct reports *seen,
+                        struct kt_msg *offsets)
+{
+    if (m->kind == KT_MSG_SPAWNED) {
+        seen->spawned = 1;
+        res->pid = m->pid;
+        res->mechanism = m->mechanism;
+        res->offset_abi_lacking = m->offset_abi_lacking;
+        if (m->mechanism == KT_MECH_CLONE3_OFFSETS) {   /* the helper wrote them, in clone3 */
+            seen->written = 1;
+            res->monotonic_offset_ns = m->monotonic_offset_ns;
+            res->boottime_offset_ns = m->boottime_offset_ns;
+        }
+    } else if (m->kind == KT_MSG_WRITTEN) {   /* may come before KT_MSG_SPAWNED */
+        seen->written = 1;
+        res->monotonic_offset_ns = m->monotonic_offset_ns;
+        res->boottime_offset_ns = m->boottime_offset_ns;
+        res->timens_inode = m->timens_inode;
+    } else if (m->kind == KT_MSG_FAILED && !res->failed_step) {
+        res->failed_step = m->step;
+        res->error = m->error;
+        res->failed_detail = m->detail;
+    } else if (m->kind == KT_MSG_OFFSETS && offsets) {
+        *offsets = *m;
+    }
+}
+
+/* Take every report queued, without waiting. Returns 1 at end-of-file (the
+ * socket hung up meanwhile), else 0. */
+static int take_queued(int fd, struct kt_spawn_result *res, struct reports *seen, struct kt_msg *offsets)
+{
+    struct kt_msg m;
+    for (;;) {
+        ssize_t n = recv(fd, &m, sizeof(m), MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            return 1;
+        if (n < 0)
+            return 0;   /* EAGAIN: nothing more; other errors show in the blocking recv */
+        if (n == (ssize_t)sizeof(m))
+            take_report(&m, res, seen, offsets);
     }
 }
 
@@ -270,16 +326,26 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
      * that wait is bounded, and a process still short of exec at the bound
      * is killed, so it never runs. One that execs in the instant between the
      * last look at the socket and the kill is killed too, and reported as
-     * not started: it can only be one stopped or blocked for the whole bound. */
-    int spawned = 0, killed = 0, why = 0;
-    int64_t deadline_ms = -1;
+     * not started: it can only be one stopped or blocked for the whole bound.
+     * The bound runs from the request, which the helper answers with the pid
+     * within microseconds; if that answer came later than the bound, the
+     * process gets a whole bound from the answer. Until the socket hangs up
+     * the reports are left queued: see wait_hangup. */
+    struct reports seen = { 0, 0 };
+    int bounded = req->exec_timeout_ms > 0, hungup = 0, killed = 0, awaiting = 0, why = 0;
+    int64_t deadline_ms = bounded ? now_ms() + req->exec_timeout_ms : -1;
     struct kt_msg m;
     for (;;) {
-        if (deadline_ms >= 0 && !killed && !wait_readable(report_fd, deadline_ms, req->cancel_fd, &why)) {
-            struct pollfd last = { report_fd, POLLIN, 0 };
-            if (poll(&last, 1, 0) <= 0) {
-                kill(res->pid, SIGKILL);
+        if (bounded && !hungup && !killed && !awaiting) {
+            if (wait_hangup(report_fd, deadline_ms, req->cancel_fd, &why) || hung_up(report_fd)) {
+                hungup = 1;   /* every report is queued: recv() below never blocks */
+            } else if (take_queued(report_fd, res, &seen, offsets)) {
+                break;        /* it exec'd or ended just now */
+            } else if (seen.spawned) {
+                kill(res->pid, SIGKILL);   /* short of its exec at the bound */
                 killed = 1;
+            } else {
+                awaiting = 1;   /* no pid yet: wait below for the helper's answer */
             }
         }
         ssize_t n = recv(report_fd, &m, sizeof(m), 0);
@@ -293,26 +359,14 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
             break;
         if (n != (ssize_t)sizeof(m))
             continue;
-        if (m.kind == KT_MSG_SPAWNED) {
-            spawned = 1;
-            if (req->exec_timeout_ms > 0)
-                deadline_ms = now_ms() + req->exec_timeout_ms;
-            res->pid = m.pid;
-            res->mechanism = m.mechanism;
-            res->offset_abi_lacking = m.offset_abi_lacking;
-            res->monotonic_offset_ns = m.monotonic_offset_ns;
-            res->boottime_offset_ns = m.boottime_offset_ns;
-            res->timens_inode = m.timens_inode;
-        } else if (m.kind == KT_MSG_FAILED && !res->failed_step) {
-            res->failed_step = m.step;
-            res->error = m.error;
-            res->failed_detail = m.detail;
-        } else if (m.kind == KT_MSG_OFFSETS && offsets) {
-            *offsets = m;
+        take_report(&m, res, &seen, offsets);
+        if (awaiting && seen.spawned) {
+            awaiting = 0;   /* the helper answered after the bound: a whole bound from now */
+            deadline_ms = now_ms() + req->exec_timeout_ms;
         }
     }
     close(report_fd);
-    if (!spawned && !res->failed_step) {
+    if (!seen.spawned && !res->failed_step) {
         res->failed_step = KT_STEP_HELPER;
         res->error = EPIPE;
     }
@@ -320,8 +374,12 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
         res->failed_step = KT_STEP_EXEC_WAIT;
         res->error = why;
     }
+    if (!res->failed_step && mode == KT_MODE_NEW_TIMENS && !seen.written) {
+        res->failed_step = KT_STEP_REPORT;   /* it ended before reporting its offsets: it never ran */
+        res->error = EPIPE;
+    }
     if (res->failed_step) {
-        if (spawned && res->pid > 0)
+        if (seen.spawned && res->pid > 0)
             reap(res->pid);   /* the failed process is our child: leave no zombie */
         res->pid = 0;
         return -1;

@@ -7,13 +7,21 @@
  * cgroup v2 directory fd when has_cgroup, then n_cgroup_procs cgroup v1
  * cgroup.procs fds), and fixed-size reports on the per-request report socket.
  * Both ends are built from this one header.
+ *
+ * Reports, in the order they may come: KT_MSG_SPAWNED from the helper (the
+ * new pid), then from the new process KT_MSG_WRITTEN (the offsets it wrote
+ * to its own new time namespace, which it then entered) or KT_MSG_FAILED.
+ * A successful exec closes the process's copy of the report socket; once
+ * the helper closed its own, keeptimed sees the socket hang up. keeptimed
+ * waits for that hang-up, not for each report, so no report wakes it while
+ * the process is between its offsets and its exec.
  */
 #ifndef KT_WIRE_H
 #define KT_WIRE_H
 
 #include <stdint.h>
 
-#define KT_WIRE_MAGIC 0x3352544bu          /* "KTR3" */
+#define KT_WIRE_MAGIC 0x3452544bu          /* "KTR4" */
 #define KT_MODE_READ_OFFSETS 3           /* internal: read a namespace's offsets */
 #define KT_MAX_REQUEST_BYTES (64u << 20)
 #define KT_WIRE_MAX_NAMESPACES 8
@@ -67,7 +75,7 @@ struct kt_wire_request {
     uint64_t strings_len;
 };
 
-enum { KT_MSG_SPAWNED = 1, KT_MSG_FAILED = 2, KT_MSG_OFFSETS = 3 };
+enum { KT_MSG_SPAWNED = 1, KT_MSG_FAILED = 2, KT_MSG_OFFSETS = 3, KT_MSG_WRITTEN = 4 };
 
 struct kt_msg {
     int32_t kind;
@@ -77,9 +85,9 @@ struct kt_msg {
     int32_t pid;
     int32_t mechanism;
     int32_t offset_abi_lacking;
-    int64_t monotonic_offset_ns;
-    int64_t boottime_offset_ns;
-    uint64_t timens_inode;        /* KT_MSG_SPAWNED: the new namespace */
+    int64_t monotonic_offset_ns;  /* KT_MSG_WRITTEN (KT_MSG_SPAWNED with the clone3 offset ABI): */
+    int64_t boottime_offset_ns;   /*   the offsets written */
+    uint64_t timens_inode;        /* KT_MSG_WRITTEN: the new namespace */
     int32_t len;                  /* KT_MSG_OFFSETS: bytes used in text */
     char text[184];
 };

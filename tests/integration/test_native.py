@@ -3,6 +3,7 @@ import errno
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -64,6 +65,10 @@ def test_the_restored_process_is_the_callers_child_in_its_own_namespace(tmp_path
         assert procfs.read_stat(spawned.pid).ppid == os.getpid()  # CLONE_PARENT
         assert procfs.timens_inode(spawned.pid) == spawned.timens_inode != procfs.timens_inode(os.getpid())
         assert procfs.timens_inode(os.getpid(), for_children=True) == procfs.timens_inode(os.getpid())
+        # The program made its namespace itself: the helper's never changes, not even for its children.
+        helper = native.helper_pid()
+        assert procfs.timens_inode(helper) == procfs.timens_inode(helper, for_children=True) == \
+            procfs.timens_inode(os.getpid())
     finally:
         os.kill(spawned.pid, 9)
         reap(spawned.pid)
@@ -196,6 +201,46 @@ def test_concurrent_spawns_from_many_threads(tmp_path):
         assert n * DAY - 10**9 < shown.monotonic_ns <= n * DAY
 
 
+def _voluntary_switches() -> int:
+    with open(f"/proc/self/task/{threading.get_native_id()}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches:"))
+
+
+def test_the_caller_sleeps_until_the_exec_woken_by_no_report():
+    """The reports (the helper's pid, the process's offsets) are left queued
+    until the report socket hangs up at the exec: the calling thread blocks
+    once per spawn, so nothing of keeptimed's wakes between the offsets and
+    the program's exec."""
+    native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)   # the helper runs
+    blocked = []
+    for _ in range(5):
+        before = _voluntary_switches()
+        spawned = native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)
+        blocked.append(_voluntary_switches() - before)
+        reap(spawned.pid)
+    assert sorted(blocked)[2] <= 1, blocked   # one report at a time would make it 3
+
+
+def test_the_exec_bound_runs_from_the_helpers_answer_when_that_comes_late():
+    """The bound on the exec is armed with the request, which the helper
+    answers at once; a helper that answers later (stopped here) still gives
+    the process its whole bound, so it starts."""
+    native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)
+    helper, bound = native.helper_pid(), native.exec_timeout()
+    native.set_exec_timeout(0.3)
+    os.kill(helper, signal.SIGSTOP)
+    resume = threading.Timer(1.0, os.kill, (helper, signal.SIGCONT))
+    resume.start()
+    try:
+        started = time.monotonic()
+        spawned = native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)
+        assert time.monotonic() - started >= 0.9
+        assert reap(spawned.pid) == 0
+    finally:
+        resume.join()
+        native.set_exec_timeout(bound)
+
+
 def test_a_dead_helper_is_replaced_transparently(tmp_path):
     spawned = native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)
     reap(spawned.pid)
@@ -215,7 +260,7 @@ def test_the_helper_is_small_and_single_threaded():
     assert int(fields["Threads"]) == 1
     assert int(fields["VmRSS"].split()[0]) < 4096  # kB: copying it per restore is cheap
     assert fields["SigIgn"].strip() == "0000000000000000"
-    assert sorted(os.listdir(f"/proc/{native.helper_pid()}/fd")) == ["0", "1", "2", "3", "4", "5"]  # + own time and pid ns fds
+    assert sorted(os.listdir(f"/proc/{native.helper_pid()}/fd")) == ["0", "1", "2", "3", "4"]  # + own pid ns fd
 
 
 # -- what the program takes from its caller instead of from keeptimed ---------
