@@ -339,9 +339,7 @@ static int open_stdio(const char *path, int flags)
     int fd = open(path, flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0666);
     if (fd < 0)
         return -1;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0)
-        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    fcntl(fd, F_SETFL, flags);   /* of what F_SETFL changes, flags holds all but O_NONBLOCK */
     if (fd <= 2) {   /* keep it clear of the slots it is about to be dup'd into */
         int lifted = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         close(fd);

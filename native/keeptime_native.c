@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
@@ -52,13 +53,19 @@ static int write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-static int write_strings(int fd, char **list)
+/* Append a NUL-terminated string to *out; returns its size. */
+static size_t put_string(char **out, const char *s)
 {
-    for (int i = 0; list && list[i]; i++) {
-        if (write_all(fd, list[i], strlen(list[i]) + 1) != 0)
-            return -1;
-    }
-    return 0;
+    size_t n = strlen(s) + 1;
+    memcpy(*out, s, n);
+    *out += n;
+    return n;
+}
+
+static void put_strings(char **out, char **list)
+{
+    for (int i = 0; list && list[i]; i++)
+        put_string(out, list[i]);
 }
 
 static uint64_t strings_bytes(char **list)
@@ -120,23 +127,36 @@ static int encode_request(const struct kt_spawn_request *req, int mode)
     }
     h.strings_len += strings_bytes(req->exec_paths) + strings_bytes(req->argv) + strings_bytes(req->envp);
 
-    int fd = memfd_create("keeptime-request", MFD_CLOEXEC);
-    if (fd < 0)
+    /* Built in memory and written at once: one write, not one per string. */
+    size_t groups_bytes = h.n_groups > 0 ? sizeof(uint32_t) * (size_t)h.n_groups : 0;
+    size_t total = sizeof(h) + groups_bytes + (size_t)h.strings_len;
+    char *buf = malloc(total), *out = buf;
+    if (!buf)
         return -1;
-    int ok = write_all(fd, &h, sizeof(h)) == 0 &&
-             (h.n_groups <= 0 || write_all(fd, req->groups, sizeof(uint32_t) * (size_t)h.n_groups) == 0);
-    for (int i = 0; ok && i < 4; i++) {
-        if (fixed[i])
-            ok = write_all(fd, fixed[i], strlen(fixed[i]) + 1) == 0;
+    memcpy(out, &h, sizeof(h));
+    out += sizeof(h);
+    if (groups_bytes) {
+        memcpy(out, req->groups, groups_bytes);
+        out += groups_bytes;
     }
-    ok = ok && write_strings(fd, req->exec_paths) == 0 && write_strings(fd, req->argv) == 0 &&
-         write_strings(fd, req->envp) == 0;
-    if (!ok) {
+    for (int i = 0; i < 4; i++) {
+        if (fixed[i])
+            put_string(&out, fixed[i]);
+    }
+    put_strings(&out, req->exec_paths);
+    put_strings(&out, req->argv);
+    put_strings(&out, req->envp);
+
+    int fd = memfd_create("keeptime-request", MFD_CLOEXEC);
+    if (fd >= 0 && write_all(fd, buf, total) != 0) {
         int saved = errno;
         close(fd);
+        fd = -1;
         errno = saved;
-        return -1;
     }
+    int saved = errno;
+    free(buf);
+    errno = saved;
     return fd;
 }
 

@@ -104,6 +104,22 @@ def test_the_program_gets_a_clean_process_state(tmp_path):
     assert not any(line.startswith("PATH=") for line in lines)  # nothing inherited
 
 
+def test_stdio_is_blocking_with_the_flags_it_was_opened_with(tmp_path):
+    """stdio is opened O_NONBLOCK (a FIFO never blocks the spawn) and switched
+    back before the exec: the program gets ordinary blocking descriptors,
+    stdout and stderr appending."""
+    out = str(tmp_path / "fdinfo.txt")
+    spawned = native.spawn_in_new_timens(
+        spec(["/bin/sh", "-c", "grep flags /proc/self/fdinfo/0 /proc/self/fdinfo/1 /proc/self/fdinfo/2"],
+             stdout_path=out, stderr_path=str(tmp_path / "err.txt")), host_clocks(), NO_OFFSETS)
+    assert reap(spawned.pid) == 0
+    flags = [int(line.split()[-1], 8) for line in open(out).read().splitlines()]
+    assert len(flags) == 3
+    assert not any(f & os.O_NONBLOCK for f in flags), [oct(f) for f in flags]
+    assert flags[0] & os.O_ACCMODE == os.O_RDONLY
+    assert all(f & os.O_ACCMODE == os.O_WRONLY and f & os.O_APPEND for f in flags[1:]), [oct(f) for f in flags]
+
+
 def test_privileges_are_dropped_before_exec():
     shared = tempfile.mkdtemp(prefix="keeptime-test-")  # pytest's tmp_path is root-only
     os.chmod(shared, 0o777)
