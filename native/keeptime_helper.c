@@ -266,16 +266,14 @@ static int take_strings(char **cursor, char *end, char **out, int n)
     return 0;
 }
 
-/* Decode the request in memfd into r (allocations stay until exit or the
- * next request: the helper is short of nothing and frees per request). */
-static int read_request(int memfd, struct request *r, char **buffer)
+/* Read a request too large to come inline from its memfd into a new buffer
+ * (*buffer, freed by the caller); its size, or -1. */
+static ssize_t load_request(int memfd, char **buffer)
 {
     struct stat st;
-    if (fstat(memfd, &st) != 0)
+    if (fstat(memfd, &st) != 0 || st.st_size < 0 || (uint64_t)st.st_size > KT_MAX_REQUEST_BYTES)
         return -1;
-    if (st.st_size < (off_t)sizeof(r->h) || (uint64_t)st.st_size > KT_MAX_REQUEST_BYTES)
-        return -1;
-    char *buf = malloc((size_t)st.st_size);
+    char *buf = malloc((size_t)st.st_size + 1);
     if (!buf)
         return -1;
     *buffer = buf;
@@ -285,6 +283,15 @@ static int read_request(int memfd, struct request *r, char **buffer)
             return -1;
         got += n;
     }
+    return (ssize_t)st.st_size;
+}
+
+/* Decode the request in buf into r; r points into buf (the lists are
+ * allocated, and freed per request). */
+static int parse_request(char *buf, size_t size, struct request *r)
+{
+    if (size < sizeof(r->h))
+        return -1;
     memcpy(&r->h, buf, sizeof(r->h));
     struct kt_wire_request *h = &r->h;
     if (h->magic != KT_WIRE_MAGIC || h->n_groups < 0 || h->n_groups > 65536 || h->n_paths < 0 ||
@@ -293,10 +300,10 @@ static int read_request(int memfd, struct request *r, char **buffer)
         h->n_cgroup_procs > KT_WIRE_MAX_CGROUP_PROCS || h->n_rlimits < 0 || h->n_rlimits > KT_WIRE_MAX_RLIMITS)
         return -1;
     size_t groups_bytes = (size_t)h->n_groups * sizeof(uint32_t);
-    if (sizeof(*h) + groups_bytes + h->strings_len != (uint64_t)st.st_size)
+    if (sizeof(*h) + groups_bytes + h->strings_len != (uint64_t)size)
         return -1;
     r->groups = (uint32_t *)(buf + sizeof(*h));
-    char *cursor = buf + sizeof(*h) + groups_bytes, *end = buf + st.st_size;
+    char *cursor = buf + sizeof(*h) + groups_bytes, *end = buf + size;
     if (h->strings_len && end[-1] != '\0')
         return -1;
 
@@ -604,11 +611,11 @@ static long spawn_joined(const struct request *r, int report_fd, struct kt_msg *
     _exit(0);
 }
 
-/* Assign the descriptors of a request in the order kt_wire.h gives. -1
- * when they do not match the request. */
-static int request_fds(const struct kt_wire_request *h, const int *fds, int nfds, struct request_fds *out)
+/* Assign the descriptors of a request in the order kt_wire.h gives, those
+ * after the report socket from fds[next] on. -1 when they do not match the
+ * request. */
+static int request_fds(const struct kt_wire_request *h, const int *fds, int nfds, int next, struct request_fds *out)
 {
-    int next = 2;
 #define TAKE() (next < nfds ? fds[next++] : (next++, -1))
     out->pidfd = out->pidns = out->root = out->cgroup = -1;
     if (h->mode == KT_MODE_JOIN_TIMENS || h->mode == KT_MODE_READ_OFFSETS)
@@ -627,13 +634,16 @@ static int request_fds(const struct kt_wire_request *h, const int *fds, int nfds
     return next == nfds ? 0 : -1;   /* every one taken, none missing */
 }
 
-/* Runs one request. Returns -1 when the helper could not return to its own
- * pid namespace: it must then serve no other request. */
-static int handle(const int *fds, int nfds, int own_pidns_fd)
+/* Runs one request: the message (len bytes of message, the request itself
+ * unless a single byte) and its descriptors. Returns -1 when the helper
+ * could not return to its own pid namespace: it must then serve no other
+ * request. */
+static int handle(char *message, size_t len, const int *fds, int nfds, int own_pidns_fd)
 {
-    int memfd = fds[0], report_fd = fds[1];
+    int in_memfd = len == 1, report_fd = fds[in_memfd];
     struct request r;
     char *buffer = NULL;
+    ssize_t size = in_memfd ? load_request(fds[0], &buffer) : (ssize_t)len;
     memset(&r, 0, sizeof(r));
     struct kt_msg report;
     memset(&report, 0, sizeof(report));
@@ -641,7 +651,8 @@ static int handle(const int *fds, int nfds, int own_pidns_fd)
 
     long pid = -1;
     int lost = 0;
-    if (read_request(memfd, &r, &buffer) != 0 || request_fds(&r.h, fds, nfds, &r.fds) != 0 ||
+    if (size < 0 || parse_request(in_memfd ? buffer : message, (size_t)size, &r) != 0 ||
+        request_fds(&r.h, fds, nfds, in_memfd + 1, &r.fds) != 0 ||
         (r.h.mode != KT_MODE_NEW_TIMENS && r.h.mode != KT_MODE_JOIN_TIMENS && r.h.mode != KT_MODE_READ_OFFSETS))
         send_failure(report_fd, KT_STEP_REQUEST, EINVAL);
     else if (r.fds.pidns >= 0 && setns(r.fds.pidns, CLONE_NEWPID) != 0)
@@ -697,9 +708,9 @@ int main(void)
     if (own_pidns_fd < 0)
         return 1;
 
+    static char message[KT_WIRE_INLINE_MAX];
     for (;;) {
-        char byte;
-        struct iovec iov = { &byte, 1 };
+        struct iovec iov = { message, sizeof(message) };
         union {
             struct cmsghdr align;
             char buf[CMSG_SPACE(KT_WIRE_MAX_FDS * sizeof(int))];
@@ -726,8 +737,8 @@ int main(void)
             }
         }
         int lost = 0;
-        if (nfds >= 2 && !(msg.msg_flags & MSG_CTRUNC))
-            lost = handle(fds, nfds, own_pidns_fd);
+        if (nfds >= (n == 1 ? 2 : 1) && !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)))
+            lost = handle(message, (size_t)n, fds, nfds, own_pidns_fd);
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
         if (lost)

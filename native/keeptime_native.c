@@ -76,8 +76,9 @@ static uint64_t strings_bytes(char **list)
     return n;
 }
 
-/* Serialize req into a fresh memfd (see kt_wire.h for the layout). */
-static int encode_request(const struct kt_spawn_request *req, int mode)
+/* Serialize req (see kt_wire.h for the layout) into a new buffer; NULL
+ * with errno on failure. */
+static char *encode_request(const struct kt_spawn_request *req, int mode, size_t *size)
 {
     struct kt_wire_request h;
     memset(&h, 0, sizeof(h));
@@ -85,7 +86,7 @@ static int encode_request(const struct kt_spawn_request *req, int mode)
         req->n_cgroup_procs > KT_WIRE_MAX_CGROUP_PROCS || req->n_rlimits < 0 ||
         req->n_rlimits > KT_WIRE_MAX_RLIMITS) {
         errno = EINVAL;
-        return -1;
+        return NULL;
     }
     h.magic = KT_WIRE_MAGIC;
     h.mode = mode;
@@ -127,12 +128,11 @@ static int encode_request(const struct kt_spawn_request *req, int mode)
     }
     h.strings_len += strings_bytes(req->exec_paths) + strings_bytes(req->argv) + strings_bytes(req->envp);
 
-    /* Built in memory and written at once: one write, not one per string. */
     size_t groups_bytes = h.n_groups > 0 ? sizeof(uint32_t) * (size_t)h.n_groups : 0;
     size_t total = sizeof(h) + groups_bytes + (size_t)h.strings_len;
     char *buf = malloc(total), *out = buf;
     if (!buf)
-        return -1;
+        return NULL;
     memcpy(out, &h, sizeof(h));
     out += sizeof(h);
     if (groups_bytes) {
@@ -146,17 +146,20 @@ static int encode_request(const struct kt_spawn_request *req, int mode)
     put_strings(&out, req->exec_paths);
     put_strings(&out, req->argv);
     put_strings(&out, req->envp);
+    *size = total;
+    return buf;
+}
 
+/* A memfd holding a request too large to travel inline; -1 with errno. */
+static int request_memfd(const char *buf, size_t size)
+{
     int fd = memfd_create("keeptime-request", MFD_CLOEXEC);
-    if (fd >= 0 && write_all(fd, buf, total) != 0) {
+    if (fd >= 0 && write_all(fd, buf, size) != 0) {
         int saved = errno;
         close(fd);
-        fd = -1;
         errno = saved;
+        return -1;
     }
-    int saved = errno;
-    free(buf);
-    errno = saved;
     return fd;
 }
 
@@ -180,19 +183,30 @@ static int request_fds(const struct kt_spawn_request *req, int pidfd, int *fds)
     return n;
 }
 
-/* Send one request to the helper with its descriptors; returns our end of
- * its report socket. */
-static int send_request(int helper_fd, int memfd, const int *extra, int n_extra)
+/* Send one request to the helper with its descriptors: inline when it is
+ * small enough, else in a memfd (see kt_wire.h). Returns our end of its
+ * report socket. */
+static int send_request(int helper_fd, const char *request, size_t size, const int *extra, int n_extra)
 {
-    int pair[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
+    int memfd = -1;
+    if (size > KT_WIRE_INLINE_MAX && (memfd = request_memfd(request, size)) < 0)
         return -1;
-    int fds[KT_WIRE_MAX_FDS] = { memfd, pair[1] };
-    int nfds = 2;
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+        int saved = errno;
+        if (memfd >= 0)
+            close(memfd);
+        errno = saved;
+        return -1;
+    }
+    int fds[KT_WIRE_MAX_FDS], nfds = 0;
+    if (memfd >= 0)
+        fds[nfds++] = memfd;
+    fds[nfds++] = pair[1];
     for (int i = 0; i < n_extra; i++)
         fds[nfds++] = extra[i];
     char byte = 'R';
-    struct iovec iov = { &byte, 1 };
+    struct iovec iov = { memfd >= 0 ? &byte : (char *)request, memfd >= 0 ? 1 : size };
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(KT_WIRE_MAX_FDS * sizeof(int))];
@@ -214,6 +228,8 @@ static int send_request(int helper_fd, int memfd, const int *extra, int n_extra)
         ;
     int saved = errno;
     close(pair[1]);
+    if (memfd >= 0)
+        close(memfd);
     if (n < 0) {
         close(pair[0]);
         errno = saved;
@@ -327,18 +343,18 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
                        struct kt_spawn_result *res, struct kt_msg *offsets)
 {
     memset(res, 0, sizeof(*res));
-    int memfd = encode_request(req, mode);
+    size_t size = 0;
+    char *request = encode_request(req, mode, &size);
     int extra[KT_WIRE_MAX_FDS];
     int n_extra = request_fds(req, pidfd, extra);
-    int report_fd = memfd < 0 ? -1 : send_request(helper_fd, memfd, extra, n_extra);
+    int report_fd = request ? send_request(helper_fd, request, size, extra, n_extra) : -1;
+    int saved = errno;
+    free(request);
     if (report_fd < 0) {
         res->failed_step = KT_STEP_CHANNEL;
-        res->error = errno;
-        if (memfd >= 0)
-            close(memfd);
+        res->error = saved;
         return -1;
     }
-    close(memfd);
 
     /* Waiting for the helper's report is waiting for keeptimed's own helper.
      * Once the new process exists, waiting for its exec is waiting for a

@@ -1,12 +1,14 @@
 /*
  * The wire between keeptimed's native module and keeptime-helper: one
- * request per SOCK_SEQPACKET message on the control socket (a single byte,
- * with descriptors passed as SCM_RIGHTS in this order: the request memfd,
- * the report socket, for joins a pidfd, a pid namespace fd when enter_pidns
- * is set, n_namespaces namespace fds, a root directory fd when has_root, a
- * cgroup v2 directory fd when has_cgroup, then n_cgroup_procs cgroup v1
- * cgroup.procs fds), and fixed-size reports on the per-request report socket.
- * Both ends are built from this one header.
+ * request per SOCK_SEQPACKET message on the control socket. A request of at
+ * most KT_WIRE_INLINE_MAX bytes is the message itself; a larger one is in a
+ * memfd and the message is a single byte. Descriptors come as SCM_RIGHTS in
+ * this order: the request memfd (only then), the report socket, for joins a
+ * pidfd, a pid namespace fd when enter_pidns is set, n_namespaces namespace
+ * fds, a root directory fd when has_root, a cgroup v2 directory fd when
+ * has_cgroup, then n_cgroup_procs cgroup v1 cgroup.procs fds. Reports are
+ * fixed-size messages on the per-request report socket. Both ends are built
+ * from this one header.
  *
  * Reports, in the order they may come: KT_MSG_SPAWNED from the helper (the
  * new pid), then from the new process KT_MSG_WRITTEN (the offsets it wrote
@@ -21,9 +23,10 @@
 
 #include <stdint.h>
 
-#define KT_WIRE_MAGIC 0x3452544bu          /* "KTR4" */
+#define KT_WIRE_MAGIC 0x3552544bu          /* "KTR5" */
 #define KT_MODE_READ_OFFSETS 3           /* internal: read a namespace's offsets */
 #define KT_MAX_REQUEST_BYTES (64u << 20)
+#define KT_WIRE_INLINE_MAX (64u << 10)     /* larger requests travel in a memfd */
 #define KT_WIRE_MAX_NAMESPACES 8
 #define KT_WIRE_MAX_CGROUP_PROCS 16
 #define KT_WIRE_MAX_RLIMITS 16

@@ -120,6 +120,19 @@ def test_stdio_is_blocking_with_the_flags_it_was_opened_with(tmp_path):
     assert all(f & os.O_ACCMODE == os.O_WRONLY and f & os.O_APPEND for f in flags[1:]), [oct(f) for f in flags]
 
 
+@pytest.mark.parametrize("size", [10, 100_000])
+def test_small_and_large_requests_reach_the_program_whole(size, tmp_path):
+    """A request travels in the control socket's message itself, or in a
+    memfd when larger than that takes (64 KiB, kt_wire.h): either way the
+    program gets its whole environment and argv."""
+    out = str(tmp_path / "env.txt")
+    spawned = native.spawn_in_new_timens(
+        native.ExecSpec(exec_paths=["/bin/sh"], argv=["sh", "-c", 'printf "%s %s %s" "${#A}" "${#B}" "$0"', "argv0"],
+                        env=[f"A={'a' * size}", f"B={'b' * size}"], stdout_path=out), host_clocks(), NO_OFFSETS)
+    assert reap(spawned.pid) == 0
+    assert open(out).read() == f"{size} {size} argv0"
+
+
 def test_privileges_are_dropped_before_exec():
     shared = tempfile.mkdtemp(prefix="keeptime-test-")  # pytest's tmp_path is root-only
     os.chmod(shared, 0o777)
