@@ -53,13 +53,12 @@ static int write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-/* Append a NUL-terminated string to *out; returns its size. */
-static size_t put_string(char **out, const char *s)
+/* Append a NUL-terminated string to *out. */
+static void put_string(char **out, const char *s)
 {
     size_t n = strlen(s) + 1;
     memcpy(*out, s, n);
     *out += n;
-    return n;
 }
 
 static void put_strings(char **out, char **list)
@@ -256,8 +255,8 @@ static int64_t now_ms(void)
  * passes (0, ETIMEDOUT) or cancel_fd turns readable (0, ECANCELED). Reports
  * arriving meanwhile wake nobody: poll() asks for POLLRDHUP only, and the
  * kernel wakes a poller only for the events it asked for (and POLLHUP,
- * POLLERR), so the new process's report between its offsets and its exec
- * costs it no wake-up on these two cores. */
+ * POLLERR): nothing of keeptimed's runs because of the new process's
+ * report, which it sends between its offsets and its exec. */
 static int wait_hangup(int fd, int64_t deadline_ms, int cancel_fd, int *why)
 {
     for (;;) {
