@@ -8,21 +8,26 @@
  * daemon's own threads would leak the namespace into every later fork of that
  * thread. A fork of the daemon itself would copy its whole address space
  * (tens of MB) just to exec right after, which costs milliseconds per
- * restore; copying this small static program costs microseconds, and the
- * copy is what runs between writing the offsets and the program's exec, the
- * window the restored program sees as a forward clock jump.
+ * restore; copying this small static program costs microseconds.
  *
- * For each KT_MODE_NEW_TIMENS request:
- *   unshare(CLONE_NEWTIME); read the host clock; write offsets = targets -
- *   host clock to /proc/self/timens_offsets; clone3(CLONE_PARENT) -> the
- *   child is born in the new namespace as keeptimed's own child, and execs;
- *   then setns() back to our own namespace.
+ * For each KT_MODE_NEW_TIMENS request the helper creates the process at
+ * once, with clone3(CLONE_PARENT): keeptimed's own child, still in
+ * keeptimed's time namespace. The process (become_restored_program):
+ *   unshare(CLONE_NEWTIME), which makes a namespace for its children only,
+ *   and opens that namespace and its /proc/self/timens_offsets; takes on
+ *   what it inherits from its caller and closes every other descriptor;
+ *   then reads the host clock, writes offsets = targets - host clock,
+ *   enters the namespace with setns() (its first task: the offsets freeze
+ *   then), checks its clocks, drops privileges, opens its stdio and execs.
+ * The forward clock jump the program starts with is the time from that
+ * clock read to its own first one: neither clone3 nor any set-up is in it.
  * The clone3 offset ABI proposed in "clone3: allow creation of time namespace
  * with offset" is tried first while not known to be missing (released kernels
- * answer E2BIG). Joins and offset reads use a CLONE_PARENT child that setns()
- * into the target's namespace. No CLONE_VM and no threads anywhere: before
- * Linux 6.2 the kernel refuses them while time_for_children differs from the
- * caller's namespace.
+ * answer E2BIG); with it the helper computes the offsets and the process is
+ * born in the namespace, taking on the rest after. Joins and offset reads
+ * use a CLONE_PARENT child that setns() into the target's namespace. No
+ * CLONE_VM and no threads anywhere: before Linux 6.2 the kernel refuses them
+ * while time_for_children differs from the caller's namespace.
  *
  * A request may carry a pid namespace: the program (or joined child) is then
  * born in it (setns(CLONE_NEWPID) before the clone, and back to our own pid
@@ -30,16 +35,16 @@
  * sees it. It stays keeptimed's child either way.
  *
  * A request may also carry what the program takes from its caller rather
- * than from keeptimed (keeptimed decides what; see become_program for the
- * order): a cgroup v2 directory it is born in (CLONE_INTO_CGROUP), cgroup v1
- * cgroup.procs files it moves itself through, a loginuid, rlimits, namespaces
- * to setns() into and a root directory. Before it opens any path of the
- * request the child holds no descriptor but its report socket, so a path
- * such as /proc/self/fd/2 names nothing of keeptimed's.
+ * than from keeptimed (keeptimed decides what; see inherit_from_caller for
+ * the order): a cgroup v2 directory it is born in (CLONE_INTO_CGROUP), cgroup
+ * v1 cgroup.procs files it moves itself through, a loginuid, rlimits,
+ * namespaces to setns() into and a root directory. Before it opens any path
+ * of the request the child holds no descriptor but its report socket, so a
+ * path such as /proc/self/fd/2 names nothing of keeptimed's.
  *
- * Reports: the helper sends the new pid and the offsets it wrote; any
- * failing process sends (step, errno); a successful exec closes the child's
- * copy of the report socket, so end-of-file means "done".
+ * Reports: the helper sends the new pid; the process sends the offsets it
+ * wrote, and (step, errno) if it fails; a successful exec closes the child's
+ * copy of the report socket, so end-of-file means "done" (see kt_wire.h).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -118,10 +123,12 @@ struct request {
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static void send_msg(int fd, const struct kt_msg *m)
+static int send_msg(int fd, const struct kt_msg *m)
 {
-    while (send(fd, m, sizeof(*m), MSG_NOSIGNAL) < 0 && errno == EINTR)
+    ssize_t n;
+    while ((n = send(fd, m, sizeof(*m), MSG_NOSIGNAL)) < 0 && errno == EINTR)
         ;
+    return n == (ssize_t)sizeof(*m) ? 0 : -1;
 }
 
 static void send_failure_detail(int fd, int step, int err, int detail)
@@ -200,12 +207,23 @@ static void put_offset_line(char *buf, int *pos, const char *clock, int64_t ns)
     buf[(*pos)++] = '\n';
 }
 
-/* Close every fd, 0 to 2 included, except keep. */
-static void close_all_but(int keep)
+/* Close every fd, 0 to 2 included, except the n (at most 3) in keep. */
+static void close_all_but(const int *keep, int n)
 {
-    if (keep > 0)
-        syscall(SYS_close_range, 0, (unsigned int)keep - 1, 0);
-    syscall(SYS_close_range, (unsigned int)keep + 1, ~0U, 0);
+    int sorted[3];
+    for (int i = 0; i < n; i++) {
+        int j = i;
+        for (; j > 0 && sorted[j - 1] > keep[i]; j--)
+            sorted[j] = sorted[j - 1];
+        sorted[j] = keep[i];
+    }
+    unsigned int from = 0;
+    for (int i = 0; i < n; i++) {
+        if ((unsigned int)sorted[i] > from)
+            syscall(SYS_close_range, from, (unsigned int)sorted[i] - 1, 0);
+        from = (unsigned int)sorted[i] + 1;
+    }
+    syscall(SYS_close_range, from, ~0U, 0);
 }
 
 static long raw_clone3(struct kt_clone_args *args, size_t size)
@@ -248,16 +266,14 @@ static int take_strings(char **cursor, char *end, char **out, int n)
     return 0;
 }
 
-/* Decode the request in memfd into r (allocations stay until exit or the
- * next request: the helper is short of nothing and frees per request). */
-static int read_request(int memfd, struct request *r, char **buffer)
+/* Read a request too large to come inline from its memfd into a new buffer
+ * (*buffer, freed by the caller); its size, or -1. */
+static ssize_t load_request(int memfd, char **buffer)
 {
     struct stat st;
-    if (fstat(memfd, &st) != 0)
+    if (fstat(memfd, &st) != 0 || st.st_size < 0 || (uint64_t)st.st_size > KT_MAX_REQUEST_BYTES)
         return -1;
-    if (st.st_size < (off_t)sizeof(r->h) || (uint64_t)st.st_size > KT_MAX_REQUEST_BYTES)
-        return -1;
-    char *buf = malloc((size_t)st.st_size);
+    char *buf = malloc((size_t)st.st_size + 1);
     if (!buf)
         return -1;
     *buffer = buf;
@@ -267,6 +283,15 @@ static int read_request(int memfd, struct request *r, char **buffer)
             return -1;
         got += n;
     }
+    return (ssize_t)st.st_size;
+}
+
+/* Decode the request in buf into r; r points into buf (the lists are
+ * allocated, and freed per request). */
+static int parse_request(char *buf, size_t size, struct request *r)
+{
+    if (size < sizeof(r->h))
+        return -1;
     memcpy(&r->h, buf, sizeof(r->h));
     struct kt_wire_request *h = &r->h;
     if (h->magic != KT_WIRE_MAGIC || h->n_groups < 0 || h->n_groups > 65536 || h->n_paths < 0 ||
@@ -275,10 +300,10 @@ static int read_request(int memfd, struct request *r, char **buffer)
         h->n_cgroup_procs > KT_WIRE_MAX_CGROUP_PROCS || h->n_rlimits < 0 || h->n_rlimits > KT_WIRE_MAX_RLIMITS)
         return -1;
     size_t groups_bytes = (size_t)h->n_groups * sizeof(uint32_t);
-    if (sizeof(*h) + groups_bytes + h->strings_len != (uint64_t)st.st_size)
+    if (sizeof(*h) + groups_bytes + h->strings_len != (uint64_t)size)
         return -1;
     r->groups = (uint32_t *)(buf + sizeof(*h));
-    char *cursor = buf + sizeof(*h) + groups_bytes, *end = buf + st.st_size;
+    char *cursor = buf + sizeof(*h) + groups_bytes, *end = buf + size;
     if (h->strings_len && end[-1] != '\0')
         return -1;
 
@@ -305,15 +330,23 @@ static int read_request(int memfd, struct request *r, char **buffer)
 
 /* ---- the new process ---------------------------------------------------- */
 
+/* Offsets turning our host clock reading into the targets, computed as late
+ * as possible: the forward jump the program sees starts here. */
+static void offsets_now(const struct kt_wire_request *h, struct kt_msg *report)
+{
+    int64_t host_mono = clock_ns(CLOCK_MONOTONIC) - h->own_monotonic_offset_ns;
+    int64_t host_boot = clock_ns(CLOCK_BOOTTIME) - h->own_boottime_offset_ns;
+    report->monotonic_offset_ns = h->target_monotonic_ns - host_mono;
+    report->boottime_offset_ns = h->target_boottime_ns - host_boot;
+}
+
 static int open_stdio(const char *path, int flags)
 {
     /* O_NONBLOCK so that a FIFO never blocks the spawn; cleared right after. */
     int fd = open(path, flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0666);
     if (fd < 0)
         return -1;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0)
-        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    fcntl(fd, F_SETFL, flags);   /* of what F_SETFL changes, flags holds all but O_NONBLOCK */
     if (fd <= 2) {   /* keep it clear of the slots it is about to be dup'd into */
         int lifted = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         close(fd);
@@ -368,16 +401,19 @@ static void inherit_from_caller(const struct request *r, int report_fd)
         fail_and_exit(report_fd, KT_STEP_CHROOT, errno);
 }
 
-/* Become the requested program. Runs in the new child; never returns. */
-static __attribute__((noreturn)) void become_program(const struct request *r, int report_fd)
+/* Never start a restored program with a clock below its target. */
+static void verify_clocks(const struct kt_wire_request *h, int report_fd)
+{
+    if (clock_ns(CLOCK_MONOTONIC) < h->target_monotonic_ns || clock_ns(CLOCK_BOOTTIME) < h->target_boottime_ns)
+        fail_and_exit(report_fd, KT_STEP_VERIFY, ERANGE);
+}
+
+/* The last steps of every new process, once it is in its time namespace,
+ * has taken on what it inherits and holds nothing but its report socket:
+ * the caller's ids, its stdio, exec. Never returns. */
+static __attribute__((noreturn)) void finish_and_exec(const struct request *r, int report_fd)
 {
     const struct kt_wire_request *h = &r->h;
-    if (h->mode == KT_MODE_NEW_TIMENS &&
-        (clock_ns(CLOCK_MONOTONIC) < h->target_monotonic_ns ||
-         clock_ns(CLOCK_BOOTTIME) < h->target_boottime_ns))
-        fail_and_exit(report_fd, KT_STEP_VERIFY, ERANGE);   /* never start with a regressed clock */
-    inherit_from_caller(r, report_fd);
-    close_all_but(report_fd);
     if (h->set_ids) {
         if (h->n_groups >= 0 && syscall(SYS_setgroups, (size_t)h->n_groups, r->groups) != 0)
             fail_and_exit(report_fd, KT_STEP_SETGROUPS, errno);
@@ -425,17 +461,64 @@ static __attribute__((noreturn)) void become_program(const struct request *r, in
     fail_and_exit(report_fd, KT_STEP_EXEC, err);
 }
 
-/* ---- request handlers ------------------------------------------------------ */
-
-/* Offsets turning our host clock reading into the targets, computed as late
- * as possible: the forward jump the program sees starts here. */
-static void offsets_now(const struct kt_wire_request *h, struct kt_msg *report)
+/* Become the requested program in the time namespace it was born in or
+ * joined. Runs in the new child; never returns. */
+static __attribute__((noreturn)) void become_program(const struct request *r, int report_fd)
 {
-    int64_t host_mono = clock_ns(CLOCK_MONOTONIC) - h->own_monotonic_offset_ns;
-    int64_t host_boot = clock_ns(CLOCK_BOOTTIME) - h->own_boottime_offset_ns;
-    report->monotonic_offset_ns = h->target_monotonic_ns - host_mono;
-    report->boottime_offset_ns = h->target_boottime_ns - host_boot;
+    if (r->h.mode == KT_MODE_NEW_TIMENS)
+        verify_clocks(&r->h, report_fd);
+    inherit_from_caller(r, report_fd);
+    close_all_but(&report_fd, 1);
+    finish_and_exec(r, report_fd);
 }
+
+/* Become the requested program in a new time namespace of its own, all
+ * set-up done before the offsets are computed (see the top of this file).
+ * Runs in the new child, still in keeptimed's time namespace; never returns. */
+static __attribute__((noreturn)) void become_restored_program(const struct request *r, int report_fd)
+{
+    const struct kt_wire_request *h = &r->h;
+    if (unshare(CLONE_NEWTIME) != 0)
+        fail_and_exit(report_fd, KT_STEP_UNSHARE, errno);
+    /* Both opened now, while /proc is keeptimed's: the caller's mount
+     * namespace, entered below, may have another one or none. */
+    int offsets_fd = open("/proc/self/timens_offsets", O_WRONLY | O_CLOEXEC);
+    if (offsets_fd < 0)
+        fail_and_exit(report_fd, KT_STEP_OPEN_OFFSETS, errno);
+    struct stat ns;
+    int timens_fd = open("/proc/self/ns/time_for_children", O_RDONLY | O_CLOEXEC);
+    if (timens_fd < 0 || fstat(timens_fd, &ns) != 0)
+        fail_and_exit(report_fd, KT_STEP_OPEN_TIMENS, errno);
+    inherit_from_caller(r, report_fd);
+    const int keep[3] = { report_fd, offsets_fd, timens_fd };
+    close_all_but(keep, 3);
+
+    /* From the clock read in offsets_now on, every step counts in the jump. */
+    struct kt_msg written;
+    memset(&written, 0, sizeof(written));
+    written.kind = KT_MSG_WRITTEN;
+    written.timens_inode = (uint64_t)ns.st_ino;
+    char line[128];
+    int n = 0;
+    offsets_now(h, &written);
+    put_offset_line(line, &n, "monotonic", written.monotonic_offset_ns);
+    put_offset_line(line, &n, "boottime", written.boottime_offset_ns);
+    ssize_t w = write(offsets_fd, line, (size_t)n);
+    if (w != n)
+        fail_and_exit(report_fd, KT_STEP_WRITE_OFFSETS, w < 0 ? errno : EIO);
+    if (setns(timens_fd, CLONE_NEWTIME) != 0)
+        fail_and_exit(report_fd, KT_STEP_SETNS, errno);
+    /* keeptimed learns the offsets from here (its wait is for the hang-up:
+     * this wakes nobody); a program it cannot account for never starts. */
+    if (send_msg(report_fd, &written) != 0)
+        _exit(127);
+    close(offsets_fd);
+    close(timens_fd);
+    verify_clocks(h, report_fd);
+    finish_and_exec(r, report_fd);
+}
+
+/* ---- request handlers ------------------------------------------------------ */
 
 static long clone_with_offset_abi(const struct kt_wire_request *h, int cgroup_fd, struct kt_msg *report)
 {
@@ -459,10 +542,10 @@ static long clone_with_offset_abi(const struct kt_wire_request *h, int cgroup_fd
 }
 
 /* Returns the pid of the new program, or -1 after reporting the failure. */
-static long spawn_in_new_timens(const struct request *r, int report_fd, int own_ns_fd, struct kt_msg *report)
+static long spawn_in_new_timens(const struct request *r, int report_fd, struct kt_msg *report)
 {
     const struct kt_wire_request *h = &r->h;
-    long pid = -1;
+    long pid;
     if (h->try_offset_abi) {
         pid = clone_with_offset_abi(h, r->fds.cgroup, report);
         if (pid == 0)
@@ -476,46 +559,15 @@ static long spawn_in_new_timens(const struct request *r, int report_fd, int own_
             return -1;
         }
         report->offset_abi_lacking = 1;
+        report->monotonic_offset_ns = report->boottime_offset_ns = 0;   /* none written */
     }
 
-    if (unshare(CLONE_NEWTIME) != 0) {
-        send_failure(report_fd, KT_STEP_UNSHARE, errno);
-        return -1;
-    }
-    int step = KT_STEP_NONE, err = 0;
-    int fd = open("/proc/self/timens_offsets", O_WRONLY | O_CLOEXEC);
-    if (fd < 0) {
-        step = KT_STEP_OPEN_OFFSETS;
-        err = errno;
-    } else {
-        char line[128];
-        int n = 0;
-        offsets_now(h, report);
-        put_offset_line(line, &n, "monotonic", report->monotonic_offset_ns);
-        put_offset_line(line, &n, "boottime", report->boottime_offset_ns);
-        ssize_t w = write(fd, line, (size_t)n);
-        if (w != n) {
-            step = KT_STEP_WRITE_OFFSETS;
-            err = w < 0 ? errno : EIO;
-        }
-        close(fd);
-    }
-    if (!step) {
-        pid = clone_parent(r->fds.cgroup);
-        if (pid == 0)
-            become_program(r, report_fd);
-        if (pid < 0) {
-            step = clone_step(r->fds.cgroup);
-            err = errno;
-        }
-        struct stat ns;
-        if (pid > 0 && stat("/proc/self/ns/time_for_children", &ns) == 0)
-            report->timens_inode = (uint64_t)ns.st_ino;
-    }
-    /* Back to our own namespace for whatever we create next. */
-    setns(own_ns_fd, CLONE_NEWTIME);
-    if (step) {
-        send_failure(report_fd, step, err);
+    /* The new process makes its own namespace (become_restored_program). */
+    pid = clone_parent(r->fds.cgroup);
+    if (pid == 0)
+        become_restored_program(r, report_fd);
+    if (pid < 0) {
+        send_failure(report_fd, clone_step(r->fds.cgroup), errno);
         return -1;
     }
     report->mechanism = KT_MECH_UNSHARE_PROC;
@@ -540,7 +592,7 @@ static long spawn_joined(const struct request *r, int report_fd, struct kt_msg *
         fail_and_exit(report_fd, KT_STEP_SETNS, errno);
     if (r->h.mode == KT_MODE_JOIN_TIMENS)
         become_program(r, report_fd);
-    close_all_but(report_fd);
+    close_all_but(&report_fd, 1);
 
     /* After setns both our namespace and time_for_children are the target's,
      * so this file now shows the target's offsets. */
@@ -559,11 +611,11 @@ static long spawn_joined(const struct request *r, int report_fd, struct kt_msg *
     _exit(0);
 }
 
-/* Assign the descriptors of a request in the order kt_wire.h gives. -1
- * when they do not match the request. */
-static int request_fds(const struct kt_wire_request *h, const int *fds, int nfds, struct request_fds *out)
+/* Assign the descriptors of a request in the order kt_wire.h gives, those
+ * after the report socket from fds[next] on. -1 when they do not match the
+ * request. */
+static int request_fds(const struct kt_wire_request *h, const int *fds, int nfds, int next, struct request_fds *out)
 {
-    int next = 2;
 #define TAKE() (next < nfds ? fds[next++] : (next++, -1))
     out->pidfd = out->pidns = out->root = out->cgroup = -1;
     if (h->mode == KT_MODE_JOIN_TIMENS || h->mode == KT_MODE_READ_OFFSETS)
@@ -582,13 +634,16 @@ static int request_fds(const struct kt_wire_request *h, const int *fds, int nfds
     return next == nfds ? 0 : -1;   /* every one taken, none missing */
 }
 
-/* Runs one request. Returns -1 when the helper could not return to its own
- * pid namespace: it must then serve no other request. */
-static int handle(const int *fds, int nfds, int own_ns_fd, int own_pidns_fd)
+/* Runs one request: the message (len bytes of message, the request itself
+ * unless a single byte) and its descriptors. Returns -1 when the helper
+ * could not return to its own pid namespace: it must then serve no other
+ * request. */
+static int handle(char *message, size_t len, const int *fds, int nfds, int own_pidns_fd)
 {
-    int memfd = fds[0], report_fd = fds[1];
+    int in_memfd = len == 1, report_fd = fds[in_memfd];
     struct request r;
     char *buffer = NULL;
+    ssize_t size = in_memfd ? load_request(fds[0], &buffer) : (ssize_t)len;
     memset(&r, 0, sizeof(r));
     struct kt_msg report;
     memset(&report, 0, sizeof(report));
@@ -596,7 +651,8 @@ static int handle(const int *fds, int nfds, int own_ns_fd, int own_pidns_fd)
 
     long pid = -1;
     int lost = 0;
-    if (read_request(memfd, &r, &buffer) != 0 || request_fds(&r.h, fds, nfds, &r.fds) != 0 ||
+    if (size < 0 || parse_request(in_memfd ? buffer : message, (size_t)size, &r) != 0 ||
+        request_fds(&r.h, fds, nfds, in_memfd + 1, &r.fds) != 0 ||
         (r.h.mode != KT_MODE_NEW_TIMENS && r.h.mode != KT_MODE_JOIN_TIMENS && r.h.mode != KT_MODE_READ_OFFSETS))
         send_failure(report_fd, KT_STEP_REQUEST, EINVAL);
     else if (r.fds.pidns >= 0 && setns(r.fds.pidns, CLONE_NEWPID) != 0)
@@ -604,7 +660,7 @@ static int handle(const int *fds, int nfds, int own_ns_fd, int own_pidns_fd)
     else {
         /* pid_ns_for_children is now the requested one: only the clone below sees it. */
         if (r.h.mode == KT_MODE_NEW_TIMENS)
-            pid = spawn_in_new_timens(&r, report_fd, own_ns_fd, &report);
+            pid = spawn_in_new_timens(&r, report_fd, &report);
         else
             pid = spawn_joined(&r, report_fd, &report);
         if (r.fds.pidns >= 0 && setns(own_pidns_fd, CLONE_NEWPID) != 0)
@@ -648,14 +704,13 @@ int main(void)
     /* Only the control socket is ours to keep; make sure of it. */
     syscall(SYS_close_range, CONTROL_FD + 1, ~0U, 0);
     fcntl(CONTROL_FD, F_SETFD, FD_CLOEXEC);
-    int own_ns_fd = open("/proc/self/ns/time", O_RDONLY | O_CLOEXEC);
     int own_pidns_fd = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
-    if (own_ns_fd < 0 || own_pidns_fd < 0)
+    if (own_pidns_fd < 0)
         return 1;
 
+    static char message[KT_WIRE_INLINE_MAX];
     for (;;) {
-        char byte;
-        struct iovec iov = { &byte, 1 };
+        struct iovec iov = { message, sizeof(message) };
         union {
             struct cmsghdr align;
             char buf[CMSG_SPACE(KT_WIRE_MAX_FDS * sizeof(int))];
@@ -682,8 +737,8 @@ int main(void)
             }
         }
         int lost = 0;
-        if (nfds >= 2 && !(msg.msg_flags & MSG_CTRUNC))
-            lost = handle(fds, nfds, own_ns_fd, own_pidns_fd);
+        if (nfds >= (n == 1 ? 2 : 1) && !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)))
+            lost = handle(message, (size_t)n, fds, nfds, own_pidns_fd);
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
         if (lost)

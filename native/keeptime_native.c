@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
@@ -52,13 +53,18 @@ static int write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-static int write_strings(int fd, char **list)
+/* Append a NUL-terminated string to *out. */
+static void put_string(char **out, const char *s)
 {
-    for (int i = 0; list && list[i]; i++) {
-        if (write_all(fd, list[i], strlen(list[i]) + 1) != 0)
-            return -1;
-    }
-    return 0;
+    size_t n = strlen(s) + 1;
+    memcpy(*out, s, n);
+    *out += n;
+}
+
+static void put_strings(char **out, char **list)
+{
+    for (int i = 0; list && list[i]; i++)
+        put_string(out, list[i]);
 }
 
 static uint64_t strings_bytes(char **list)
@@ -69,8 +75,9 @@ static uint64_t strings_bytes(char **list)
     return n;
 }
 
-/* Serialize req into a fresh memfd (see kt_wire.h for the layout). */
-static int encode_request(const struct kt_spawn_request *req, int mode)
+/* Serialize req (see kt_wire.h for the layout) into a new buffer; NULL
+ * with errno on failure. */
+static char *encode_request(const struct kt_spawn_request *req, int mode, size_t *size)
 {
     struct kt_wire_request h;
     memset(&h, 0, sizeof(h));
@@ -78,7 +85,7 @@ static int encode_request(const struct kt_spawn_request *req, int mode)
         req->n_cgroup_procs > KT_WIRE_MAX_CGROUP_PROCS || req->n_rlimits < 0 ||
         req->n_rlimits > KT_WIRE_MAX_RLIMITS) {
         errno = EINVAL;
-        return -1;
+        return NULL;
     }
     h.magic = KT_WIRE_MAGIC;
     h.mode = mode;
@@ -120,18 +127,33 @@ static int encode_request(const struct kt_spawn_request *req, int mode)
     }
     h.strings_len += strings_bytes(req->exec_paths) + strings_bytes(req->argv) + strings_bytes(req->envp);
 
-    int fd = memfd_create("keeptime-request", MFD_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int ok = write_all(fd, &h, sizeof(h)) == 0 &&
-             (h.n_groups <= 0 || write_all(fd, req->groups, sizeof(uint32_t) * (size_t)h.n_groups) == 0);
-    for (int i = 0; ok && i < 4; i++) {
-        if (fixed[i])
-            ok = write_all(fd, fixed[i], strlen(fixed[i]) + 1) == 0;
+    size_t groups_bytes = h.n_groups > 0 ? sizeof(uint32_t) * (size_t)h.n_groups : 0;
+    size_t total = sizeof(h) + groups_bytes + (size_t)h.strings_len;
+    char *buf = malloc(total), *out = buf;
+    if (!buf)
+        return NULL;
+    memcpy(out, &h, sizeof(h));
+    out += sizeof(h);
+    if (groups_bytes) {
+        memcpy(out, req->groups, groups_bytes);
+        out += groups_bytes;
     }
-    ok = ok && write_strings(fd, req->exec_paths) == 0 && write_strings(fd, req->argv) == 0 &&
-         write_strings(fd, req->envp) == 0;
-    if (!ok) {
+    for (int i = 0; i < 4; i++) {
+        if (fixed[i])
+            put_string(&out, fixed[i]);
+    }
+    put_strings(&out, req->exec_paths);
+    put_strings(&out, req->argv);
+    put_strings(&out, req->envp);
+    *size = total;
+    return buf;
+}
+
+/* A memfd holding a request too large to travel inline; -1 with errno. */
+static int request_memfd(const char *buf, size_t size)
+{
+    int fd = memfd_create("keeptime-request", MFD_CLOEXEC);
+    if (fd >= 0 && write_all(fd, buf, size) != 0) {
         int saved = errno;
         close(fd);
         errno = saved;
@@ -160,19 +182,30 @@ static int request_fds(const struct kt_spawn_request *req, int pidfd, int *fds)
     return n;
 }
 
-/* Send one request to the helper with its descriptors; returns our end of
- * its report socket. */
-static int send_request(int helper_fd, int memfd, const int *extra, int n_extra)
+/* Send one request to the helper with its descriptors: inline when it is
+ * small enough, else in a memfd (see kt_wire.h). Returns our end of its
+ * report socket. */
+static int send_request(int helper_fd, const char *request, size_t size, const int *extra, int n_extra)
 {
-    int pair[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0)
+    int memfd = -1;
+    if (size > KT_WIRE_INLINE_MAX && (memfd = request_memfd(request, size)) < 0)
         return -1;
-    int fds[KT_WIRE_MAX_FDS] = { memfd, pair[1] };
-    int nfds = 2;
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+        int saved = errno;
+        if (memfd >= 0)
+            close(memfd);
+        errno = saved;
+        return -1;
+    }
+    int fds[KT_WIRE_MAX_FDS], nfds = 0;
+    if (memfd >= 0)
+        fds[nfds++] = memfd;
+    fds[nfds++] = pair[1];
     for (int i = 0; i < n_extra; i++)
         fds[nfds++] = extra[i];
     char byte = 'R';
-    struct iovec iov = { &byte, 1 };
+    struct iovec iov = { memfd >= 0 ? &byte : (char *)request, memfd >= 0 ? 1 : size };
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(KT_WIRE_MAX_FDS * sizeof(int))];
@@ -194,6 +227,8 @@ static int send_request(int helper_fd, int memfd, const int *extra, int n_extra)
         ;
     int saved = errno;
     close(pair[1]);
+    if (memfd >= 0)
+        close(memfd);
     if (n < 0) {
         close(pair[0]);
         errno = saved;
@@ -215,32 +250,88 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Wait until fd is readable (1), or until deadline_ms on CLOCK_MONOTONIC
- * passes (0, ETIMEDOUT) or cancel_fd turns readable (0, ECANCELED).
- * deadline_ms < 0: no deadline and no cancel. */
-static int wait_readable(int fd, int64_t deadline_ms, int cancel_fd, int *why)
+/* Wait until every sender has closed the report socket (1: it hung up; the
+ * reports queued stay readable), or until deadline_ms on CLOCK_MONOTONIC
+ * passes (0, ETIMEDOUT) or cancel_fd turns readable (0, ECANCELED). Reports
+ * arriving meanwhile wake nobody: poll() asks for POLLRDHUP only, and the
+ * kernel wakes a poller only for the events it asked for (and POLLHUP,
+ * POLLERR): nothing of keeptimed's runs because of the new process's
+ * report, which it sends between its offsets and its exec. */
+static int wait_hangup(int fd, int64_t deadline_ms, int cancel_fd, int *why)
 {
     for (;;) {
-        struct pollfd p[2] = { { fd, POLLIN, 0 }, { cancel_fd, POLLIN, 0 } };
-        int timeout = -1, nfds = 1;
-        if (deadline_ms >= 0) {
-            int64_t left = deadline_ms - now_ms();
-            if (left <= 0) {
-                *why = ETIMEDOUT;
-                return 0;
-            }
-            timeout = left > INT_MAX ? INT_MAX : (int)left;
-            nfds = cancel_fd >= 0 ? 2 : 1;
+        struct pollfd p[2] = { { fd, POLLRDHUP, 0 }, { cancel_fd, POLLIN, 0 } };
+        int64_t left = deadline_ms - now_ms();
+        if (left <= 0) {
+            *why = ETIMEDOUT;
+            return 0;
         }
-        int n = poll(p, (nfds_t)nfds, timeout);
+        int n = poll(p, cancel_fd >= 0 ? 2 : 1, left > INT_MAX ? INT_MAX : (int)left);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 || p[0].revents)
-            return 1;   /* readable, or let recv() report the error */
+            return 1;   /* hung up, or let recv() report the error */
         if (n > 0) {
             *why = ECANCELED;
             return 0;
         }
+    }
+}
+
+static int hung_up(int fd)
+{
+    struct pollfd p = { fd, POLLRDHUP, 0 };
+    return poll(&p, 1, 0) > 0;
+}
+
+/* What the reports of one request said so far. */
+struct reports {
+    int spawned;                  /* the helper reported the pid */
+    int written;                  /* the offsets written are known */
+};
+
+static void take_report(const struct kt_msg *m, struct kt_spawn_result *res, struct reports *seen,
+                        struct kt_msg *offsets)
+{
+    if (m->kind == KT_MSG_SPAWNED) {
+        seen->spawned = 1;
+        res->pid = m->pid;
+        res->mechanism = m->mechanism;
+        res->offset_abi_lacking = m->offset_abi_lacking;
+        if (m->mechanism == KT_MECH_CLONE3_OFFSETS) {   /* the helper wrote them, in clone3 */
+            seen->written = 1;
+            res->monotonic_offset_ns = m->monotonic_offset_ns;
+            res->boottime_offset_ns = m->boottime_offset_ns;
+        }
+    } else if (m->kind == KT_MSG_WRITTEN) {   /* may come before KT_MSG_SPAWNED */
+        seen->written = 1;
+        res->monotonic_offset_ns = m->monotonic_offset_ns;
+        res->boottime_offset_ns = m->boottime_offset_ns;
+        res->timens_inode = m->timens_inode;
+    } else if (m->kind == KT_MSG_FAILED && !res->failed_step) {
+        res->failed_step = m->step;
+        res->error = m->error;
+        res->failed_detail = m->detail;
+    } else if (m->kind == KT_MSG_OFFSETS && offsets) {
+        *offsets = *m;
+    }
+}
+
+/* Take every report queued, without waiting. Returns 1 at end-of-file (the
+ * socket hung up meanwhile), else 0. */
+static int take_queued(int fd, struct kt_spawn_result *res, struct reports *seen, struct kt_msg *offsets)
+{
+    struct kt_msg m;
+    for (;;) {
+        ssize_t n = recv(fd, &m, sizeof(m), MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            return 1;
+        if (n < 0)
+            return 0;   /* EAGAIN: nothing more; other errors show in the blocking recv */
+        if (n == (ssize_t)sizeof(m))
+            take_report(&m, res, seen, offsets);
     }
 }
 
@@ -251,18 +342,18 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
                        struct kt_spawn_result *res, struct kt_msg *offsets)
 {
     memset(res, 0, sizeof(*res));
-    int memfd = encode_request(req, mode);
+    size_t size = 0;
+    char *request = encode_request(req, mode, &size);
     int extra[KT_WIRE_MAX_FDS];
     int n_extra = request_fds(req, pidfd, extra);
-    int report_fd = memfd < 0 ? -1 : send_request(helper_fd, memfd, extra, n_extra);
+    int report_fd = request ? send_request(helper_fd, request, size, extra, n_extra) : -1;
+    int saved = errno;
+    free(request);
     if (report_fd < 0) {
         res->failed_step = KT_STEP_CHANNEL;
-        res->error = errno;
-        if (memfd >= 0)
-            close(memfd);
+        res->error = saved;
         return -1;
     }
-    close(memfd);
 
     /* Waiting for the helper's report is waiting for keeptimed's own helper.
      * Once the new process exists, waiting for its exec is waiting for a
@@ -270,16 +361,26 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
      * that wait is bounded, and a process still short of exec at the bound
      * is killed, so it never runs. One that execs in the instant between the
      * last look at the socket and the kill is killed too, and reported as
-     * not started: it can only be one stopped or blocked for the whole bound. */
-    int spawned = 0, killed = 0, why = 0;
-    int64_t deadline_ms = -1;
+     * not started: it can only be one stopped or blocked for the whole bound.
+     * The bound runs from the request, which the helper answers with the pid
+     * within microseconds; if that answer came later than the bound, the
+     * process gets a whole bound from the answer. Until the socket hangs up
+     * the reports are left queued: see wait_hangup. */
+    struct reports seen = { 0, 0 };
+    int bounded = req->exec_timeout_ms > 0, hungup = 0, killed = 0, awaiting = 0, why = 0;
+    int64_t deadline_ms = bounded ? now_ms() + req->exec_timeout_ms : -1;
     struct kt_msg m;
     for (;;) {
-        if (deadline_ms >= 0 && !killed && !wait_readable(report_fd, deadline_ms, req->cancel_fd, &why)) {
-            struct pollfd last = { report_fd, POLLIN, 0 };
-            if (poll(&last, 1, 0) <= 0) {
-                kill(res->pid, SIGKILL);
+        if (bounded && !hungup && !killed && !awaiting) {
+            if (wait_hangup(report_fd, deadline_ms, req->cancel_fd, &why) || hung_up(report_fd)) {
+                hungup = 1;   /* every report is queued: recv() below never blocks */
+            } else if (take_queued(report_fd, res, &seen, offsets)) {
+                break;        /* it exec'd or ended just now */
+            } else if (seen.spawned) {
+                kill(res->pid, SIGKILL);   /* short of its exec at the bound */
                 killed = 1;
+            } else {
+                awaiting = 1;   /* no pid yet: wait below for the helper's answer */
             }
         }
         ssize_t n = recv(report_fd, &m, sizeof(m), 0);
@@ -293,26 +394,14 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
             break;
         if (n != (ssize_t)sizeof(m))
             continue;
-        if (m.kind == KT_MSG_SPAWNED) {
-            spawned = 1;
-            if (req->exec_timeout_ms > 0)
-                deadline_ms = now_ms() + req->exec_timeout_ms;
-            res->pid = m.pid;
-            res->mechanism = m.mechanism;
-            res->offset_abi_lacking = m.offset_abi_lacking;
-            res->monotonic_offset_ns = m.monotonic_offset_ns;
-            res->boottime_offset_ns = m.boottime_offset_ns;
-            res->timens_inode = m.timens_inode;
-        } else if (m.kind == KT_MSG_FAILED && !res->failed_step) {
-            res->failed_step = m.step;
-            res->error = m.error;
-            res->failed_detail = m.detail;
-        } else if (m.kind == KT_MSG_OFFSETS && offsets) {
-            *offsets = m;
+        take_report(&m, res, &seen, offsets);
+        if (awaiting && seen.spawned) {
+            awaiting = 0;   /* the helper answered after the bound: a whole bound from now */
+            deadline_ms = now_ms() + req->exec_timeout_ms;
         }
     }
     close(report_fd);
-    if (!spawned && !res->failed_step) {
+    if (!seen.spawned && !res->failed_step) {
         res->failed_step = KT_STEP_HELPER;
         res->error = EPIPE;
     }
@@ -320,8 +409,12 @@ static int run_request(int helper_fd, const struct kt_spawn_request *req, int mo
         res->failed_step = KT_STEP_EXEC_WAIT;
         res->error = why;
     }
+    if (!res->failed_step && mode == KT_MODE_NEW_TIMENS && !seen.written) {
+        res->failed_step = KT_STEP_REPORT;   /* it ended before reporting its offsets: it never ran */
+        res->error = EPIPE;
+    }
     if (res->failed_step) {
-        if (spawned && res->pid > 0)
+        if (seen.spawned && res->pid > 0)
             reap(res->pid);   /* the failed process is our child: leave no zombie */
         res->pid = 0;
         return -1;

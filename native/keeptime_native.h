@@ -50,6 +50,7 @@
 #define KT_STEP_RLIMIT 27         /* failed_detail: the resource */
 #define KT_STEP_CLONE_CGROUP 28   /* clone3 with CLONE_INTO_CGROUP */
 #define KT_STEP_EXEC_WAIT 29      /* the new process did not exec in time (or keeptimed stopped): killed */
+#define KT_STEP_OPEN_TIMENS 30    /* open /proc/self/ns/time_for_children (the new process's own namespace) */
 
 /* array sizes below (cdef needs them literal) */
 #define KT_MAX_NAMESPACES 8
@@ -112,7 +113,7 @@ struct kt_spawn_result {
     int error;                      /* errno of failed_step */
     int failed_detail;              /* which namespace, resource or cgroup (see the steps) */
     int offset_abi_lacking;         /* clone3 refused the seed's fields (E2BIG/EINVAL) */
-    int64_t monotonic_offset_ns;    /* offsets actually written */
+    int64_t monotonic_offset_ns;    /* offsets actually written (reported by the new process) */
     int64_t boottime_offset_ns;
     uint64_t timens_inode;          /* KT_MODE_NEW_TIMENS: the namespace created */
 };

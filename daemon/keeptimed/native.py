@@ -52,6 +52,7 @@ STEPS = {
     lib.KT_STEP_RLIMIT: "setrlimit",            # named with its resource: setrlimit(RLIMIT_NOFILE)
     lib.KT_STEP_CLONE_CGROUP: "clone3(CLONE_INTO_CGROUP)",
     lib.KT_STEP_EXEC_WAIT: "wait for exec",
+    lib.KT_STEP_OPEN_TIMENS: "open /proc/self/ns/time_for_children",
 }
 EXEC_WAIT = STEPS[lib.KT_STEP_EXEC_WAIT]
 # setns() types by /proc/PID/ns/ name (include/uapi/linux/sched.h; os has them only from Python 3.12)

@@ -3,6 +3,7 @@ import errno
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -64,6 +65,10 @@ def test_the_restored_process_is_the_callers_child_in_its_own_namespace(tmp_path
         assert procfs.read_stat(spawned.pid).ppid == os.getpid()  # CLONE_PARENT
         assert procfs.timens_inode(spawned.pid) == spawned.timens_inode != procfs.timens_inode(os.getpid())
         assert procfs.timens_inode(os.getpid(), for_children=True) == procfs.timens_inode(os.getpid())
+        # The program made its namespace itself: the helper's never changes, not even for its children.
+        helper = native.helper_pid()
+        assert procfs.timens_inode(helper) == procfs.timens_inode(helper, for_children=True) == \
+            procfs.timens_inode(os.getpid())
     finally:
         os.kill(spawned.pid, 9)
         reap(spawned.pid)
@@ -97,6 +102,35 @@ def test_the_program_gets_a_clean_process_state(tmp_path):
     assert lines[lines.index("SigIgn:") + 1] == "0000000000000000"  # Python ignores SIGPIPE; the child must not
     assert "0027" in lines and "/tmp" in lines
     assert not any(line.startswith("PATH=") for line in lines)  # nothing inherited
+
+
+def test_stdio_is_blocking_with_the_flags_it_was_opened_with(tmp_path):
+    """stdio is opened O_NONBLOCK (a FIFO never blocks the spawn) and switched
+    back before the exec: the program gets ordinary blocking descriptors,
+    stdout and stderr appending."""
+    out = str(tmp_path / "fdinfo.txt")
+    spawned = native.spawn_in_new_timens(
+        spec(["/bin/sh", "-c", "grep flags /proc/self/fdinfo/0 /proc/self/fdinfo/1 /proc/self/fdinfo/2"],
+             stdout_path=out, stderr_path=str(tmp_path / "err.txt")), host_clocks(), NO_OFFSETS)
+    assert reap(spawned.pid) == 0
+    flags = [int(line.split()[-1], 8) for line in open(out).read().splitlines()]
+    assert len(flags) == 3
+    assert not any(f & os.O_NONBLOCK for f in flags), [oct(f) for f in flags]
+    assert flags[0] & os.O_ACCMODE == os.O_RDONLY
+    assert all(f & os.O_ACCMODE == os.O_WRONLY and f & os.O_APPEND for f in flags[1:]), [oct(f) for f in flags]
+
+
+@pytest.mark.parametrize("size", [10, 100_000])
+def test_small_and_large_requests_reach_the_program_whole(size, tmp_path):
+    """A request travels in the control socket's message itself, or in a
+    memfd when larger than that takes (64 KiB, kt_wire.h): either way the
+    program gets its whole environment and argv."""
+    out = str(tmp_path / "env.txt")
+    spawned = native.spawn_in_new_timens(
+        native.ExecSpec(exec_paths=["/bin/sh"], argv=["sh", "-c", 'printf "%s %s %s" "${#A}" "${#B}" "$0"', "argv0"],
+                        env=[f"A={'a' * size}", f"B={'b' * size}"], stdout_path=out), host_clocks(), NO_OFFSETS)
+    assert reap(spawned.pid) == 0
+    assert open(out).read() == f"{size} {size} argv0"
 
 
 def test_privileges_are_dropped_before_exec():
@@ -196,6 +230,46 @@ def test_concurrent_spawns_from_many_threads(tmp_path):
         assert n * DAY - 10**9 < shown.monotonic_ns <= n * DAY
 
 
+def _voluntary_switches() -> int:
+    with open(f"/proc/self/task/{threading.get_native_id()}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches:"))
+
+
+def test_the_caller_sleeps_until_the_exec_woken_by_no_report():
+    """The reports (the helper's pid, the process's offsets) are left queued
+    until the report socket hangs up at the exec: the calling thread blocks
+    once per spawn, so nothing of keeptimed's wakes between the offsets and
+    the program's exec."""
+    native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)   # the helper runs
+    blocked = []
+    for _ in range(5):
+        before = _voluntary_switches()
+        spawned = native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)
+        blocked.append(_voluntary_switches() - before)
+        reap(spawned.pid)
+    assert sorted(blocked)[2] <= 1, blocked   # one report at a time would make it 3
+
+
+def test_the_exec_bound_runs_from_the_helpers_answer_when_that_comes_late():
+    """The bound on the exec is armed with the request, which the helper
+    answers at once; a helper that answers later (stopped here) still gives
+    the process its whole bound, so it starts."""
+    native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)
+    helper, bound = native.helper_pid(), native.exec_timeout()
+    native.set_exec_timeout(0.3)
+    os.kill(helper, signal.SIGSTOP)
+    resume = threading.Timer(1.0, os.kill, (helper, signal.SIGCONT))
+    resume.start()
+    try:
+        started = time.monotonic()
+        spawned = native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)
+        assert time.monotonic() - started >= 0.9
+        assert reap(spawned.pid) == 0
+    finally:
+        resume.join()
+        native.set_exec_timeout(bound)
+
+
 def test_a_dead_helper_is_replaced_transparently(tmp_path):
     spawned = native.spawn_in_new_timens(spec(["/bin/true"]), host_clocks(), NO_OFFSETS)
     reap(spawned.pid)
@@ -215,7 +289,7 @@ def test_the_helper_is_small_and_single_threaded():
     assert int(fields["Threads"]) == 1
     assert int(fields["VmRSS"].split()[0]) < 4096  # kB: copying it per restore is cheap
     assert fields["SigIgn"].strip() == "0000000000000000"
-    assert sorted(os.listdir(f"/proc/{native.helper_pid()}/fd")) == ["0", "1", "2", "3", "4", "5"]  # + own time and pid ns fds
+    assert sorted(os.listdir(f"/proc/{native.helper_pid()}/fd")) == ["0", "1", "2", "3", "4"]  # + own pid ns fd
 
 
 # -- what the program takes from its caller instead of from keeptimed ---------
