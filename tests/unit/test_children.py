@@ -45,7 +45,8 @@ def test_a_child_whose_pidfd_cannot_be_opened_is_still_tracked_and_reaped_never_
         for fd in filler:
             os.close(fd)
         filler.clear()
-        assert _state(pid) == "S" and children.running() == [pid] and children.live(1000) == 1
+        # Still alive: running (on a busy machine sleep may not have reached its sleep yet) or sleeping.
+        assert _state(pid) in ("R", "S") and children.running() == [pid] and children.live(1000) == 1
         os.kill(pid, signal.SIGTERM)
         assert children.wait(pid, timeout=10).signal == signal.SIGTERM
     finally:
