@@ -112,7 +112,7 @@ class Admission:
         if caller.privileged:
             if not self._root_waits.acquire(blocking=False):
                 raise LimitExceeded("workers", f"{self.limits.root_waits} Wait calls are already blocked in "
-                                               "keeptimed (half its workers); retry")
+                                               "keeptimed (half its workers for waits and streams); retry")
             try:
                 yield
             finally:
