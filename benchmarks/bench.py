@@ -526,14 +526,15 @@ checkpoint path, the native spawn measured alone, gRPC measured alone).
 - **Throughput with 16 clients ≥ 4 clients** is met or missed with the
   VM's load. The clients are Python processes on the same two cores as
   keeptimed, and with 16 of them each one's CPU per call grows by about
-  half (rows "the clients' CPU"), from preemption, not from keeptimed:
-  keeptimed's own CPU per call stays within a few per cent of its 4-client
-  figure, since quick calls run on `quick_workers` (two threads per CPU)
-  and waits and streams on `workers`. With 32 threads for every call it
-  grew by 10 to 25 % (GIL hand-offs between threads: voluntary context
-  switches per call rose by a third) and 16 clients lost 10 to 15 % against
-  4 in every run. What would close the rest: clients that do not share
-  keeptimed's cores, as on a host whose CRIU runs call it now and then.
+  half (rows "the clients' CPU"): preemption, not keeptimed. keeptimed's
+  own CPU per call grows by a few per cent (+1 to +7 % in the medians of
+  interleaved runs), since quick calls run on `quick_workers` (two threads
+  per CPU) and waits and streams on `workers`; with 32 threads for every
+  call it grew by 4 to 16 % (GIL hand-offs: its voluntary context switches
+  per restore rose by 40 to 50 % from 4 to 16 clients, now by 15 to 20 %)
+  and 16 clients lost 10 to 15 % against 4 in every run. What would close
+  the rest: clients that do not share keeptimed's cores, as on a host whose
+  CRIU runs call it now and then.
 - **Variance.** This is a 2-vCPU VM on a shared host: the C floor itself
   moved between 0.57 and 0.87 ms median across runs of the same day, so
   compare the ratios within one run, not absolute times across runs.
