@@ -95,7 +95,7 @@ class Access:
             credentials = self.relay.caller(peer) if self.relay else None
             if credentials is None:
                 raise PermissionDenied("this connection did not come through keeptimed's socket")
-            return replace(self.caller_of(credentials), peer=peer)
+            return self.caller_of(credentials, peer)
         auth = context.auth_context()
         if auth.get("transport_security_type") == [b"ssl"]:
             return Caller("tls", name=self._certificate_name(auth), pidns=self.own_pidns)
@@ -148,10 +148,11 @@ class Access:
                     os.close(pidns_fd)
 
     @staticmethod
-    def caller_of(credentials) -> Caller:
-        """The caller behind a unix connection with these peer credentials."""
+    def caller_of(credentials, peer: str = "") -> Caller:
+        """The caller behind a unix connection with these peer credentials
+        (and the name gRPC gives it)."""
         return Caller("unix", credentials.pid, credentials.uid, credentials.gid, credentials.program,
-                      credentials.pidns)
+                      credentials.pidns, peer)
 
     @staticmethod
     def check_rpc(caller: Caller, rpc_name: str) -> None:

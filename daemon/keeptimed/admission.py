@@ -1,34 +1,40 @@
 """Admission: how many calls a caller other than root may have in progress.
 
-keeptimed serves gRPC on a fixed pool of worker threads, and a call holds
-its worker for as long as it lasts: a blocked Wait, an idle reflection or
-health stream, even a unary call whose request message never arrives. So
-every call of a non-root caller is counted before it may hold a worker, and
-refused at once with RESOURCE_EXHAUSTED naming the limit when
-  * its uid already has user_calls gRPC calls in progress (streams
-    included), user_waits Wait calls blocked, or USER_HOOK_STEPS CRIU hook
-    steps (a CRIU run makes one at a time), or
+keeptimed serves gRPC on two fixed pools of worker threads (pools.py), and a
+call holds its worker for as long as it lasts: a blocked Wait, an idle
+reflection or health stream, a Restore whose program its owner stopped
+before exec, even a unary call whose request message never arrives. So
+every call of a non-root caller is counted, in the pool it runs in, before
+it may hold a worker, and refused at once with RESOURCE_EXHAUSTED naming the
+limit when
+  * its uid already has user_calls gRPC calls in progress (in both pools,
+    streams included), user_waits Wait calls blocked, or USER_HOOK_STEPS
+    CRIU hook steps (a CRIU run makes one at a time), or
   * the non-root callers together already hold the workers they may hold
-    (workers - root_workers for gRPC, all but ROOT_HOOK_WORKERS of the CRIU
-    hook's),
-so root always finds workers free. Root and TLS clients are not counted;
-root's blocked Waits are capped at half the workers, so its own waits never
-take them all.
+    in that pool: workers - root_workers of those for waits and streams,
+    three quarters of the quick_workers, all but ROOT_HOOK_WORKERS of the
+    CRIU hook's,
+so root always finds workers free in every pool. Root and TLS clients are
+not counted; root's blocked Waits are capped at half the workers for waits
+and streams, so its own waits never take them all.
 
 AdmissionInterceptor applies this to every RPC the server has (keeptime.v1,
-health, reflection). It serves each one as request-streaming, so that the
-count is taken before the worker waits for a request message: grpcio reads a
-unary request in the worker before the handler runs.
+health, reflection), and has each served by its pool. It serves each one as
+request-streaming, so that the count is taken before the worker waits for a
+request message: grpcio reads a unary request in the worker before the
+handler runs.
 """
 import collections
 import contextlib
 import logging
 import threading
+from concurrent import futures
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import grpc
 
+from . import pools
 from .access import Access, Caller
 from .calls import caller_fields
 from .errors import KeeptimeError
@@ -47,7 +53,9 @@ class Pool:
     name: str
     share: int           # all non-root callers together
     share_limit: str     # the limit that sets the share, as refusals name it
-    per_uid: int         # one uid
+    roots: str           # what root keeps, for messages
+    uid_group: str       # pools whose calls count together per uid
+    per_uid: int         # one uid, in all pools of its uid_group
     per_uid_limit: str   # the limit that sets it
     what: str            # what a uid holds, for messages
 
@@ -57,32 +65,35 @@ class Admission:
 
     def __init__(self, limits: Limits, hook_workers: int = 8):
         self.limits = limits
-        self.rpc = Pool("gRPC", limits.user_workers, "root_workers", limits.user_calls, "user_calls",
-                        "calls in progress")
+        self.quick = Pool("quick-call", limits.user_quick_workers, "quick_workers", "a quarter of quick_workers",
+                          "gRPC", limits.user_calls, "user_calls", "calls in progress")
+        self.blocking = Pool("wait-and-stream", limits.user_workers, "root_workers", "root_workers",
+                             "gRPC", limits.user_calls, "user_calls", "calls in progress")
         self.hook = Pool("CRIU hook", max(1, hook_workers - ROOT_HOOK_WORKERS), "root_hook_workers",
-                         USER_HOOK_STEPS, "user_hook_steps", "CRIU hook steps in progress")
+                         "root_hook_workers", "CRIU hook", USER_HOOK_STEPS, "user_hook_steps",
+                         "CRIU hook steps in progress")
         self._lock = threading.Lock()
-        self._held: collections.Counter = collections.Counter()    # (pool, uid) and pool -> calls held
+        # pool -> calls held there; (uid group, uid) -> calls that uid holds in the group's pools
+        self._held: collections.Counter = collections.Counter()
         self._waits: collections.Counter = collections.Counter()   # uid -> blocked Waits
         self._root_waits = threading.BoundedSemaphore(limits.root_waits)
 
-    def enter(self, caller: Caller, pool: Optional[Pool] = None) -> Optional[tuple[Pool, int]]:
-        """Count a call of caller in pool (default: gRPC's); LimitExceeded
-        when it is one too many. Returns the ticket to give leave() when the
-        call ends."""
-        pool = pool or self.rpc
+    def enter(self, caller: Caller, pool: Pool) -> Optional[tuple[Pool, int]]:
+        """Count a call of caller in pool; LimitExceeded when it is one too
+        many. Returns the ticket to give leave() when the call ends."""
         if caller.privileged:
             return None
         uid = caller.uid
+        mine = pool.uid_group, uid
         with self._lock:
-            if self._held[pool, uid] >= pool.per_uid:
-                raise LimitExceeded(pool.per_uid_limit, f"uid {uid} already has {self._held[pool, uid]} {pool.what}, "
+            if self._held[mine] >= pool.per_uid:
+                raise LimitExceeded(pool.per_uid_limit, f"uid {uid} already has {self._held[mine]} {pool.what}, "
                                                         f"the most {pool.per_uid_limit} allows; retry once one has ended")
             if self._held[pool] >= pool.share:
                 raise LimitExceeded(pool.share_limit, f"the {pool.share} {pool.name} workers callers other than root "
-                                                      f"may hold are all busy (the rest are root's: "
-                                                      f"{pool.share_limit}); retry")
-            self._held[pool, uid] += 1
+                                                      f"may hold are all busy (the rest are root's: {pool.roots}); "
+                                                      "retry")
+            self._held[mine] += 1
             self._held[pool] += 1
         return pool, uid
 
@@ -92,7 +103,7 @@ class Admission:
             return
         pool, uid = ticket
         with self._lock:
-            _decrement(self._held, (pool, uid))
+            _decrement(self._held, (pool.uid_group, uid))
             _decrement(self._held, pool)
 
     @contextlib.contextmanager
@@ -101,7 +112,7 @@ class Admission:
         if caller.privileged:
             if not self._root_waits.acquire(blocking=False):
                 raise LimitExceeded("workers", f"{self.limits.root_waits} Wait calls are already blocked in "
-                                               "keeptimed (half its workers); retry")
+                                               "keeptimed (half its workers for waits and streams); retry")
             try:
                 yield
             finally:
@@ -127,29 +138,42 @@ def _decrement(counter: collections.Counter, key) -> None:
 
 
 class AdmissionInterceptor(grpc.ServerInterceptor):
-    """Admits every RPC through Admission before it may hold a worker.
+    """Has every RPC served by its pool, admitted through Admission before
+    it may hold a worker there.
 
     on_refused(limit) is told of each refusal by a limit (for the metrics);
     each refused call is logged like any other call."""
 
-    def __init__(self, admission: Admission, access: Access, on_refused: Callable[[str], None] = lambda _: None):
+    def __init__(self, admission: Admission, access: Access, workers: pools.Pools,
+                 on_refused: Callable[[str], None] = lambda _: None):
         self.admission = admission
         self.access = access
+        self.workers = workers
         self.on_refused = on_refused
+        # method -> (its handler, that handler as served here): built once per method, not per call
+        self._served: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        name = handler_call_details.method.rsplit("/", 1)[-1]
-        return _request_streaming(handler, lambda context: self._admitted(name, context))
+        method = handler_call_details.method
+        served = self._served.get(method)
+        if served is None or served[0] is not handler:
+            blocking = pools.blocks(method, handler)
+            pool = self.admission.blocking if blocking else self.admission.quick
+            name = method.rsplit("/", 1)[-1]
+            served = handler, _request_streaming(handler, lambda context: self._admitted(name, pool, context),
+                                                 self.workers.for_call(blocking))
+            self._served[method] = served
+        return served[1]
 
     @contextlib.contextmanager
-    def _admitted(self, name: str, context) -> Iterator[None]:
+    def _admitted(self, name: str, pool: Pool, context) -> Iterator[None]:
         caller = None
         try:
             caller = self.access.identify(context)
-            ticket = self.admission.enter(caller)
+            ticket = self.admission.enter(caller, pool)
         except KeeptimeError as exc:
             self._refused(name, caller, context, exc)
             context.abort(grpc.StatusCode[exc.status], exc.message)
@@ -166,8 +190,10 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
         log.warning("%s %s", name, exc.status, extra={"fields": fields})
 
 
-def _request_streaming(handler: grpc.RpcMethodHandler, admitted) -> grpc.RpcMethodHandler:
-    """handler served as request-streaming, each call inside admitted(context).
+def _request_streaming(handler: grpc.RpcMethodHandler, admitted,
+                       pool: futures.ThreadPoolExecutor) -> grpc.RpcMethodHandler:
+    """handler served as request-streaming by pool's threads, each call
+    inside admitted(context).
 
     A unary request is read from the stream only once admitted; a streaming
     response keeps the call admitted until the stream ends."""
@@ -177,22 +203,24 @@ def _request_streaming(handler: grpc.RpcMethodHandler, admitted) -> grpc.RpcMeth
         def stream_stream(requests, context):
             with admitted(context):
                 yield from handler.stream_stream(requests, context)
-        return grpc.stream_stream_rpc_method_handler(stream_stream, **codecs)
-    if handler.request_streaming:
+        behaviour, make = stream_stream, grpc.stream_stream_rpc_method_handler
+    elif handler.request_streaming:
         def stream_unary(requests, context):
             with admitted(context):
                 return handler.stream_unary(requests, context)
-        return grpc.stream_unary_rpc_method_handler(stream_unary, **codecs)
-    if handler.response_streaming:
+        behaviour, make = stream_unary, grpc.stream_unary_rpc_method_handler
+    elif handler.response_streaming:
         def unary_stream(requests, context):
             with admitted(context):
                 yield from handler.unary_stream(_one(requests, context), context)
-        return grpc.stream_stream_rpc_method_handler(unary_stream, **codecs)
-
-    def unary_unary(requests, context):
-        with admitted(context):
-            return handler.unary_unary(_one(requests, context), context)
-    return grpc.stream_unary_rpc_method_handler(unary_unary, **codecs)
+        behaviour, make = unary_stream, grpc.stream_stream_rpc_method_handler
+    else:
+        def unary_unary(requests, context):
+            with admitted(context):
+                return handler.unary_unary(_one(requests, context), context)
+        behaviour, make = unary_unary, grpc.stream_unary_rpc_method_handler
+    behaviour.experimental_thread_pool = pool   # see pools.py
+    return make(behaviour, **codecs)
 
 
 def _one(requests, context):

@@ -38,6 +38,16 @@ class ExitStatus:
         return 128 + self.signal if self.signal else self.exit_code
 
 
+class _Ending:
+    """How one process ended, once it has: for the Waits blocked on it."""
+
+    __slots__ = ("done", "status")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.status: Optional[ExitStatus] = None
+
+
 class Children:
     """Tracks started processes until they exit and remembers how they ended."""
 
@@ -55,7 +65,8 @@ class Children:
         self._aliases: dict[Hashable, int] = {}
         self._alias_of: dict[int, Hashable] = {}
         self._keep = keep_statuses
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._endings: dict[int, _Ending] = {}   # pid -> its end, for the Waits blocked on it
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="keeptimed-reaper", daemon=True)
         self._thread.start()
@@ -65,7 +76,7 @@ class Children:
         """Hold a place for one process about to be started for owner_uid
         (and adopted within); LimitExceeded when owner_uid already has limit
         running or being started (None: no limit)."""
-        with self._cond:
+        with self._lock:
             held = self._live[owner_uid] + self._starting[owner_uid]
             if limit is not None and held >= limit:
                 raise LimitExceeded("user_processes", f"uid {owner_uid} already has {held} processes started by "
@@ -74,12 +85,12 @@ class Children:
         try:
             yield
         finally:
-            with self._cond:
+            with self._lock:
                 self._starting[owner_uid] -= 1
 
     def live(self, owner_uid: int) -> int:
         """Processes started for owner_uid that still run."""
-        with self._cond:
+        with self._lock:
             return self._live[owner_uid]
 
     def adopt(self, pid: int, owner_uid: int = 0, alias: Optional[Hashable] = None) -> None:
@@ -96,7 +107,7 @@ class Children:
             pidfd = None
             log.warning("cannot open a pidfd for pid %d (%s) with %d started processes running: a thread reaps it; "
                         "raise keeptimed's open-file limit (LimitNOFILE)", pid, exc.strerror, len(self._running))
-        with self._cond:
+        with self._lock:
             if pidfd is not None:
                 self._running[pidfd] = pid
             else:
@@ -120,12 +131,12 @@ class Children:
 
     def owner_of(self, pid: int) -> Optional[int]:
         """The uid pid was started for, while its status is still known."""
-        with self._cond:
+        with self._lock:
             return self._owners.get(pid)
 
     def started_as(self, alias: Hashable) -> Optional[int]:
         """keeptimed's pid of the process adopted with alias, while its status is still known."""
-        with self._cond:
+        with self._lock:
             return self._aliases.get(alias)
 
     def _forget_alias(self, pid: Optional[int]) -> None:
@@ -134,7 +145,7 @@ class Children:
             del self._aliases[alias]
 
     def running(self) -> list[int]:
-        with self._cond:
+        with self._lock:
             return sorted([*self._running.values(), *self._threaded])
 
     def wait(self, pid: int, timeout: Optional[float] = None,
@@ -142,24 +153,30 @@ class Children:
         """The exit status of pid, blocking until it exits. None on timeout or
         when still_wanted() turns false (a cancelled call)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if pid in self._exited:
-                    return self._exited[pid]
-                if pid not in self._threaded and pid not in self._running.values():
-                    raise NotFound(
-                        f"pid {pid} was not started by this keeptimed, or it exited too long ago"
-                    )
-                remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-                if remaining <= 0 or self._closed or not still_wanted():
-                    return None
-                self._cond.wait(remaining)
+        with self._lock:
+            if pid in self._exited:
+                return self._exited[pid]
+            if pid not in self._threaded and pid not in self._running.values():
+                raise NotFound(f"pid {pid} was not started by this keeptimed, or it exited too long ago")
+            if self._closed:
+                return None
+            # Woken by pid's end alone: a shared condition would wake every
+            # blocked Wait at each exit.
+            ending = self._endings.setdefault(pid, _Ending())
+        while True:
+            remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if remaining <= 0 or not still_wanted():
+                return None
+            if ending.done.wait(remaining):
+                return ending.status
 
     def close(self) -> None:
         """Stop reaping; processes still running keep running."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+            endings, self._endings = list(self._endings.values()), {}
+        for ending in endings:   # their Waits return None
+            ending.done.set()
         os.write(self._wake_w, b"x")
         self._thread.join()
         for pidfd in list(self._running):
@@ -183,7 +200,7 @@ class Children:
             if info is None:
                 return  # not exited after all
         self._epoll.unregister(pidfd)
-        with self._cond:
+        with self._lock:
             self._ended(self._running.pop(pidfd), info)
         os.close(pidfd)
 
@@ -193,12 +210,12 @@ class Children:
             info = os.waitid(os.P_PID, pid, os.WEXITED)
         except ChildProcessError:
             info = None
-        with self._cond:
+        with self._lock:
             self._threaded.discard(pid)
             self._ended(pid, info)
 
     def _ended(self, pid: int, info) -> None:
-        """Record how pid ended (info from waitid; None: unknown). Holds _cond."""
+        """Record how pid ended (info from waitid; None: unknown). Holds _lock."""
         if info is None:
             status = ExitStatus(pid, exit_code=-1, signal=0)
         elif info.si_code == os.CLD_EXITED:
@@ -215,4 +232,7 @@ class Children:
             forgotten, _ = self._exited.popitem(last=False)
             self._owners.pop(forgotten, None)
             self._forget_alias(forgotten)
-        self._cond.notify_all()
+        ending = self._endings.pop(pid, None)
+        if ending is not None:
+            ending.status = status
+            ending.done.set()

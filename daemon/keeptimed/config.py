@@ -57,6 +57,11 @@ def _check_address(value: str) -> Optional[str]:
     return None
 
 
+def _check_quick_workers(value: int) -> Optional[str]:
+    # Root keeps a quarter of them, at least one, and the other callers at least one.
+    return "must be 0 (auto) or at least 2" if value < 0 or value == 1 else None
+
+
 def _check_path(value: str) -> Optional[str]:
     return "must not be empty" if not value else None
 
@@ -87,7 +92,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("socket", str, DEFAULT_SOCKET, "unix socket to serve on (mode 0600)", check=_check_path, path=True),
     Setting("db", str, DEFAULT_DB, "SQLite record store", check=_check_path, path=True),
     Setting("default_policy", str, DEFAULT_POLICY, "policy used when a request names none", choices=POLICIES),
-    Setting("workers", int, 32, "concurrent RPCs served", minimum=1),
+    Setting("workers", int, 32, "calls that may block served at once: wait, and streams (health watch, "
+            "reflection)", minimum=1),
+    Setting("quick_workers", int, 0, "every other call served at once (more wait their turn); 0: two per CPU, "
+            "4 to 32", check=_check_quick_workers),
     Setting("grace", float, 10.0, "seconds in-flight calls get to finish at shutdown", minimum=0),
     Setting("log_level", str, "info", "least severe log level written", choices=LOG_LEVELS),
     Setting("log_format", str, "auto", "json, text, or auto: json unless stderr is a terminal", choices=LOG_FORMATS),

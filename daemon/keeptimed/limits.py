@@ -7,8 +7,9 @@ a few, can neither starve root nor each other:
 
   calls       user_calls in progress per uid, user_waits of them blocked in
               Wait; all non-root calls together hold at most
-              workers - root_workers workers; CRIU hook steps likewise in
-              the hook's own workers (admission)
+              workers - root_workers of the workers for waits and streams,
+              and three quarters of the quick_workers for the other calls;
+              CRIU hook steps likewise in the hook's own workers (admission)
   processes   user_processes running per uid (children); non-root restores
               stop while the top quarter of keeptimed's descriptors is all
               that is left (fdlimit)
@@ -25,6 +26,7 @@ refusal is RESOURCE_EXHAUSTED whose message names the limit.
 from dataclasses import dataclass, fields
 
 from .errors import ResourceExhausted
+from .pools import default_quick_workers
 
 
 class LimitExceeded(ResourceExhausted):
@@ -41,7 +43,8 @@ class LimitExceeded(ResourceExhausted):
 class Limits:
     """The limits in force, from the configuration (defaults: config.SETTINGS)."""
 
-    workers: int
+    workers: int          # threads for calls that may block: Wait, streams (pools)
+    quick_workers: int    # threads for the other calls; resolved: never 0 (auto) here
     root_workers: int
     user_calls: int
     user_waits: int
@@ -51,6 +54,10 @@ class Limits:
     user_restores: int
     root_store_reserve: int
     exec_timeout: float
+
+    def __post_init__(self):
+        if not self.quick_workers:   # 0: sized from the CPUs
+            object.__setattr__(self, "quick_workers", default_quick_workers())
 
     @classmethod
     def from_config(cls, values) -> "Limits":
@@ -66,8 +73,14 @@ class Limits:
 
     @property
     def user_workers(self) -> int:
-        """Workers all callers other than root may hold together."""
+        """Workers for waits and streams all callers other than root may hold together."""
         return max(1, self.workers - self.root_workers)
+
+    @property
+    def user_quick_workers(self) -> int:
+        """Quick workers all callers other than root may hold together:
+        three quarters (root keeps at least one, and they at least one)."""
+        return max(1, self.quick_workers - max(1, self.quick_workers // 4))
 
     @property
     def root_waits(self) -> int:

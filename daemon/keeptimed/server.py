@@ -12,7 +12,6 @@ import sqlite3
 import stat
 import threading
 import time
-from concurrent import futures
 from typing import Optional
 
 import grpc
@@ -33,6 +32,7 @@ from .hostclock import HostClock
 from .limits import Limits
 from .metrics import KeeptimeMetrics
 from .metrics_http import MetricsServer
+from .pools import Pools
 from .relay import CallerRelay
 from .sdnotify import Notifier
 from .service import About, KeeptimeService
@@ -51,6 +51,7 @@ HEALTH_INTERVAL = 5.0        # seconds between self-checks (shorter when systemd
 STORE_CHECK_TIMEOUT = 2.0    # seconds the record store gets to answer a self-check
 WORKER_CHECK_TIMEOUT = 2.0   # seconds a no-op gets to find a free RPC worker in a self-check
 HOOK_WORKERS = 8             # threads serving CRIU hook steps
+POOL_NAMES = {"quick": "quick workers (quick_workers)", "blocking": "workers for waits and streams (workers)"}
 
 
 class StartupError(Exception):
@@ -131,22 +132,6 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def started_thread_pool(workers: int) -> futures.ThreadPoolExecutor:
-    """The RPC thread pool with all its threads already running.
-
-    A pool left to grow on demand never shrinks, and it starts a thread
-    whenever a call arrives just before a finished one marks its thread idle,
-    so under load it creeps up to `workers` threads: started up front, the
-    daemon's thread count is fixed from the start and cannot grow.
-    """
-    pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keeptimed-rpc")
-    all_running = threading.Barrier(workers + 1)
-    for _ in range(workers):
-        pool.submit(all_running.wait)   # no thread is idle until all exist
-    all_running.wait()
-    return pool
-
-
 def tcp_credentials(c: Config) -> Optional[grpc.ServerCredentials]:
     """Mutual-TLS credentials for the TCP listener; None for --insecure-loopback.
 
@@ -219,10 +204,10 @@ class Daemon:
         access = Access(self.relay, c.tls_allow_name,
                         confine.Settings(frozenset(c.allow_lost_confinement), c.root_programs_cgroup))
         admission = Admission(limits, hook_workers=HOOK_WORKERS)
-        self.rpc_pool = started_thread_pool(c.workers)
+        self.pools = Pools(limits.quick_workers, limits.workers)
         self.server = grpc.server(
-            self.rpc_pool,
-            interceptors=[AdmissionInterceptor(admission, access, self.metrics.refused)],
+            self.pools.blocking,   # every method names its pool; this serves none
+            interceptors=[AdmissionInterceptor(admission, access, self.pools, self.metrics.refused)],
             options=[*CHANNEL_OPTIONS, ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS)],
         )
         service = KeeptimeService(self.store, self.host, self.children, access, self.metrics, c.default_policy,
@@ -259,7 +244,8 @@ class Daemon:
         if self.metrics_server:
             self.metrics_server.start()
         fields = {"socket": c.socket, "db": c.db, "config": c.path if c.file_loaded else None,
-                  "metrics": about.metrics_address or None, "tcp": c.tcp or None, "version": __version__}
+                  "metrics": about.metrics_address or None, "tcp": c.tcp or None, "version": __version__,
+                  "quick_workers": limits.quick_workers, "workers": limits.workers}
         log.info("keeptimed serving on %s, records in %s", c.socket, c.db,
                  extra={"fields": {k: v for k, v in fields.items() if v is not None}})
         if c.pid_file:
@@ -275,30 +261,21 @@ class Daemon:
     def problems(self) -> list[str]:
         """What keeps keeptimed from serving calls, if anything: the reaper
         stopped, the record store does not answer (a wedged store lock would
-        hang every call), or no worker thread is free to take a call (all are
-        held by calls that last)."""
+        hang every call), or a pool has no worker thread free to take a call
+        (all are held by calls that last)."""
         found = []
         if not self.children.alive():
             found.append("the reaper of started processes stopped")
         if not self.store.responsive(STORE_CHECK_TIMEOUT):
             found.append(f"the record store did not answer within {STORE_CHECK_TIMEOUT:g} s")
-        if not self._a_worker_is_free(WORKER_CHECK_TIMEOUT):
-            found.append(f"no worker thread took a call within {WORKER_CHECK_TIMEOUT:g} s: all {self.config.workers} "
-                         "are held")
+        for pool in self.pools.starved(WORKER_CHECK_TIMEOUT):
+            found.append(f"no worker thread took a call within {WORKER_CHECK_TIMEOUT:g} s: all "
+                         f"{self.pools.sizes[pool]} {POOL_NAMES[pool]} are held")
         return found
 
     def healthy(self) -> bool:
         """Whether the parts a request needs still work (see problems())."""
         return not self.problems()
-
-    def _a_worker_is_free(self, timeout: float) -> bool:
-        """Whether the RPC pool runs a no-op within timeout: calls queue
-        behind the same workers, so this is what a new call would wait."""
-        try:
-            self.rpc_pool.submit(lambda: None).result(timeout)
-        except (futures.TimeoutError, RuntimeError):   # all held, or shut down
-            return False
-        return True
 
     def _monitor(self) -> None:
         """Check healthy() periodically: grpc.health.v1 (what Kubernetes

@@ -114,8 +114,10 @@ def test_members_holding_calls_open_cannot_starve_root_or_each_other(open_dir, m
     """Each member opens 32 calls on one connection and sends nothing: each
     keeps user_calls (8) of them, the rest are refused at once naming
     user_calls. Root, and a third member, are served meanwhile, and the
-    daemon's self-check stays SERVING because workers are free."""
-    daemon = started(RunningDaemon(open_dir))
+    daemon's self-check stays SERVING because workers are free. (Unary
+    calls run on the quick workers: as many as the workers for waits and
+    streams here, so that members' shares of both are the same.)"""
+    daemon = started(RunningDaemon(open_dir), "--quick-workers", "32")
     attackers = [Member(open_dir, daemon, uid) for uid in (NOBODY, MEMBER)]
     other = Member(open_dir, daemon, MEMBER + 1)
     held = []
@@ -239,23 +241,28 @@ class NotifyListener:
         self.sock.close()
 
 
-def test_a_starved_worker_pool_turns_health_not_serving_and_stops_the_watchdog(open_dir):
-    """Root is not limited: its own idle streams can hold every worker. The
-    self-check then fails, so the systemd watchdog (and the Kubernetes
-    probes, which cannot get an answer) restart keeptimed instead of leaving
-    it wedged; once workers are free it is healthy again."""
+@pytest.mark.parametrize("flags, method, what", [
+    (("--workers", "4"), REFLECTION, "4 workers for waits and streams (workers)"),
+    (("--quick-workers", "4"), "/keeptime.v1.Keeptime/ListRecords", "4 quick workers (quick_workers)"),
+], ids=["streams-hold-the-workers-for-waits-and-streams", "unary-calls-hold-the-quick-workers"])
+def test_a_starved_worker_pool_turns_health_not_serving_and_stops_the_watchdog(open_dir, flags, method, what):
+    """Root is not limited: its own idle streams can hold every worker for
+    waits and streams, its unary calls whose request never comes every quick
+    worker. The self-check then fails, so the systemd watchdog (and the
+    Kubernetes probes, which get NOT_SERVING or no answer) restart keeptimed
+    instead of leaving it wedged; once workers are free it is healthy again."""
     listener = NotifyListener(os.path.join(open_dir, "notify.sock"))
     daemon = RunningDaemon(open_dir)
-    daemon.start("--workers", "4", env={"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "1000000"}, wait=False)
+    daemon.start(*flags, env={"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "1000000"}, wait=False)
     streams = None
     try:
         assert listener.next(20)["READY"] == "1"
         assert listener.next(5) == {"WATCHDOG": "1"}
         with grpc.insecure_channel(f"unix:{daemon.socket}") as channel:
-            streams = Streams(channel, 4)
+            streams = Streams(channel, 4, method)
             assert streams.settle(refused=0, timeout=1) == []
             assert listener.quiet_for(6), "the watchdog is still pinged with every worker held"
-            assert "no worker thread took a call within 2 s: all 4 are held" in daemon.log()
+            assert f"no worker thread took a call within 2 s: all {what} are held" in daemon.log()
             streams.close()
             assert listener.next(10) == {"WATCHDOG": "1"}
         deadline = time.monotonic() + 15
@@ -266,6 +273,59 @@ def test_a_starved_worker_pool_turns_health_not_serving_and_stops_the_watchdog(o
         if streams:
             streams.close()
         listener.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_root_is_served_while_members_hold_their_shares_of_both_pools(open_dir, member_sleeper, root_sleeper):
+    """Quick calls (every unary call but Wait) and calls that may block
+    (Wait, streams) run on workers of their own, counted apart. MEMBER holds
+    its whole user_calls in blocked Waits (user_waits) and idle streams,
+    nobody the members' whole share of the quick workers in unary calls
+    whose request never comes: root's quick calls are served, and so are
+    more of root's Waits at once than there are quick workers."""
+    daemon = started(RunningDaemon(open_dir), "--quick-workers", "4")   # members may hold 3 of them
+    member, nobody = Member(open_dir, daemon, MEMBER), Member(open_dir, daemon, NOBODY)
+    held, running = [], []
+    try:
+        with member.client(timeout=60) as kt, concurrent.futures.ThreadPoolExecutor(4) as pool:
+            record_id = kt.checkpoint(member_sleeper)
+            running = [kt.restore(record_id, ["sleep", "600"]).pid for _ in range(4)]
+            waits = [pool.submit(kt._call, "Wait", pb.WaitRequest(pid=pid), 60) for pid in running]
+            held.append(Streams(member.channel, 4))
+            assert held[-1].settle(refused=0) == [] and not any(wait.done() for wait in waits)
+            with pytest.raises(errors.ResourceExhausted) as caught:
+                kt.list()
+            assert_limit(caught.value, f"uid {MEMBER} already has 8 calls in progress, the most user_calls allows")
+
+            held.append(Streams(nobody.channel, 4, "/keeptime.v1.Keeptime/ListRecords"))
+            refused = held[-1].settle(refused=1)
+            assert len(refused) == 1 and refused[0].code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert ("the 3 quick-call workers callers other than root may hold are all busy (the rest are root's: "
+                    "a quarter of quick_workers)") in refused[0].details()
+
+            root_is_served(daemon)
+            with daemon.client() as root, concurrent.futures.ThreadPoolExecutor(6) as roots_pool:
+                roots = [root.restore(root.checkpoint(root_sleeper), ["sleep", "600"]).pid for _ in range(6)]
+                running += roots
+                roots_waits = [roots_pool.submit(root.wait, pid, 60) for pid in roots]
+                time.sleep(1)
+                assert not any(wait.done() for wait in roots_waits)
+                assert root.list()   # six Waits blocked, on more workers than the four quick ones
+                for pid in roots:
+                    os.kill(pid, signal.SIGKILL)
+                assert [wait.result(timeout=30) for wait in roots_waits] == [128 + signal.SIGKILL] * 6
+            assert daemon.health() == "SERVING"
+            for pid in running[:4]:
+                os.kill(pid, signal.SIGKILL)
+            assert [wait.result(timeout=30).signal for wait in waits] == [signal.SIGKILL] * 4
+            running = []
+    finally:
+        for streams in held:
+            streams.close()
+        for pid in running:
+            os.kill(pid, signal.SIGKILL)
+        for each in (member, nobody):
+            each.close()
         assert daemon.stop() == 0, daemon.log()
 
 

@@ -79,6 +79,7 @@ def test_relative_paths_in_the_file_are_relative_to_the_file(tmp_path):
     ('workers = "8"\n', ['workers must be an integer, got "8"']),
     ('workers = true\n', ["workers must be an integer, got true"]),
     ('workers = 0\n', ["workers must be at least 1"]),
+    ('quick_workers = 1\n', ["quick_workers: must be 0 (auto) or at least 2"]),
     ('grace = "soon"\n', ["grace must be a number"]),
     ('default_policy = "thaw"\n', ["default_policy must be one of freeze, suspend, elapsed"]),
     ('log_format = "xml"\n', ["log_format must be one of auto, json, text"]),
@@ -119,7 +120,7 @@ def test_print_config_is_toml_that_loads_back_to_the_same_configuration(tmp_path
     values = tomllib.loads(printed.stdout)
     assert values == {
         "socket": config.BY_KEY["socket"].default, "db": config.BY_KEY["db"].default,
-        "default_policy": "suspend", "workers": 3, "grace": 2.0, "log_level": "info",
+        "default_policy": "suspend", "workers": 3, "quick_workers": 0, "grace": 2.0, "log_level": "info",
         "log_format": "json", "metrics_address": "[::1]:9540", "socket_group": "", "allow_lost_confinement": [],
         "root_programs_cgroup": "caller", "tcp": "",
         "tls_cert": "", "tls_key": "", "tls_client_ca": "", "tls_allow_name": [], "insecure_loopback": False,
