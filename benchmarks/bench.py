@@ -601,30 +601,36 @@ load, ftrace of the spawn path, the native spawn and gRPC measured alone).
   `workers`; with 32 threads for every call it grew by 4 to 16 % (GIL
   hand-offs: its voluntary context switches per restore rose by 40 to 50 %
   from 4 to 16 clients, now by 15 to 20 %) and 16 clients lost 10 to 15 %
-  against 4 in every run. Checkpoints now keep up; restores (two calls and
-  a process each) come within about 5 % and are met or missed with the
-  VM's load. What would close the rest: clients that do not share
+  against 4 in every run. Both now come within 1 to 5 % of the 4-client
+  figure and are met or missed with the VM's load (keeptimed's CPU per
+  restore is flat from 4 to 16 clients on a quiet machine). What would close the rest: clients that do not share
   keeptimed's cores, as on a host whose CRIU runs call it now and then.
 - **Every call crosses the caller relay.** To know who calls (SO_PEERCRED,
   which grpcio hides), keeptimed accepts on its public socket and relays
   each connection to the gRPC server's private socket from one Python
   thread: 0.1 to 0.3 ms per round trip on this VM. Moving the byte pump out
   of the GIL (a C loop in the native module) is the known next step; the
-  targets above are met without it.
+  latency targets above are met without it.
 - **CLI start.** `keeptime --help`, `--version` and usage errors import
   neither gRPC nor protobuf (the version is a constant: importlib.metadata
   alone cost 60 ms), and a command loads only what it uses.
-- **CRIU with the hook.** Steps keeptime does not use cost the forwarder's
-  start (under 1 ms, like a shell's). pre-restore and post-restore do real
-  work in keeptimed: importing the record, planning, rewriting the time
-  namespace image (only the first restore of a dump makes anything
-  durable: CRIU's original and the dump it belongs to), reading the
-  restored tree and storing the verdict (an fsync'd SQLite commit);
-  post-resume is answered before it is verified. On a one-process tree,
-  whose plain restore takes about 35 ms, that is the difference between
-  the two columns; it does not grow with the tree, and the restored tree's
-  MONOTONIC step, what the hook must not spoil, stays within a few ms of
-  CRIU's own.
+- **CRIU with the hook.** CRIU forks and waits for its action script at
+  every step (six on a dump and restore of a host tree here), so any
+  script costs something: row */bin/true* is that floor, 1.05 to 1.25× of
+  a plain restore in our runs. Steps keeptime does not use cost the
+  forwarder's start (0.4 ms, less than a shell's). The three it uses on a
+  restore each cost a round trip to keeptimed (about 0.7 ms: connect,
+  descriptors sent, answer) and keeptimed's work: pre-restore about 1.7 ms
+  (importing the record, planning, rewriting the time namespace image;
+  only the first restore of a dump makes anything durable: CRIU's original
+  and the dump it belongs to), post-restore about 1.3 ms (reading the
+  restored tree, storing the verdict with an fsync'd SQLite commit);
+  post-resume is answered before it is verified. That is 7 to 14 ms on a
+  one-process tree whose plain restore takes 31 to 37 ms, so the 1.3×
+  restore target is met or missed with the VM's load (1.11 to 1.45× across
+  runs); it does not grow with the tree, so larger trees stay well inside
+  it, and the restored tree's MONOTONIC step, what the hook must not
+  spoil, stays within a few ms of CRIU's own.
 - **Variance.** This is a 2-vCPU VM on a shared host: the C floor itself
   moved between 0.57 and 0.87 ms median across runs of the same day, so
   compare the ratios within one run, not absolute times across runs.
