@@ -601,9 +601,11 @@ load, ftrace of the spawn path, the native spawn and gRPC measured alone).
   `workers`; with 32 threads for every call it grew by 4 to 16 % (GIL
   hand-offs: its voluntary context switches per restore rose by 40 to 50 %
   from 4 to 16 clients, now by 15 to 20 %) and 16 clients lost 10 to 15 %
-  against 4 in every run. Both now come within 1 to 5 % of the 4-client
-  figure and are met or missed with the VM's load (keeptimed's CPU per
-  restore is flat from 4 to 16 clients on a quiet machine). What would close the rest: clients that do not share
+  against 4 in every run. Across runs on a quiet VM, 16 clients reached 85 to 101 %
+  of the 4-client restores/s and 95 to 103 % of its checkpoints/s, so
+  each is met in some runs and missed in others; keeptimed's own CPU per
+  restore moved by -1 to +15 % between the two (GIL hand-offs among its
+  threads with 16 calls in flight), the clients' by +20 to +65 %. What would close the rest: clients that do not share
   keeptimed's cores, as on a host whose CRIU runs call it now and then.
 - **Every call crosses the caller relay.** To know who calls (SO_PEERCRED,
   which grpcio hides), keeptimed accepts on its public socket and relays
@@ -616,7 +618,7 @@ load, ftrace of the spawn path, the native spawn and gRPC measured alone).
   alone cost 60 ms), and a command loads only what it uses.
 - **CRIU with the hook.** CRIU forks and waits for its action script at
   every step (six on a dump and restore of a host tree here), so any
-  script costs something: row */bin/true* is that floor, 1.05 to 1.25× of
+  script costs something: row */bin/true* is that floor, 1.04 to 1.23× of
   a plain restore in our runs. Steps keeptime does not use cost the
   forwarder's start (0.4 ms, less than a shell's). The three it uses on a
   restore each cost a round trip to keeptimed (about 0.7 ms: connect,
@@ -625,12 +627,13 @@ load, ftrace of the spawn path, the native spawn and gRPC measured alone).
   only the first restore of a dump makes anything durable: CRIU's original
   and the dump it belongs to), post-restore about 1.3 ms (reading the
   restored tree, storing the verdict with an fsync'd SQLite commit);
-  post-resume is answered before it is verified. That is 7 to 14 ms on a
-  one-process tree whose plain restore takes 31 to 37 ms, so the 1.3×
-  restore target is met or missed with the VM's load (1.11 to 1.45× across
-  runs); it does not grow with the tree, so larger trees stay well inside
-  it, and the restored tree's MONOTONIC step, what the hook must not
-  spoil, stays within a few ms of CRIU's own.
+  post-resume is answered before it is verified. That is 7 to 14 ms on the
+  bare ticker, whose plain restore takes 31 to 37 ms: 1.25 to 1.45× across
+  runs, so the 1.3× restore target is missed there more often than met.
+  It is a cost per restore, not per page: the same process holding 64 MiB
+  (row *criu, 64 MiB*) restores within it, as runc does. The restored
+  tree's MONOTONIC step, what the hook must not spoil, stays within a few
+  ms of CRIU's own.
 - **Variance.** This is a 2-vCPU VM on a shared host: the C floor itself
   moved between 0.57 and 0.87 ms median across runs of the same day, so
   compare the ratios within one run, not absolute times across runs.
@@ -646,7 +649,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=None, help="per throughput point (default 3)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--criu-runs", type=int, default=None,
-                        help="dumps and restores per CRIU variant (default 10; 0 skips the CRIU section)")
+                        help="dumps and restores per CRIU variant (default 20; 0 skips the CRIU section)")
     parser.add_argument("--json-out", default=None, help="write the results as JSON here")
     parser.add_argument("--markdown-out", default=None, help="write the table as Markdown here (docs/benchmarks.md)")
     parser.add_argument("--from-json", default=None, help="do not measure: render the results of an earlier --json-out")
@@ -656,7 +659,7 @@ def main() -> int:
     args.jumps = args.jumps or (20 if quick else 1000)
     args.checkpoints = args.checkpoints or (8 if quick else 200)
     args.seconds = args.seconds or (0.5 if quick else 3.0)
-    args.criu_runs = (2 if quick else 10) if args.criu_runs is None else args.criu_runs
+    args.criu_runs = (2 if quick else 20) if args.criu_runs is None else args.criu_runs
     if args.from_json:
         with open(args.from_json) as f:
             results = json.load(f)

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """What keeptime's CRIU hook costs a real CRIU, side by side in one run.
 
-    .venv/bin/python benchmarks/criu_bench.py [--runs 10] [--json-out FILE]     (as root)
+    .venv/bin/python benchmarks/criu_bench.py [--runs 20] [--json-out FILE]     (as root)
 
 One process (a static ticker writing MONOTONIC and BOOTTIME every 10 ms) is
-dumped and restored by plain `criu` and by `runc`, alternately with no
+dumped and restored by plain `criu` (as it is, and holding 64 MiB of written
+memory, a small service's size) and by `runc`, alternately with no
 action script, with keeptime's action script as shipped (keeptime-criu-hook,
 the shell script that execs the native forwarder beside it; policy suspend, a
 private keeptimed), with the native forwarder named directly (what
@@ -37,6 +38,7 @@ from helpers.daemon import RunningDaemon  # noqa: E402
 
 TARGET_RATIO = 1.3          # dump and restore with the hook vs without
 TARGET_STEP_MS = 30.0       # extra MONOTONIC step across a hooked restore
+SERVICE_MIB = 64            # memory of the second plain-CRIU process: a small service's
 
 
 def median_ms(values: list[float]) -> float:
@@ -76,19 +78,23 @@ def run(runs: int, runtimes: list[str]) -> dict:
         os.mkdir(os.path.join(work, "bin"))
         hook = hookbin.install_hook(os.path.join(work, "bin"))
         forwarder = os.path.join(work, "bin", "keeptime-criu-forward")
-        # /bin/true: what CRIU pays for running any action script at its seven steps, before keeptime.
+        # /bin/true: what CRIU pays for running any action script at each step, before keeptime.
         scripts = {"none": None, "/bin/true": "/bin/true", "keeptime-criu-hook": hook,
                    "keeptime-criu-forward": forwarder, "python hook": python_hook}
+        cases = [(runtime, runtime, 0, scripts) for runtime in runtimes]
+        if "criu" in runtimes:   # keeptime's cost is per restore, not per page: a process of a service's size
+            cases.insert(1, (f"criu, {SERVICE_MIB} MiB", "criu", SERVICE_MIB,
+                             {name: scripts[name] for name in ("none", "/bin/true", "keeptime-criu-hook")}))
         results = {"runs": runs, "runtimes": {}}
-        for runtime in runtimes:
-            samples = {name: [] for name in scripts}
+        for case, runtime, memory_mib, variants in cases:
+            samples = {name: [] for name in variants}
             for i in range(runs):
-                for name, script in scripts.items():   # interleaved: drift hits every variant alike
-                    m = containers.measure(ticker, os.path.join(work, f"{runtime}-{i}-{len(samples[name])}-"
-                                                                      f"{name.replace(' ', '-')}"),
-                                           runtime, script)
+                for name, script in variants.items():   # interleaved: drift hits every variant alike
+                    workdir = os.path.join(work, f"{runtime}-{memory_mib}-{i}-{name.replace('/', '').replace(' ', '-')}")
+                    m = containers.measure(ticker, workdir, runtime, script, memory_mib=memory_mib)
+                    shutil.rmtree(workdir, ignore_errors=True)
                     samples[name].append((m.dump_s * 1e3, m.restore_s * 1e3, m.monotonic_step_ms))
-            results["runtimes"][runtime] = {
+            results["runtimes"][case] = {
                 name: {"dump_ms": median_ms([s[0] for s in values]),
                        "restore_ms": median_ms([s[1] for s in values]),
                        "step_ms": median_ms([s[2] for s in values])}
@@ -134,7 +140,8 @@ def markdown(results: dict) -> str:
     """The CRIU section of docs/benchmarks.md."""
     out = ["## CRIU with keeptime's hook", "",
            f"One static ticker process, dumped and restored {results['runs']} times per variant, variants "
-           "interleaved; medians. *keeptime-criu-hook* is the action script as shipped (a shell script "
+           f"interleaved; medians. *criu, {SERVICE_MIB} MiB* is the same process holding {SERVICE_MIB} MiB of "
+           "written memory (a small service's size). *keeptime-criu-hook* is the action script as shipped (a shell script "
            "that execs the native forwarder beside it), *keeptime-criu-forward* the forwarder named "
            "directly (as deploy/install.sh installs /usr/libexec/keeptime/criu-hook), *python hook* "
            "`keeptime criu-hook` behind a shell script (a client-only installation's hook), */bin/true* an "
@@ -154,7 +161,7 @@ def markdown(results: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10, help="dumps and restores per variant (default 10)")
+    parser.add_argument("--runs", type=int, default=20, help="dumps and restores per variant (default 20)")
     parser.add_argument("--json-out", help="write the results as JSON here")
     args = parser.parse_args()
     reason = containers.criu_skip_reason()

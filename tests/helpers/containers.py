@@ -278,10 +278,13 @@ class CriuTree:
     """
 
     def __init__(self, ticker: str, workdir: str, where: str = HOST, criu: str = "criu",
-                 monotonic_s: int = 0, boottime_s: int = 0):
+                 monotonic_s: int = 0, boottime_s: int = 0, memory_mib: int = 0):
         if where not in WHERE:
             raise ValueError(f"where must be one of {WHERE}")
+        if memory_mib and where != HOST:
+            raise ValueError("memory_mib is for a ticker on the host")
         self.ticker, self.where, self.criu = ticker, where, criu
+        self.memory = [str(memory_mib)] if memory_mib else []
         self.monotonic_s, self.boottime_s = monotonic_s, boottime_s
         self.ticks = os.path.join(workdir, "ticks")
         self.images = os.path.join(workdir, "images")
@@ -309,7 +312,7 @@ class CriuTree:
         """Start the ticker and wait for its first ticks."""
         quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if self.where == HOST:
-            self._launcher = subprocess.Popen([self.ticker, self.ticks], **quiet)
+            self._launcher = subprocess.Popen([self.ticker, self.ticks, *self.memory], **quiet)
             self.pid = self._launcher.pid
         elif self.where == OWN_TIMENS:
             self._launcher = subprocess.Popen(
@@ -653,15 +656,16 @@ class Measurement:
 
 
 def measure(ticker: str, workdir: str, runtime: str = "criu", action_script: str | None = None,
-            where: str = HOST) -> Measurement:
-    """Start a fresh ticker, dump and restore it once with plain CRIU
+            where: str = HOST, memory_mib: int = 0) -> Measurement:
+    """Start a fresh ticker (holding memory_mib MiB of written memory: plain
+    CRIU on the host only), dump and restore it once with plain CRIU
     (runtime="criu", in the namespaces `where` names) or runc (runtime="runc"),
     with action_script as CRIU's action script or none, and return the timings.
     Everything started is stopped before returning."""
     os.makedirs(workdir, exist_ok=True)
     config = write_criu_config(os.path.join(workdir, "criu.conf"), action_script)
     if runtime == "criu":
-        subject = CriuTree(ticker, workdir, where)
+        subject = CriuTree(ticker, workdir, where, memory_mib=memory_mib)
         dump, restore = (lambda: subject.dump(config)), (lambda: subject.restore(config))
     elif runtime == "runc":
         subject = RuncContainer(ticker, workdir, config if action_script else None)
