@@ -83,3 +83,32 @@ def test_without_the_forwarder_it_runs_the_python_hook(installed):
     assert result.returncode == 1
     assert result.stderr == (f"keeptime criu-hook: post-dump: neither keeptime-criu-forward nor keeptime is "
                              f"beside {hook} or on PATH\n")
+
+
+DEPLOY_HOOK = os.path.normpath(os.path.join(os.path.dirname(HOOK_SCRIPT), "..", "..", "deploy", "criu", "criu-hook"))
+
+
+def test_the_fixed_path_script_runs_keeptime_criu_hook_from_path(installed):
+    """deploy/criu/criu-hook, copied to /usr/libexec/keeptime/criu-hook by a
+    host that installs keeptime itself: the steps keeptime uses go to the
+    keeptime-criu-hook on PATH (and on to its forwarder); the others end at once."""
+    bin_dir, path_dir = installed
+    path = f"{bin_dir}:{path_dir}"
+    for action in USED:
+        result = run(DEPLOY_HOOK, path, action)
+        assert (result.returncode, result.stdout) == (7, "forwarder \n")
+    result = run(DEPLOY_HOOK, path, "pre-resume")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    named = stand_in(path_dir / "my-hook", "named hook")
+    assert run(DEPLOY_HOOK, path_dir, "post-restore", KEEPTIME_CRIU_HOOK=named).stdout == "named hook \n"
+
+
+def test_the_fixed_path_script_says_when_the_hook_is_nowhere(installed, tmp_path):
+    """(This host may have keeptime-criu-hook in /usr/local/bin, which the
+    script always searches: a hook named in KEEPTIME_CRIU_HOOK that is missing.)"""
+    _, path_dir = installed
+    missing = tmp_path / "gone" / "keeptime-criu-hook"
+    result = run(DEPLOY_HOOK, path_dir, "post-restore", KEEPTIME_CRIU_HOOK=str(missing))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"keeptime criu-hook: post-restore: cannot find {missing} (PATH={path_dir}:")
+    assert result.stderr.endswith("install keeptime or name its keeptime-criu-hook in KEEPTIME_CRIU_HOOK\n")
