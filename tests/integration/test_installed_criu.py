@@ -1,7 +1,8 @@
 """The CRIU hook as deploy/install.sh installs it: /usr/libexec/keeptime/criu-hook,
 a link to the native forwarder beside the installed keeptime (CRIU starts no
 shell per step), and keeptime-criu-hook, the shell script, on PATH; both talk
-to the installed keeptimed on its default socket."""
+to the installed keeptimed on its default socket. deploy/criu/criu-hook, the
+script a host that installs keeptime itself copies there, reaches it too."""
 import os
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ pytestmark = [
 ]
 HOOK = "/usr/libexec/keeptime/criu-hook"
 SCRIPT = "/usr/local/bin/keeptime-criu-hook"
+# What a host that installs keeptime itself copies to HOOK: runs the keeptime-criu-hook on PATH.
+COPIED = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "criu", "criu-hook")
 
 
 def run(program: str, env: dict) -> subprocess.CompletedProcess:
@@ -41,7 +44,7 @@ def test_the_installed_hook_is_the_native_forwarder_beside_keeptime():
     assert os.path.exists("/etc/keeptime/criu-hook.toml")
 
 
-@pytest.mark.parametrize("program", [HOOK, SCRIPT])
+@pytest.mark.parametrize("program", [HOOK, SCRIPT, COPIED])
 def test_the_installed_hook_answers_as_criu_expects(tmp_path, program):
     installed_forwarder()
     for action in ("network-lock", "pre-resume", "an-action-of-a-future-criu"):
