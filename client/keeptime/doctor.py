@@ -4,7 +4,8 @@ Each check reports ok, warn (works, but worth knowing), fail (a blocking
 problem: restore or the daemon cannot work) or skip (could not be checked).
 The checks run from the caller's side: the kernel and CRIU of this host, the
 socket as this user can reach it, then what keeptimed itself reports
-(GetInfo), and whether its configuration file would load at the next start.
+(GetInfo), whether its configuration file would load at the next start, and
+whether CRIU runs keeptime's hook.
 """
 import ctypes
 import errno
@@ -15,7 +16,7 @@ import stat
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Mapping, Optional
 
 from . import __version__, errors
 from .client import Client
@@ -223,6 +224,83 @@ def check_criu() -> Check:
     return Check("criu", OK, f"{name}: `criu check` passes")
 
 
+CRIU_CONFIG_DIR = "/etc/criu"
+# The files CRIU reads by default, and who reads each (README: Using keeptime with CRIU).
+CRIU_CONFIGS = (("default.conf", "criu, CRaC"), ("runc.conf", "runc, podman on runc"), ("crun.conf", "crun"))
+KEEPTIME_HOOKS = ("keeptime-criu-forward", "keeptime-criu-hook")
+INSTALLED_HOOK = "/usr/libexec/keeptime/criu-hook"
+
+
+def _action_scripts(path: str) -> list[str]:
+    """The action scripts a CRIU configuration file names (`action-script PATH` lines)."""
+    scripts = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            words = line.split("#", 1)[0].split(None, 1)
+            if len(words) == 2 and words[0].lstrip("-") == "action-script":
+                scripts.append(words[1].strip().strip("\"'"))
+    return scripts
+
+
+def _is_keeptime_hook(path: str) -> bool:
+    """keeptime's hook: the forwarder or keeptime-criu-hook, through any links,
+    or a script that runs keeptime-criu-hook (deploy/criu/criu-hook copied)."""
+    if os.path.basename(os.path.realpath(path)) in KEEPTIME_HOOKS:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 * 1024)
+    except OSError:
+        return False
+    return head.startswith(b"#!") and b"keeptime-criu-hook" in head
+
+
+def _hook_config_problem(environ: Mapping[str, str]) -> Optional[str]:
+    from .criu import hookconfig
+
+    path, _ = hookconfig.config_path(environ)
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        return None   # CRIU's user (root) reads it, not necessarily this one
+    try:
+        hookconfig.load(environ)
+    except hookconfig.ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def check_criu_hook(config_dir: str = CRIU_CONFIG_DIR, environ: Mapping[str, str] = os.environ) -> Check:
+    """Whether CRIU runs keeptime's hook: a CRIU configuration file names it,
+    it can run, and its own configuration (criu-hook.toml) is valid."""
+    problem = _hook_config_problem(environ)
+    if problem:
+        return Check("criu hook", FAIL, f"every CRIU step through keeptime's hook would fail: {problem}")
+    named, broken = [], []
+    for name, readers in CRIU_CONFIGS:
+        path = os.path.join(config_dir, name)
+        try:
+            scripts = _action_scripts(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return Check("criu hook", SKIP, f"cannot read {path}: {exc.strerror}")
+        for script in filter(_is_keeptime_hook, scripts):
+            if os.path.isfile(script) and os.access(script, os.X_OK):
+                named.append(f"{name} ({readers})")
+            else:
+                why = "is not executable" if os.path.exists(script) else "does not exist"
+                broken.append(f"{path} names {script}, which {why}")
+    if broken:
+        return Check("criu hook", FAIL, f"{'; '.join(broken)}: every CRIU dump and restore that reads it fails")
+    if named:
+        return Check("criu hook", OK, f"keeptime's hook runs for {', '.join(named)} in {config_dir}")
+    if shutil.which("criu") is None:
+        return Check("criu hook", SKIP, "criu is not installed")
+    return Check("criu hook", WARN, (
+        f"no CRIU configuration in {config_dir} names keeptime's hook, so CRIU's dumps and restores keep no "
+        f"clocks continuous: add `action-script {INSTALLED_HOOK}` to the ones your tools read ("
+        f"{'; '.join(f'{name}: {readers}' for name, readers in CRIU_CONFIGS)}), or pass --action-script"))
+
+
 def run(socket_path: str, timeout: float, config_path: Optional[str] = None, criu: bool = True) -> dict:
     """Every check, in order; returns {"ok", "checks", "daemon"} ("ok": no blocking problem)."""
     checks = [check_kernel(), check_namespace_limit(), check_socket(socket_path)]
@@ -242,6 +320,7 @@ def run(socket_path: str, timeout: float, config_path: Optional[str] = None, cri
         path, explicit = DEFAULT_CONFIG, False
     checks.append(check_config(path, explicit))
     checks.append(check_criu() if criu else Check("criu", SKIP, "not checked (--no-criu)"))
+    checks.append(check_criu_hook() if criu else Check("criu hook", SKIP, "not checked (--no-criu)"))
     return {
         "ok": not any(c.status == FAIL for c in checks),
         "checks": [c.as_dict() for c in checks],

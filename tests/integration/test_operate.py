@@ -85,7 +85,7 @@ def test_doctor_passes_against_a_healthy_daemon(daemon):
     assert result.returncode == 0, result.stdout + result.stderr
     checks = checks_of(result)
     assert [name for name in checks] == ["kernel", "namespace limit", "socket", "daemon", "privileges",
-                                         "clone3 offsets", "configuration", "criu"]
+                                         "clone3 offsets", "configuration", "criu", "criu hook"]
     assert checks["daemon"]["status"] == checks["socket"]["status"] == checks["privileges"]["status"] == "ok"
     assert checks["configuration"]["summary"] == f"{daemon.config} is valid"
     assert json.loads(result.stdout)["daemon"]["socket_path"] == daemon.socket
