@@ -24,13 +24,17 @@ from typing import Iterable, Iterator, Mapping, Optional, Sequence
 import grpc
 
 from . import errors
-from .limits import CHANNEL_OPTIONS
+from .limits import BUSY_TRAILER, CHANNEL_OPTIONS
 from .defaults import DEFAULT_SOCKET, POLICIES, SOCKET_ENV
 from .v1 import keeptime_pb2 as pb
 from .v1 import keeptime_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT = 30.0
 WAIT_SLICE = 60.0
+# A call keeptimed refused before it began, its caller's places all taken, is
+# sent again after 10, 20, 40 ... (at most 200) ms for up to 2 s in all.
+BUSY_PATIENCE = 2.0
+BUSY_FIRST_PAUSE, BUSY_MAX_PAUSE = 0.01, 0.2
 POLICY_ENUMS = {"freeze": pb.POLICY_FREEZE, "suspend": pb.POLICY_SUSPEND, "elapsed": pb.POLICY_ELAPSED}
 MECHANISM_NAMES = {
     pb.MECHANISM_CLONE3_TIMENS_OFFSET: "clone3-timens-offset",
@@ -160,10 +164,22 @@ class Client:
         self.close()
 
     def _call(self, method: str, request, timeout: Optional[float] = -1.0, stub=None):
-        try:
-            return getattr(stub or self._stub, method)(request, timeout=self.timeout if timeout == -1.0 else timeout)
-        except grpc.RpcError as exc:
-            raise errors.from_rpc_error(exc, self.socket) from None
+        """One call; one refused before it began for want of a free place
+        (keeptimed's BUSY_TRAILER) is sent again for up to BUSY_PATIENCE
+        seconds within its deadline, then reported as refused."""
+        timeout = self.timeout if timeout == -1.0 else timeout
+        now = time.monotonic()
+        give_up = now + BUSY_PATIENCE if timeout is None else now + min(BUSY_PATIENCE, timeout)
+        pause = BUSY_FIRST_PAUSE
+        while True:
+            left = None if timeout is None else max(0.001, now + timeout - time.monotonic())
+            try:
+                return getattr(stub or self._stub, method)(request, timeout=left)
+            except grpc.RpcError as exc:
+                if not (_refused_busy(exc) and time.monotonic() + pause < give_up):
+                    raise errors.from_rpc_error(exc, self.socket) from None
+            time.sleep(pause)
+            pause = min(2 * pause, BUSY_MAX_PAUSE)
 
     # -- records ------------------------------------------------------------
 
@@ -332,3 +348,10 @@ class Client:
         """Stored restore events, oldest first; only one record's when given."""
         pages = self._pages("ListRestores", pb.ListRestoresRequest(record_id=record_id))
         return [event for page in pages for event in page.events]
+
+
+def _refused_busy(exc: grpc.RpcError) -> bool:
+    """Whether keeptimed refused the call before it began (its caller's places all taken)."""
+    if not isinstance(exc, grpc.Call) or exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    return any(key == BUSY_TRAILER for key, _ in exc.trailing_metadata() or ())

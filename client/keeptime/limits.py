@@ -19,6 +19,12 @@ CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 )
 
+# Trailing metadata keeptimed sets on a call it refused (RESOURCE_EXHAUSTED)
+# before the call began because the caller's uid had as many calls in
+# progress as its limits allow; the value names the limit. Such a call did
+# nothing, so a client may send it again (keeptime.Client does, for a moment).
+BUSY_TRAILER = "keeptime-busy"
+
 
 def of(field: FieldDescriptor) -> Optional[pb.Limit]:
     """The (limit) option of a field; None when it has none."""

@@ -10,11 +10,14 @@ limit when
   * its uid already has user_calls gRPC calls in progress (in both pools,
     streams included), user_waits Wait calls blocked, or USER_HOOK_STEPS
     CRIU hook steps (a CRIU run makes one at a time), or
+  * its uid already holds half (rounded up) of what non-root callers may
+    hold in that pool, so that one uid never leaves other users nothing, or
   * the non-root callers together already hold the workers they may hold
     in that pool: workers - root_workers of those for waits and streams,
     three quarters of the quick_workers, all but ROOT_HOOK_WORKERS of the
     CRIU hook's,
-so root always finds workers free in every pool. Root and TLS clients are
+so root always finds workers free in every pool, and another user does
+unless several uids together take them. Root and TLS clients are
 not counted; root's blocked Waits are capped at half the workers for waits
 and streams, so its own waits never take them all.
 
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import grpc
+from keeptime.limits import BUSY_TRAILER
 
 from . import pools
 from .access import Access, Caller
@@ -59,6 +63,11 @@ class Pool:
     per_uid_limit: str   # the limit that sets it
     what: str            # what a uid holds, for messages
 
+    @property
+    def one_uid(self) -> int:
+        """Workers of this pool one non-root uid may hold: half the share, rounded up."""
+        return (self.share + 1) // 2
+
 
 class Admission:
     """Counts the calls of callers other than root, per uid and per pool."""
@@ -84,16 +93,22 @@ class Admission:
         if caller.privileged:
             return None
         uid = caller.uid
-        mine = pool.uid_group, uid
+        mine, mine_here = (pool.uid_group, uid), ("pool", pool.name, uid)
         with self._lock:
             if self._held[mine] >= pool.per_uid:
                 raise LimitExceeded(pool.per_uid_limit, f"uid {uid} already has {self._held[mine]} {pool.what}, "
                                                         f"the most {pool.per_uid_limit} allows; retry once one has ended")
+            if self._held[mine_here] >= pool.one_uid:
+                raise LimitExceeded(pool.share_limit, f"uid {uid} already holds {self._held[mine_here]} of the "
+                                                      f"{pool.share} {pool.name} workers callers other than root may "
+                                                      "hold, as many as one uid may (half, so that other users are "
+                                                      "served); retry once one has ended")
             if self._held[pool] >= pool.share:
                 raise LimitExceeded(pool.share_limit, f"the {pool.share} {pool.name} workers callers other than root "
                                                       f"may hold are all busy (the rest are root's: {pool.roots}); "
                                                       "retry")
             self._held[mine] += 1
+            self._held[mine_here] += 1
             self._held[pool] += 1
         return pool, uid
 
@@ -104,6 +119,7 @@ class Admission:
         pool, uid = ticket
         with self._lock:
             _decrement(self._held, (pool.uid_group, uid))
+            _decrement(self._held, ("pool", pool.name, uid))
             _decrement(self._held, pool)
 
     @contextlib.contextmanager
@@ -176,6 +192,8 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
             ticket = self.admission.enter(caller, pool)
         except KeeptimeError as exc:
             self._refused(name, caller, context, exc)
+            if isinstance(exc, LimitExceeded):   # refused before it began: the client may retry it
+                context.set_trailing_metadata(((BUSY_TRAILER, exc.limit),))
             context.abort(grpc.StatusCode[exc.status], exc.message)
         try:
             yield

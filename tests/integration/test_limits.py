@@ -148,17 +148,81 @@ def test_members_holding_calls_open_cannot_starve_root_or_each_other(open_dir, m
         assert daemon.stop() == 0, daemon.log()
 
 
+def test_one_member_holding_quick_calls_open_leaves_other_members_served(open_dir):
+    """With the quick workers of a 2-CPU host (4: members may hold 3), one
+    member's unary calls whose request never comes hold 2 of them, half the
+    members' share, and the rest are refused naming quick_workers; another
+    member's calls are served meanwhile, and root's."""
+    daemon = started(RunningDaemon(open_dir), "--quick-workers", "4")
+    attacker, other = Member(open_dir, daemon, NOBODY), Member(open_dir, daemon, MEMBER)
+    held = None
+    try:
+        held = Streams(attacker.channel, 6, "/keeptime.v1.Keeptime/ListRecords")
+        refused = held.settle(refused=4)
+        assert len(refused) == 4
+        for call in refused:
+            assert call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert (f"uid {NOBODY} already holds 2 of the 3 quick-call workers callers other than root may hold, "
+                    "as many as one uid may (half, so that other users are served)") in call.details()
+        with other.client(timeout=10) as kt:
+            assert kt.list() == [] and kt.health() == "SERVING"
+        root_is_served(daemon)
+    finally:
+        if held is not None:
+            held.close()
+        for member in (attacker, other):
+            member.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_a_call_refused_before_it_began_is_sent_again_by_the_client_for_a_moment(open_dir, member_sleeper):
+    """A member at user_calls (1 here, held by a stalled call): its next
+    call is refused before it begins, marked busy, so keeptime.Client sends
+    it again, and it succeeds once the stalled call ends within 2 s; past
+    2 s the refusal naming user_calls is reported. A refusal of work that
+    began (user_records) is reported at once, never sent again."""
+    daemon = started(RunningDaemon(open_dir), "--user-calls", "1", "--user-records", "1")
+    member = Member(open_dir, daemon, MEMBER)
+    held = None
+    try:
+        with member.client(timeout=20) as kt:
+            kt.checkpoint(member_sleeper)
+            held = Streams(member.channel, 1)
+            assert held.settle(refused=0) == []
+            threading.Timer(0.5, held.close).start()
+            assert len(kt.list()) == 1   # refused until the stalled call ended, then served
+            held = Streams(member.channel, 1)
+            assert held.settle(refused=0) == []
+            with pytest.raises(errors.ResourceExhausted) as caught:
+                kt.list()
+            assert_limit(caught.value, f"uid {MEMBER} already has 1 calls in progress, the most user_calls allows")
+            refusals = daemon.log().count('"ListRecords RESOURCE_EXHAUSTED"')
+            assert refusals >= 5   # sent again and again for 2 s
+            held.close()
+            with pytest.raises(errors.ResourceExhausted) as caught:
+                eventually(kt.list)   # the stalled call's place is free again
+                kt.checkpoint(member_sleeper)
+            assert "the most user_records allows" in caught.value.message
+            assert daemon.log().count('"Checkpoint RESOURCE_EXHAUSTED"') == 1
+    finally:
+        if held is not None:
+            held.close()
+        member.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
 def test_members_together_never_take_roots_workers(open_dir):
     """However many members there are, they hold at most workers -
-    root_workers workers together; the next member call is refused naming
-    root_workers, and root is served."""
+    root_workers workers together (each at most half of those); the next
+    member call is refused naming root_workers, and root is served."""
     daemon = started(RunningDaemon(open_dir), "--workers", "6", "--root-workers", "2", "--user-calls", "3")
-    members = [Member(open_dir, daemon, uid) for uid in (NOBODY, MEMBER)]
+    members = [Member(open_dir, daemon, uid) for uid in (NOBODY, MEMBER, MEMBER + 1)]
     held = []
     try:
-        held.append(Streams(members[0].channel, 3))
-        assert held[-1].settle(refused=0) == []
-        held.append(Streams(members[1].channel, 3))
+        for member in members[:2]:
+            held.append(Streams(member.channel, 2))
+            assert held[-1].settle(refused=0) == []
+        held.append(Streams(members[2].channel, 2))
         refused = held[-1].settle(refused=2)
         assert len(refused) == 2
         for call in refused:
@@ -280,11 +344,13 @@ def test_root_is_served_while_members_hold_their_shares_of_both_pools(open_dir, 
     """Quick calls (every unary call but Wait) and calls that may block
     (Wait, streams) run on workers of their own, counted apart. MEMBER holds
     its whole user_calls in blocked Waits (user_waits) and idle streams,
-    nobody the members' whole share of the quick workers in unary calls
-    whose request never comes: root's quick calls are served, and so are
-    more of root's Waits at once than there are quick workers."""
+    nobody and a third member the members' whole share of the quick workers
+    in unary calls whose request never comes (nobody half of it, as much as
+    one uid may): root's quick calls are served, and so are more of root's
+    Waits at once than there are quick workers."""
     daemon = started(RunningDaemon(open_dir), "--quick-workers", "4")   # members may hold 3 of them
     member, nobody = Member(open_dir, daemon, MEMBER), Member(open_dir, daemon, NOBODY)
+    third = Member(open_dir, daemon, MEMBER + 1)
     held, running = [], []
     try:
         with member.client(timeout=60) as kt, concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -298,6 +364,10 @@ def test_root_is_served_while_members_hold_their_shares_of_both_pools(open_dir, 
             assert_limit(caught.value, f"uid {MEMBER} already has 8 calls in progress, the most user_calls allows")
 
             held.append(Streams(nobody.channel, 4, "/keeptime.v1.Keeptime/ListRecords"))
+            refused = held[-1].settle(refused=2)
+            assert len(refused) == 2 and all(call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for call in refused)
+            assert f"uid {NOBODY} already holds 2 of the 3 quick-call workers" in refused[0].details()
+            held.append(Streams(third.channel, 2, "/keeptime.v1.Keeptime/ListRecords"))
             refused = held[-1].settle(refused=1)
             assert len(refused) == 1 and refused[0].code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert ("the 3 quick-call workers callers other than root may hold are all busy (the rest are root's: "
@@ -324,7 +394,7 @@ def test_root_is_served_while_members_hold_their_shares_of_both_pools(open_dir, 
             streams.close()
         for pid in running:
             os.kill(pid, signal.SIGKILL)
-        for each in (member, nobody):
+        for each in (member, nobody, third):
             each.close()
         assert daemon.stop() == 0, daemon.log()
 
@@ -398,7 +468,7 @@ def test_restores_stopped_before_exec_are_killed_at_exec_timeout_and_fail_clearl
     uid and their exec. Each Restore ends after exec_timeout with ABORTED:
     the process was killed and reaped, the program never ran, so a retry
     runs it once. Meanwhile root is served, and nothing is left behind."""
-    daemon = started(RunningDaemon(open_dir), "--exec-timeout", "2")
+    daemon = started(RunningDaemon(open_dir), "--exec-timeout", "2", "--quick-workers", "8")   # 3 restores of one uid at once
     attacker = Member(open_dir, daemon, MEMBER)
     path = slow_path(open_dir)
     try:

@@ -64,6 +64,22 @@ def test_a_uids_calls_count_together_in_both_pools_against_user_calls():
     admission.enter(member(1000), admission.quick)
 
 
+@pytest.mark.parametrize("quick_workers, one_uid", [(2, 1), (4, 2), (8, 3), (32, 12)])
+def test_one_uid_holds_at_most_half_of_what_members_may_hold_so_other_users_are_served(quick_workers, one_uid):
+    admission = Admission(Limits.defaults(quick_workers=quick_workers, user_calls=100))
+    tickets = [admission.enter(member(1000), admission.quick) for _ in range(one_uid)]
+    with pytest.raises(LimitExceeded) as refused:
+        admission.enter(member(1000), admission.quick)
+    assert refused.value.limit == "quick_workers"
+    assert (f"uid 1000 already holds {one_uid} of the {admission.quick.share} quick-call workers callers other "
+            "than root may hold, as many as one uid may (half, so that other users are served)") \
+        in refused.value.message
+    if admission.quick.share > 1:
+        admission.enter(member(1001), admission.quick)   # another user is served
+    admission.leave(tickets[0])
+    admission.enter(member(1000), admission.quick)
+
+
 def test_members_hold_workers_minus_root_workers_of_the_workers_for_waits_and_streams():
     admission = Admission(Limits.defaults(workers=6, root_workers=2, user_calls=100))
     for n in range(4):
