@@ -17,6 +17,7 @@ dataclass of this module, or a plain value.
 Every failed call raises a keeptime.errors.KeeptimeError subclass.
 """
 import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Optional, Sequence
@@ -32,9 +33,11 @@ from .v1 import keeptime_pb2_grpc as pb_grpc
 DEFAULT_TIMEOUT = 30.0
 WAIT_SLICE = 60.0
 # A call keeptimed refused before it began, its caller's places all taken, is
-# sent again after 10, 20, 40 ... (at most 200) ms for up to 2 s in all.
+# sent again after growing pauses (10 ms, at most 200 ms, each shortened by a
+# random part) for up to 2 s in all, while at least 0.25 s of its deadline is left.
 BUSY_PATIENCE = 2.0
 BUSY_FIRST_PAUSE, BUSY_MAX_PAUSE = 0.01, 0.2
+BUSY_MIN_LEFT = 0.25
 POLICY_ENUMS = {"freeze": pb.POLICY_FREEZE, "suspend": pb.POLICY_SUSPEND, "elapsed": pb.POLICY_ELAPSED}
 MECHANISM_NAMES = {
     pb.MECHANISM_CLONE3_TIMENS_OFFSET: "clone3-timens-offset",
@@ -169,17 +172,23 @@ class Client:
         seconds within its deadline, then reported as refused."""
         timeout = self.timeout if timeout == -1.0 else timeout
         now = time.monotonic()
-        give_up = now + BUSY_PATIENCE if timeout is None else now + min(BUSY_PATIENCE, timeout)
+        deadline = None if timeout is None else now + timeout
+        give_up = now + BUSY_PATIENCE
         pause = BUSY_FIRST_PAUSE
         while True:
-            left = None if timeout is None else max(0.001, now + timeout - time.monotonic())
+            left = None if deadline is None else max(0.001, deadline - time.monotonic())
             try:
                 return getattr(stub or self._stub, method)(request, timeout=left)
             except grpc.RpcError as exc:
-                if not (_refused_busy(exc) and time.monotonic() + pause < give_up):
+                pause = random.uniform(pause / 2, pause)   # clients refused together do not return together
+                resend_at = time.monotonic() + pause
+                # Sent again only with time to run: a call that began but missed its
+                # deadline would be a worse answer than the refusal.
+                if not (_refused_busy(exc) and resend_at < give_up
+                        and (deadline is None or deadline - resend_at >= BUSY_MIN_LEFT)):
                     raise errors.from_rpc_error(exc, self.socket) from None
             time.sleep(pause)
-            pause = min(2 * pause, BUSY_MAX_PAUSE)
+            pause = min(4 * pause, BUSY_MAX_PAUSE)
 
     # -- records ------------------------------------------------------------
 

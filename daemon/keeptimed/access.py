@@ -51,6 +51,13 @@ class Caller:
     name: str = ""                  # unix: the program's name; tls: the client certificate's name
     pidns: Optional[PidNamespace] = None   # whose pids it names; None: unknown
     peer: str = ""                  # unix: the relayed connection, as gRPC names it
+    # unix: the uid per-uid limits charge, when not uid (a user namespace's creator, userns.py)
+    charged_uid: Optional[int] = None
+
+    @property
+    def account(self) -> Optional[int]:
+        """The uid per-uid limits count this caller's use against."""
+        return self.uid if self.charged_uid is None else self.charged_uid
 
     @property
     def privileged(self) -> bool:
@@ -152,7 +159,7 @@ class Access:
         """The caller behind a unix connection with these peer credentials
         (and the name gRPC gives it)."""
         return Caller("unix", credentials.pid, credentials.uid, credentials.gid, credentials.program,
-                      credentials.pidns, peer)
+                      credentials.pidns, peer, credentials.charged_uid)
 
     @staticmethod
     def check_rpc(caller: Caller, rpc_name: str) -> None:

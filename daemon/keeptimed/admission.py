@@ -62,6 +62,7 @@ class Pool:
     per_uid: int         # one uid, in all pools of its uid_group
     per_uid_limit: str   # the limit that sets it
     what: str            # what a uid holds, for messages
+    grows: str           # the setting that makes the share larger
 
     @property
     def one_uid(self) -> int:
@@ -75,12 +76,12 @@ class Admission:
     def __init__(self, limits: Limits, hook_workers: int = 8):
         self.limits = limits
         self.quick = Pool("quick-call", limits.user_quick_workers, "quick_workers", "a quarter of quick_workers",
-                          "gRPC", limits.user_calls, "user_calls", "calls in progress")
+                          "gRPC", limits.user_calls, "user_calls", "calls in progress", "quick_workers")
         self.blocking = Pool("wait-and-stream", limits.user_workers, "root_workers", "root_workers",
-                             "gRPC", limits.user_calls, "user_calls", "calls in progress")
+                             "gRPC", limits.user_calls, "user_calls", "calls in progress", "workers")
         self.hook = Pool("CRIU hook", max(1, hook_workers - ROOT_HOOK_WORKERS), "root_hook_workers",
                          "root_hook_workers", "CRIU hook", USER_HOOK_STEPS, "user_hook_steps",
-                         "CRIU hook steps in progress")
+                         "CRIU hook steps in progress", "root_hook_workers")
         self._lock = threading.Lock()
         # pool -> calls held there; (uid group, uid) -> calls that uid holds in the group's pools
         self._held: collections.Counter = collections.Counter()
@@ -92,17 +93,17 @@ class Admission:
         many. Returns the ticket to give leave() when the call ends."""
         if caller.privileged:
             return None
-        uid = caller.uid
+        uid = caller.account
         mine, mine_here = (pool.uid_group, uid), ("pool", pool.name, uid)
         with self._lock:
             if self._held[mine] >= pool.per_uid:
-                raise LimitExceeded(pool.per_uid_limit, f"uid {uid} already has {self._held[mine]} {pool.what}, "
+                raise LimitExceeded(pool.per_uid_limit, f"{_who(caller)} already has {self._held[mine]} {pool.what}, "
                                                         f"the most {pool.per_uid_limit} allows; retry once one has ended")
             if self._held[mine_here] >= pool.one_uid:
-                raise LimitExceeded(pool.share_limit, f"uid {uid} already holds {self._held[mine_here]} of the "
-                                                      f"{pool.share} {pool.name} workers callers other than root may "
-                                                      "hold, as many as one uid may (half, so that other users are "
-                                                      "served); retry once one has ended")
+                raise LimitExceeded(pool.grows, f"{_who(caller)} already holds {self._held[mine_here]} of the "
+                                                f"{pool.share} {pool.name} workers callers other than root may "
+                                                "hold, as many as one uid may (half, so that other users are "
+                                                f"served); retry once one has ended (more {pool.grows}: more of them)")
             if self._held[pool] >= pool.share:
                 raise LimitExceeded(pool.share_limit, f"the {pool.share} {pool.name} workers callers other than root "
                                                       f"may hold are all busy (the rest are root's: {pool.roots}); "
@@ -134,10 +135,10 @@ class Admission:
             finally:
                 self._root_waits.release()
             return
-        uid = caller.uid
+        uid = caller.account
         with self._lock:
             if self._waits[uid] >= self.limits.user_waits:
-                raise LimitExceeded("user_waits", f"uid {uid} already has {self._waits[uid]} Wait calls blocked, "
+                raise LimitExceeded("user_waits", f"{_who(caller)} already has {self._waits[uid]} Wait calls blocked, "
                                                   "the most user_waits allows; retry once one has returned")
             self._waits[uid] += 1
         try:
@@ -145,6 +146,13 @@ class Admission:
         finally:
             with self._lock:
                 _decrement(self._waits, uid)
+
+
+def _who(caller: Caller) -> str:
+    """The uid a caller's calls are counted against, for messages."""
+    if caller.charged_uid is None:
+        return f"uid {caller.uid}"
+    return f"uid {caller.charged_uid} (which made the user namespace uid {caller.uid} calls from)"
 
 
 def _decrement(counter: collections.Counter, key) -> None:

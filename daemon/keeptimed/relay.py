@@ -41,7 +41,7 @@ from typing import Callable, Optional
 
 from keeptime.criu.hookwire import FD_NAMES, MAGIC as HOOK_MAGIC
 
-from . import pidns, procfs
+from . import pidns, procfs, userns
 from .errors import KeeptimeError
 from .pidns import PidNamespace
 
@@ -78,6 +78,13 @@ class PeerCredentials:
     # A pidfd of it, held by the relay while the connection lasts (see
     # CallerRelay.caller_pidfd); None when there is none.
     pidfd: Optional[int] = field(default=None, compare=False)
+    # The uid its calls are charged to (userns.charged_uid); None: its own.
+    charged_uid: Optional[int] = None
+
+    @property
+    def account(self) -> int:
+        """The uid per-uid limits count this connection's calls against."""
+        return self.uid if self.charged_uid is None else self.charged_uid
 
 
 def peer_credentials(sock: socket.socket) -> PeerCredentials:
@@ -125,7 +132,7 @@ class _Pair:
         self.upstream: Optional[socket.socket] = None
         self.peer = ""
         self.credentials = credentials
-        self.uid = credentials.uid
+        self.uid = credentials.account
         self.accepted_at = accepted_at
         self.up: Optional[_Direction] = None
         self.down: Optional[_Direction] = None
@@ -321,16 +328,18 @@ class CallerRelay:
                 log.warning("relay: refusing a connection, %d already open", self._max_connections)
                 client.close()
                 continue
-            credentials = peer_credentials(client)
-            if credentials.uid != 0 and self._by_uid[credentials.uid] >= self._max_per_user:
+            credentials = _with_program(peer_credentials(client), client, self._own_pidns)
+            if credentials.uid != 0 and self._by_uid[credentials.account] >= self._max_per_user:
                 log.warning("relay: refusing a connection from uid %d (pid %d), which holds %d already",
-                            credentials.uid, credentials.pid, self._max_per_user)
+                            credentials.account, credentials.pid, self._max_per_user)
+                if credentials.pidfd is not None:
+                    os.close(credentials.pidfd)
                 client.close()
                 continue
             client.setblocking(False)
-            pair = _Pair(client, _with_program(credentials, client, self._own_pidns), time.monotonic())
+            pair = _Pair(client, credentials, time.monotonic())
             self._connections += 1
-            self._by_uid[credentials.uid] += 1
+            self._by_uid[credentials.account] += 1
             self._pairs[client] = pair
             self._silent[pair] = None
             self._selector.register(client, selectors.EVENT_READ, pair)
@@ -510,7 +519,13 @@ def _with_program(credentials: PeerCredentials, client: socket.socket,
         program = "?"
     pidfd = pidns.peer_pidfd(client, credentials.pid)
     namespace = pidns.of_peer(client, credentials.pid, own_pidns, pidfd=pidfd) if pidfd is not None else None
-    return replace(credentials, program=program, pidns=namespace, pidfd=pidfd)
+    charged = None
+    if credentials.uid != 0 and pidfd is not None:
+        charged = userns.charged_uid(credentials.pid, credentials.uid)
+        if not pidns.alive(pidfd):   # the pid was reused: charge the caller's own uid
+            charged = None
+    return replace(credentials, program=program, pidns=namespace, pidfd=pidfd,
+                   charged_uid=charged if charged != credentials.uid else None)
 
 
 def _private_directory(public_path: str) -> str:

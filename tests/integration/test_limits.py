@@ -6,6 +6,7 @@ own credentials (helpers/impersonate.py); root, and the other member, must
 still be served, and each refusal must be RESOURCE_EXHAUSTED naming its limit.
 """
 import concurrent.futures
+import json
 import os
 import signal
 import socket
@@ -208,6 +209,82 @@ def test_a_call_refused_before_it_began_is_sent_again_by_the_client_for_a_moment
         if held is not None:
             held.close()
         member.close()
+        assert daemon.stop() == 0, daemon.log()
+
+
+# Run as a member: make a user namespace (root then maps its uids 0-99 to
+# host uids SUBUIDS...), and from two of its uids, each a host uid of its
+# own, open `count` unary calls that send nothing; print how each ended
+# within 3 s ("held" if it had not). Forks before gRPC is loaded.
+SUBUIDS = 300000
+FROM_USER_NAMESPACE = """
+import ctypes, json, os, sys, threading, time
+socket_path, count = sys.argv[1], int(sys.argv[2])
+if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:   # CLONE_NEWUSER
+    sys.exit("unshare: " + os.strerror(ctypes.get_errno()))
+print("unshared", flush=True)
+sys.stdin.readline()   # root has written the maps
+for inner_uid in (5, 6):
+    if os.fork() == 0:
+        os.setresgid(0, 0, 0)
+        os.setresuid(inner_uid, inner_uid, inner_uid)
+        import grpc
+        channel = grpc.insecure_channel("unix:" + socket_path)
+        call = channel.stream_stream("/keeptime.v1.Keeptime/ListRecords", request_serializer=bytes,
+                                     response_deserializer=bytes)
+        release = threading.Event()
+        def nothing():
+            release.wait()
+            return
+            yield
+        calls = [call(nothing()) for _ in range(count)]
+        time.sleep(3)
+        print(json.dumps([[inner_uid, c.details() if c.done() else "held"] for c in calls]), flush=True)
+        sys.stdin.readline()   # hold them until told
+        release.set()
+        os._exit(0)
+    time.sleep(1)   # in order: uid 5's calls first
+for _ in range(2):
+    os.wait()
+"""
+
+
+def test_a_member_calling_from_uids_of_its_own_user_namespace_is_charged_for_them(open_dir):
+    """A member with subordinate uids calls from two host uids of a user
+    namespace it made: both are charged to the member, so together they hold
+    half the members' quick workers (2 of 3), and another member and root
+    are still served."""
+    daemon = started(RunningDaemon(open_dir), "--quick-workers", "4")
+    other = Member(open_dir, daemon, MEMBER + 1)
+    caller = subprocess.Popen(as_user(MEMBER, NOGROUP, [sys.executable, "-c", FROM_USER_NAMESPACE, daemon.socket,
+                                                        "2"]),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert caller.stdout.readline() == "unshared\n"
+        with open(f"/proc/{caller.pid}/uid_map", "w") as f:
+            f.write(f"0 {SUBUIDS} 100\n")
+        with open(f"/proc/{caller.pid}/gid_map", "w") as f:
+            f.write(f"0 {NOGROUP} 1\n")
+        caller.stdin.write("\n")
+        caller.stdin.flush()
+        first, second = (json.loads(caller.stdout.readline()) for _ in range(2))
+        assert first == [[5, "held"], [5, "held"]]
+        assert [uid for uid, _ in second] == [6, 6]
+        for _, details in second:
+            assert (f"uid {MEMBER} (which made the user namespace uid {SUBUIDS + 6} calls from) already holds 2 of "
+                    "the 3 quick-call workers callers other than root may hold") in details
+        with other.client(timeout=10) as kt:
+            assert kt.list() == []
+        root_is_served(daemon)
+        assert f'"caller_uid": {SUBUIDS + 6}' in daemon.log()   # logged, and owning records, as its own uid
+    finally:
+        caller.stdin.write("\n\n")
+        caller.stdin.close()
+        try:
+            caller.wait(timeout=30)
+        finally:
+            caller.kill()
+        other.close()
         assert daemon.stop() == 0, daemon.log()
 
 
