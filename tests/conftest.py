@@ -2,6 +2,7 @@
 probe, a keeptimed open to nobody's group and a client that is nobody to it,
 and the `root` marker for tests that need privileges and time namespaces
 (skipped elsewhere with the reason)."""
+import contextlib
 import os
 import shutil
 import subprocess
@@ -155,13 +156,22 @@ NOBODY = 65534
 NOGROUP = 65534
 
 
+@contextlib.contextmanager
+def scratch_dir(prefix: str, mode: int):
+    """A new temporary directory of mode (pytest's tmp_path is root-only), removed after."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(path, mode)
+    try:
+        yield path
+    finally:
+        subprocess.run(["rm", "-rf", path], check=False)
+
+
 @pytest.fixture
 def open_dir():
-    """A directory every user may traverse (pytest's tmp_path is root-only)."""
-    path = tempfile.mkdtemp(prefix="keeptime-access-")
-    os.chmod(path, 0o755)
-    yield path
-    subprocess.run(["rm", "-rf", path], check=False)
+    """A directory every user may traverse."""
+    with scratch_dir("keeptime-access-", 0o755) as path:
+        yield path
 
 
 @pytest.fixture
@@ -184,10 +194,8 @@ def as_nobody(group_daemon, open_dir):
 @pytest.fixture
 def world_writable_dir():
     """A directory every user may write (programs write there as nobody)."""
-    path = tempfile.mkdtemp(prefix="keeptime-shared-")
-    os.chmod(path, 0o777)
-    yield path
-    subprocess.run(["rm", "-rf", path], check=False)
+    with scratch_dir("keeptime-shared-", 0o777) as path:
+        yield path
 
 
 # -- real CRIU, runc and podman (helpers/containers.py), skipped with the

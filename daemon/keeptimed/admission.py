@@ -83,7 +83,8 @@ class Admission:
                          "root_hook_workers", "CRIU hook", USER_HOOK_STEPS, "user_hook_steps",
                          "CRIU hook steps in progress", "root_hook_workers")
         self._lock = threading.Lock()
-        # pool -> calls held there; (uid group, uid) -> calls that uid holds in the group's pools
+        # pool -> calls held there; (pool, uid) -> those of uid; (uid group, uid) -> calls that uid
+        # holds in the group's pools
         self._held: collections.Counter = collections.Counter()
         self._waits: collections.Counter = collections.Counter()   # uid -> blocked Waits
         self._root_waits = threading.BoundedSemaphore(limits.root_waits)
@@ -94,11 +95,12 @@ class Admission:
         if caller.privileged:
             return None
         uid = caller.account
-        mine, mine_here = (pool.uid_group, uid), ("pool", pool.name, uid)
+        mine, mine_here = (pool.uid_group, uid), (pool, uid)
         with self._lock:
             if self._held[mine] >= pool.per_uid:
-                raise LimitExceeded(pool.per_uid_limit, f"{_who(caller)} already has {self._held[mine]} {pool.what}, "
-                                                        f"the most {pool.per_uid_limit} allows; retry once one has ended")
+                raise LimitExceeded(pool.per_uid_limit, f"{_who(caller)} already has {self._held[mine]} "
+                                                        f"{pool.what}, the most {pool.per_uid_limit} allows; retry "
+                                                        "once one has ended")
             if self._held[mine_here] >= pool.one_uid:
                 raise LimitExceeded(pool.grows, f"{_who(caller)} already holds {self._held[mine_here]} of the "
                                                 f"{pool.share} {pool.name} workers callers other than root may "
@@ -120,7 +122,7 @@ class Admission:
         pool, uid = ticket
         with self._lock:
             _decrement(self._held, (pool.uid_group, uid))
-            _decrement(self._held, ("pool", pool.name, uid))
+            _decrement(self._held, (pool, uid))
             _decrement(self._held, pool)
 
     @contextlib.contextmanager

@@ -95,7 +95,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", int, 32, "calls that may block served at once: wait, and streams (health watch, "
             "reflection)", minimum=1),
     Setting("quick_workers", int, 0, "every other call served at once (more wait their turn; one non-root uid holds "
-            "at most half of the three quarters callers other than root may); 0: two per CPU, 4 to 32", check=_check_quick_workers),
+            "at most half of the three quarters callers other than root may); 0: two per CPU, 4 to 32",
+            check=_check_quick_workers),
     Setting("grace", float, 10.0, "seconds in-flight calls get to finish at shutdown", minimum=0),
     Setting("log_level", str, "info", "least severe log level written", choices=LOG_LEVELS),
     Setting("log_format", str, "auto", "json, text, or auto: json unless stderr is a terminal", choices=LOG_FORMATS),

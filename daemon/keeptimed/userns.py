@@ -10,9 +10,9 @@ namespaces are nested); anyone else to its own uid. Namespaces root made
 design, and charging them all to root would exempt them from every limit.
 """
 import fcntl
+import functools
 import os
 import struct
-from typing import Optional
 
 PROC = "/proc"
 # ioctl(2) requests on a namespace descriptor (linux/nsfs.h)
@@ -21,6 +21,7 @@ NS_GET_OWNER_UID = 0xB704    # the uid (in the caller's namespace) that created 
 MAX_DEPTH = 32               # the kernel nests user namespaces at most this deep
 
 
+@functools.cache   # keeptimed's user namespace is fixed for its life: read it once, not per connection
 def _own() -> tuple[int, int]:
     st = os.stat(f"{PROC}/self/ns/user")
     return st.st_dev, st.st_ino

@@ -9,7 +9,6 @@ error naming the file."""
 import os
 import stat
 import subprocess
-import tempfile
 
 import pytest
 
@@ -24,15 +23,12 @@ HOOK_TIMEOUT = 20   # seconds: a hook that blocks fails the test instead of hang
 
 
 @pytest.fixture
-def users_dir():
+def users_dir(open_dir):
     """An image directory owned by nobody, in a directory every user may traverse."""
-    parent = tempfile.mkdtemp(prefix="keeptime-attack-")
-    os.chmod(parent, 0o755)
-    images = os.path.join(parent, "images")
+    images = os.path.join(open_dir, "images")
     os.mkdir(images)
     os.chown(images, NOBODY, NOBODY)
-    yield images
-    subprocess.run(["rm", "-rf", parent], check=False)
+    return images
 
 
 def as_nobody(*argv: str) -> None:
@@ -131,15 +127,12 @@ def test_an_oversized_file_is_refused_by_size(users_dir, run_hook):
 
 
 @pytest.fixture
-def shared_dir():
+def shared_dir(open_dir):
     """A sticky, world-writable directory (like /tmp) holding root's dump."""
-    parent = tempfile.mkdtemp(prefix="keeptime-sticky-")
-    os.chmod(parent, 0o755)
-    images = os.path.join(parent, "images")
+    images = os.path.join(open_dir, "images")
     os.mkdir(images)
     os.chmod(images, 0o1777)
-    yield images
-    subprocess.run(["rm", "-rf", parent], check=False)
+    return images
 
 
 def root_dump(client, images: str, pid: int) -> bytes:
