@@ -6,7 +6,6 @@ own credentials (helpers/impersonate.py); root, and the other member, must
 still be served, and each refusal must be RESOURCE_EXHAUSTED naming its limit.
 """
 import concurrent.futures
-import json
 import os
 import signal
 import socket
@@ -212,79 +211,75 @@ def test_a_call_refused_before_it_began_is_sent_again_by_the_client_for_a_moment
         assert daemon.stop() == 0, daemon.log()
 
 
-# Run as a member: make a user namespace (root then maps its uids 0-99 to
-# host uids SUBUIDS...), and from two of its uids, each a host uid of its
-# own, open `count` unary calls that send nothing; print how each ended
-# within 3 s ("held" if it had not). Forks before gRPC is loaded.
+# Run by a member (stdlib only: the test's virtualenv may be root's alone):
+# make a user namespace, wait for root to write its uid and gid maps, become
+# uid argv[1] there (a host uid of the map's range, SUBUIDS + argv[1]), and
+# exec argv[2:] (connect_as, as ConnectAs runs it).
 SUBUIDS = 300000
-FROM_USER_NAMESPACE = """
-import ctypes, json, os, sys, threading, time
-socket_path, count = sys.argv[1], int(sys.argv[2])
+ENTER_OWN_USER_NAMESPACE = """
+import ctypes, os, sys, time
 if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:   # CLONE_NEWUSER
     sys.exit("unshare: " + os.strerror(ctypes.get_errno()))
-print("unshared", flush=True)
-sys.stdin.readline()   # root has written the maps
-for inner_uid in (5, 6):
-    if os.fork() == 0:
-        os.setresgid(0, 0, 0)
-        os.setresuid(inner_uid, inner_uid, inner_uid)
-        import grpc
-        channel = grpc.insecure_channel("unix:" + socket_path)
-        call = channel.stream_stream("/keeptime.v1.Keeptime/ListRecords", request_serializer=bytes,
-                                     response_deserializer=bytes)
-        release = threading.Event()
-        def nothing():
-            release.wait()
-            return
-            yield
-        calls = [call(nothing()) for _ in range(count)]
-        time.sleep(3)
-        print(json.dumps([[inner_uid, c.details() if c.done() else "held"] for c in calls]), flush=True)
-        sys.stdin.readline()   # hold them until told
-        release.set()
-        os._exit(0)
-    time.sleep(1)   # in order: uid 5's calls first
-for _ in range(2):
-    os.wait()
+while not open("/proc/self/uid_map").read():
+    time.sleep(0.01)
+inner_uid = int(sys.argv[1])
+os.setresgid(0, 0, 0)
+os.setresuid(inner_uid, inner_uid, inner_uid)
+os.execv(sys.argv[2], sys.argv[2:])
 """
 
 
+def from_own_user_namespace(workdir: str, daemon: RunningDaemon, inner_uid: int) -> ConnectAs:
+    """A proxy whose connections reach keeptimed from host uid SUBUIDS +
+    inner_uid, in a user namespace MEMBER made (root maps the range, as
+    newuidmap does for the ranges of /etc/subuid)."""
+    directory = os.path.join(workdir, f"userns-{inner_uid}")
+    os.mkdir(directory)
+    proxy = ConnectAs(directory, daemon.socket, MEMBER, NOGROUP,
+                      inner=["/usr/bin/python3", "-c", ENTER_OWN_USER_NAMESPACE, str(inner_uid)])
+    ours = os.stat("/proc/self/ns/user").st_ino
+    deadline = time.monotonic() + 10
+    while os.stat(f"/proc/{proxy.process.pid}/ns/user").st_ino == ours:
+        assert time.monotonic() < deadline, "the member made no user namespace"
+        time.sleep(0.01)
+    with open(f"/proc/{proxy.process.pid}/uid_map", "w") as f:
+        f.write(f"0 {SUBUIDS} 100\n")
+    with open(f"/proc/{proxy.process.pid}/gid_map", "w") as f:
+        f.write(f"0 {NOGROUP} 1\n")
+    return proxy
+
+
 def test_a_member_calling_from_uids_of_its_own_user_namespace_is_charged_for_them(open_dir):
-    """A member with subordinate uids calls from two host uids of a user
-    namespace it made: both are charged to the member, so together they hold
-    half the members' quick workers (2 of 3), and another member and root
-    are still served."""
+    """A member with subordinate uids calls from two host uids of user
+    namespaces it made: both are charged to the member, so together they
+    hold half the members' quick workers (2 of 3), and another member and
+    root are still served."""
     daemon = started(RunningDaemon(open_dir), "--quick-workers", "4")
     other = Member(open_dir, daemon, MEMBER + 1)
-    caller = subprocess.Popen(as_user(MEMBER, NOGROUP, [sys.executable, "-c", FROM_USER_NAMESPACE, daemon.socket,
-                                                        "2"]),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proxies, channels, held = [], [], []
     try:
-        assert caller.stdout.readline() == "unshared\n"
-        with open(f"/proc/{caller.pid}/uid_map", "w") as f:
-            f.write(f"0 {SUBUIDS} 100\n")
-        with open(f"/proc/{caller.pid}/gid_map", "w") as f:
-            f.write(f"0 {NOGROUP} 1\n")
-        caller.stdin.write("\n")
-        caller.stdin.flush()
-        first, second = (json.loads(caller.stdout.readline()) for _ in range(2))
-        assert first == [[5, "held"], [5, "held"]]
-        assert [uid for uid, _ in second] == [6, 6]
-        for _, details in second:
+        for inner_uid in (5, 6):
+            proxies.append(from_own_user_namespace(open_dir, daemon, inner_uid))
+            channels.append(grpc.insecure_channel(f"unix:{proxies[-1].path}"))
+            held.append(Streams(channels[-1], 2, "/keeptime.v1.Keeptime/ListRecords"))
+        assert held[0].settle(refused=0) == []
+        refused = held[1].settle(refused=2)
+        assert len(refused) == 2
+        for call in refused:
+            assert call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert (f"uid {MEMBER} (which made the user namespace uid {SUBUIDS + 6} calls from) already holds 2 of "
-                    "the 3 quick-call workers callers other than root may hold") in details
+                    "the 3 quick-call workers callers other than root may hold") in call.details()
         with other.client(timeout=10) as kt:
             assert kt.list() == []
         root_is_served(daemon)
         assert f'"caller_uid": {SUBUIDS + 6}' in daemon.log()   # logged, and owning records, as its own uid
     finally:
-        caller.stdin.write("\n\n")
-        caller.stdin.close()
-        try:
-            caller.wait(timeout=30)
-        finally:
-            caller.kill()
-        other.close()
+        for streams in held:
+            streams.close()
+        for channel in channels:
+            channel.close()
+        for proxy in (*proxies, other):
+            proxy.close()
         assert daemon.stop() == 0, daemon.log()
 
 
